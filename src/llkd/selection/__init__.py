@@ -1,0 +1,15 @@
+"""LLKD sample selection: the NumPy reference and the compiled backends."""
+
+from ._reference import MODES, WEIGHTINGS, normalized_entropy
+from ._selector import AdaptiveSelector, default_n_threads
+from ._state import SelectionResult, SelectorState
+
+__all__ = [
+    "AdaptiveSelector",
+    "SelectionResult",
+    "SelectorState",
+    "MODES",
+    "WEIGHTINGS",
+    "normalized_entropy",
+    "default_n_threads",
+]

@@ -1,0 +1,116 @@
+"""Boundary checks for selection inputs (spec section 5).
+
+Cheap checks (shapes, dtypes, label range, confidence range) run here for every
+backend. The O(B*C) finiteness check of the logits is left to each backend, which
+does it inside its own pass over the logits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def is_torch_tensor(x) -> bool:
+    return type(x).__module__.startswith("torch") and hasattr(x, "detach")
+
+
+def is_cuda_array(x) -> bool:
+    if is_torch_tensor(x):
+        return bool(x.is_cuda)
+    return hasattr(x, "__cuda_array_interface__")
+
+
+def to_host(x, name: str) -> np.ndarray:
+    if is_torch_tensor(x):
+        x = x.detach()
+        if x.is_cuda:
+            x = x.cpu()
+        if x.dtype.is_floating_point and x.dtype not in _TORCH_NUMPY_FLOATS():
+            x = x.float()
+        return x.numpy()
+    if hasattr(x, "__cuda_array_interface__") and not isinstance(x, np.ndarray):
+        raise TypeError(
+            f"{name} is a CUDA array of type {type(x).__name__}; pass a torch tensor "
+            "or use backend='cuda'"
+        )
+    try:
+        return np.asarray(x)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{name} could not be converted to an array: {exc}") from exc
+
+
+def _TORCH_NUMPY_FLOATS():
+    import torch
+
+    return (torch.float32, torch.float64)
+
+
+def check_logits(logits: np.ndarray, n_classes: int) -> np.ndarray:
+    if logits.ndim != 2:
+        raise ValueError(
+            f"student_logits must be 2-D (batch, n_classes), got shape {logits.shape}"
+        )
+    if logits.shape[0] == 0:
+        raise ValueError("student_logits is empty: a selection step needs at least one sample")
+    if logits.shape[1] != n_classes:
+        raise ValueError(
+            f"student_logits has {logits.shape[1]} columns but the selector was built "
+            f"for n_classes={n_classes}"
+        )
+    if logits.dtype == np.float16:
+        logits = logits.astype(np.float32)
+    if logits.dtype not in (np.float32, np.float64):
+        raise TypeError(
+            f"student_logits must be a float32 or float64 array, got dtype {logits.dtype}"
+        )
+    return np.ascontiguousarray(logits)
+
+
+def check_labels(labels: np.ndarray, n_rows: int, n_classes: int) -> np.ndarray:
+    if labels.ndim != 1 or labels.shape[0] != n_rows:
+        raise ValueError(
+            f"pseudo_labels must have shape ({n_rows},) to match student_logits, "
+            f"got {labels.shape}"
+        )
+    if labels.dtype == bool or not np.issubdtype(labels.dtype, np.integer):
+        if np.issubdtype(labels.dtype, np.floating) and np.all(np.isfinite(labels)) and np.all(
+            labels == np.round(labels)
+        ):
+            labels = labels.astype(np.int64)
+        else:
+            raise TypeError(
+                f"pseudo_labels must hold integer class indices, got dtype {labels.dtype}"
+            )
+    labels = np.ascontiguousarray(labels, dtype=np.int64)
+    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        bad = labels[(labels < 0) | (labels >= n_classes)][0]
+        raise ValueError(
+            f"pseudo_labels must lie in [0, {n_classes - 1}], found {bad}"
+        )
+    return labels
+
+
+def check_confidence(confidence: np.ndarray, n_rows: int) -> np.ndarray:
+    if confidence.ndim != 1 or confidence.shape[0] != n_rows:
+        raise ValueError(
+            f"teacher_confidence must have shape ({n_rows},) to match student_logits, "
+            f"got {confidence.shape}"
+        )
+    if not (np.issubdtype(confidence.dtype, np.floating) or np.issubdtype(confidence.dtype, np.integer)) or confidence.dtype == bool:
+        raise TypeError(
+            f"teacher_confidence must be a float array, got dtype {confidence.dtype}"
+        )
+    confidence = np.ascontiguousarray(confidence, dtype=np.float64)
+    if not np.all(np.isfinite(confidence)):
+        raise ValueError("teacher_confidence contains NaN or infinite values")
+    if confidence.size and (confidence.min() < 0.0 or confidence.max() > 1.0):
+        raise ValueError(
+            "teacher_confidence must lie in [0, 1], found values in "
+            f"[{confidence.min():g}, {confidence.max():g}]"
+        )
+    return confidence
+
+
+def check_finite_logits(logits: np.ndarray) -> None:
+    if not np.all(np.isfinite(logits)):
+        raise ValueError("student_logits contains NaN or infinite values")
