@@ -11,6 +11,13 @@ import numpy as np
 from ._state import SelectionResult, SelectorState
 
 MODES = ("llkd", "teacher", "student", "all", "fixed", "random")
+
+# Threshold tests pass when value >= tau - TIE_TOLERANCE. Levels are running means
+# of values in [0, 1]; when every value is the same (a teacher with discrete or
+# constant confidences, uniform logits), the mean and the momentum update can land
+# one ulp above that value and would reject every tied sample. 1e-9 is far above
+# float64 rounding of such means and far below any meaningful difference.
+TIE_TOLERANCE = 1e-9
 WEIGHTINGS = ("product", "none")
 
 
@@ -88,8 +95,8 @@ def select(
     random_rate: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Selection mask and loss weights for one batch against given thresholds."""
-    teacher_ok = confidence >= tau_teacher[labels]
-    student_ok = uncertainty >= tau_student[labels]
+    teacher_ok = confidence >= tau_teacher[labels] - TIE_TOLERANCE
+    student_ok = uncertainty >= tau_student[labels] - TIE_TOLERANCE
     if mode == "llkd":
         mask = teacher_ok & student_ok
     elif mode == "teacher":
