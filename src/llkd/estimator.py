@@ -87,8 +87,9 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         the same code path.
     weighting : {"product", "none"}, default="product"
         Loss weights of selected samples: ``c * u`` normalised to mean 1, or 1.
-    momentum : float, default=0.99
-        Momentum of the selector's running levels (see ``AdaptiveSelector``).
+    momentum : float, default=0.9
+        Momentum of the selector's running levels (see ``AdaptiveSelector`` for why
+        0.9 rather than a slower average).
     fixed_threshold : float, default=0.9
         Confidence threshold of ``selection="fixed"``.
     random_rate : float, default=0.1
@@ -218,7 +219,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         encoder="auto",
         selection="llkd",
         weighting="product",
-        momentum=0.99,
+        momentum=0.9,
         fixed_threshold=0.9,
         random_rate=0.1,
         warmup_epochs=0.0,

@@ -1,0 +1,132 @@
+"""LLKDClassifier on texts: frozen-encoder MLP and end-to-end fine-tuning of a tiny encoder."""
+
+import pickle
+
+import numpy as np
+import pytest
+
+from llkd import LLKDClassifier
+
+POS = ["good", "great", "fine", "lovely", "superb"]
+NEG = ["bad", "awful", "poor", "dull", "boring"]
+FILLER = ["the", "movie", "plot", "actor", "scene", "was", "very", "quite", "and", "story"]
+
+
+def make_texts(n, seed):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    texts = []
+    for label in y:
+        words = list(rng.choice(FILLER, 6)) + [rng.choice(POS if label else NEG)]
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+    return texts, y
+
+
+def keyword_teacher(texts):
+    """Probability of 'positive' from the keywords, softened: a noisy-but-useful teacher."""
+    out = []
+    for t in texts:
+        words = t.split()
+        pos = sum(w in POS for w in words)
+        neg = sum(w in NEG for w in words)
+        p = 0.85 if pos > neg else 0.15 if neg > pos else 0.5
+        out.append([1 - p, p])
+    return np.array(out)
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder_dir(tmp_path_factory):
+    """A randomly initialised 1-layer BERT and a word-level tokenizer, saved locally."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]"] + POS + NEG + FILLER)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]"
+    )
+    config = BertConfig(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64,
+    )
+    path = tmp_path_factory.mktemp("tiny-bert")
+    BertModel(config).save_pretrained(path)
+    fast.save_pretrained(path)
+    return str(path)
+
+
+def static_encoder():
+    static_model = pytest.importorskip("static_model")
+    return static_model.get_embeddings
+
+
+def test_frozen_encoder_mlp_on_texts():
+    texts, y = make_texts(400, 0)
+    test_texts, y_test = make_texts(200, 1)
+    clf = LLKDClassifier(
+        keyword_teacher, labels=["negative", "positive"], student="mlp", encoder=static_encoder(),
+        max_epochs=30, random_state=0,
+    ).fit(texts)
+    assert list(clf.classes_) == ["negative", "positive"]
+    assert not hasattr(clf, "n_features_in_")
+    pred = clf.predict(test_texts)
+    assert set(pred) <= {"negative", "positive"}
+    assert clf.score(test_texts, np.array(["negative", "positive"])[y_test]) > 0.8
+    proba = clf.predict_proba(test_texts)
+    np.testing.assert_allclose(proba.sum(1), 1.0)
+    restored = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(restored.predict_proba(test_texts), proba)
+
+
+def test_finetune_tiny_encoder_end_to_end(tiny_encoder_dir, tmp_path):
+    texts, y = make_texts(300, 2)
+    test_texts, y_test = make_texts(200, 3)
+    clf = LLKDClassifier(
+        keyword_teacher, labels=["negative", "positive"], student="finetune", encoder=tiny_encoder_dir,
+        max_epochs=4, learning_rate=3e-3, batch_size=16, random_state=0, calibration="none",
+    ).fit(texts)
+    assert clf._kind_ == "finetune"
+    acc = clf.score(test_texts, np.array(["negative", "positive"])[y_test])
+    assert acc > 0.8, acc
+    proba = clf.predict_proba(test_texts)
+    for restored in (pickle.loads(pickle.dumps(clf)), LLKDClassifier.load(clf.save(tmp_path / "ft"))):
+        np.testing.assert_allclose(restored.predict_proba(test_texts), proba, atol=1e-6)
+    assert (tmp_path / "ft" / "tokenizer").is_dir()
+
+
+def test_finetune_eval_pass_trims_selected_batches(tiny_encoder_dir):
+    texts, _ = make_texts(200, 4)
+    clf = LLKDClassifier(
+        keyword_teacher, labels=["negative", "positive"], student="finetune", encoder=tiny_encoder_dir,
+        max_epochs=2, uncertainty_pass="eval", learning_rate=3e-3, random_state=0,
+    ).fit(texts)
+    rec = clf.history_[-1]
+    assert rec["n_backprop"] == rec["n_selected"] <= rec["n_backprop_all"]
+
+
+def test_same_seed_same_finetuned_predictions(tiny_encoder_dir):
+    texts, _ = make_texts(120, 5)
+    kw = dict(labels=["negative", "positive"], student="finetune", encoder=tiny_encoder_dir, max_epochs=1, random_state=7)
+    a = LLKDClassifier(keyword_teacher, **kw).fit(texts).predict_proba(texts[:20])
+    b = LLKDClassifier(keyword_teacher, **kw).fit(texts).predict_proba(texts[:20])
+    np.testing.assert_array_equal(a, b)
+
+
+def test_text_model_rejects_numeric_input_and_mixed_lists():
+    texts, _ = make_texts(60, 6)
+    clf = LLKDClassifier(keyword_teacher, labels=["n", "p"], student="mlp", encoder=static_encoder(), max_epochs=1).fit(texts)
+    with pytest.raises(TypeError, match="texts"):
+        clf.predict(np.zeros((2, 64)))
+    with pytest.raises((TypeError, ValueError)):
+        LLKDClassifier(keyword_teacher, labels=["n", "p"]).fit(["a text", 3])
+
+
+def test_finetune_requires_a_path_encoder():
+    texts, _ = make_texts(20, 7)
+    with pytest.raises(ValueError, match="finetune"):
+        LLKDClassifier(keyword_teacher, labels=["n", "p"], student="finetune", encoder=static_encoder()).fit(texts)
