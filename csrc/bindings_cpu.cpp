@@ -194,7 +194,8 @@ Returns (mask, weights, uncertainty, tau_teacher, tau_student, new_n_updates). W
 update=True the state arrays global_levels (2,) and class_levels (2, C) are updated in
 place, and only when the step succeeds.)doc");
     m.def("stream_read", &stream_read, py::arg("data"), py::arg("n_threads") = 1,
-          "Sum of the bytes of `data` read as 64-bit words: the streaming-read reference of the benchmark.");
+          "Sum (mod 2**64) of `data` read as native 64-bit words plus its trailing bytes: the\n"
+          "streaming-read reference of the benchmark.");
     m.def("build_info", &build_info, "Compiler, SIMD variants compiled/supported/dispatched, threading.");
     m.def("_set_simd", &llkd::simd_select, py::arg("name"),
           "Switch the SIMD variant ('auto' restores the run-time choice); False when unavailable.");

@@ -70,6 +70,7 @@ struct KernelTable {
     void (*entropy)(const double* s, const double* t, int64_t n_padded, double logC, double* u);
     // The natural log used by `entropy`, on one value (so that log C matches exactly).
     double (*log1)(double x);
+    // Sum (mod 2^64) of the 64-bit words of p[0, n & ~7) plus the trailing bytes.
     uint64_t (*read_sum)(const unsigned char* p, size_t n);
 };
 
@@ -282,10 +283,9 @@ static int64_t check_rows(const T* z, int64_t nb, int64_t C, double* s, double* 
         }
         double ss = 0.0, tt = 0.0;
         for (int64_t j = 0; j < C; ++j) {
-            const double d = static_cast<double>(p[j]) - m;
+            const double d = static_cast<double>(p[j]) - m;  // may overflow to -inf (|z| ~ 1e308)
             const double e = std::exp(d);
-            ss += e;
-            tt += e * d;
+            if (e > 0.0) ss += e, tt += e * d;  // e == 0 contributes exactly 0 (not 0 * -inf)
         }
         s[i] = ss, t[i] = tt;
     }
@@ -794,6 +794,11 @@ static uint64_t read_sum(const unsigned char* p, size_t n) {
         a0 += w[0], a1 += w[1], a2 += w[2], a3 += w[3];
     }
     uint64_t s = a0 + a1 + a2 + a3;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        std::memcpy(&w, p + i, 8);
+        s += w;
+    }
     for (; i < n; ++i) s += p[i];
     return s;
 }
@@ -955,6 +960,11 @@ static uint64_t read_sum(const unsigned char* p, size_t n) {
     _mm256_store_si256(reinterpret_cast<__m256i*>(w),
                        _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3)));
     uint64_t s = w[0] + w[1] + w[2] + w[3];
+    for (; i + 8 <= n; i += 8) {
+        uint64_t v;
+        std::memcpy(&v, p + i, 8);
+        s += v;
+    }
     for (; i < n; ++i) s += p[i];
     return s;
 }

@@ -1,4 +1,12 @@
-"""Adapter between AdaptiveSelector and the compiled CPU kernel (``llkd._selection_cpu``)."""
+"""Adapter between AdaptiveSelector and the compiled CPU kernel (``llkd._selection_cpu``).
+
+The kernel (``csrc/selection_cpu.cpp``) makes one fused, multi-threaded pass over the
+logits with the GIL released. It checks its arguments itself (types, shapes, labels in
+range, confidences in [0, 1], finite logits) and raises ``ValueError``/``TypeError``
+naming the argument; the selector's cheap Python checks run first, so through
+:class:`AdaptiveSelector` only the finiteness of the logits is left to it. The state
+arrays are updated in place, and only when the whole step succeeded.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +17,11 @@ from ._state import SelectionResult, SelectorState
 
 MODE_CODES = {"llkd": 0, "teacher": 1, "student": 2, "all": 3, "fixed": 4, "random": 5}
 WEIGHTING_CODES = {"product": 0, "none": 1}
+
+
+def _packed(x: np.ndarray, dtype=None) -> np.ndarray:
+    """C-contiguous, aligned, native byte order (a no-op for ordinary arrays)."""
+    return np.require(x, dtype=dtype, requirements=("C", "A"))
 
 
 def step(
@@ -27,10 +40,13 @@ def step(
     n_threads: int,
 ) -> SelectionResult:
     module = native_module()
+    if module is None:  # pragma: no cover - the selector checks availability first
+        raise RuntimeError("llkd's compiled selection kernel is not available")
+    logits = _packed(logits, logits.dtype.newbyteorder("="))
     mask, weights, uncertainty, tau_t, tau_s, n_updates = module.step(
         logits,
-        labels,
-        confidence,
+        _packed(labels, np.int64),
+        _packed(confidence, np.float64),
         state.global_levels,
         state.class_levels,
         int(state.n_updates),
@@ -38,7 +54,7 @@ def step(
         MODE_CODES[mode],
         WEIGHTING_CODES[weighting],
         float(fixed_threshold),
-        random_draws,
+        None if random_draws is None else _packed(random_draws, np.float64),
         float(random_rate),
         bool(update),
         int(n_threads),
