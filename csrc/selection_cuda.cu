@@ -1,0 +1,946 @@
+// CUDA implementation of the LLKD selection rule (spec section 3). See selection_cuda.cuh.
+//
+// Row kernel layout: a group of G lanes (G in 1..32, a power of two) shares one row; lane
+// l of the group holds the logits l, l+G, ..., l+(K-1)G of a chunk of G*K columns in
+// registers. Rows with C <= G*K take one chunk: lane max, group max (xor shuffles), then
+// e = exp(z - max) and the two sums, then a group sum. Longer rows are walked in chunks
+// with a per-lane running max (online rescaling), then combined across the group.
+// float32 logits are computed in float32 in base-2 units (ex2.approx), float64 logits in
+// float64; every per-class sum is float64.
+//
+// Per-class sums of c, u and counts:
+//   kAccReg    (C <= G*K <= 32): lane l of a group owns the classes l, l+G, ..., l+(K-1)G
+//              (the columns it loads) and keeps their sums in registers; at the end, xor
+//              shuffles across groups, a shared-memory sum across warps, and one global
+//              atomicAdd per class and block. No atomics in the row loop.
+//   kAccSmem   (C <= 2048): block-private shared-memory sums (atomicAdd), flushed with
+//              one global atomicAdd per class and block.
+//   kAccGlobal (any C): global atomicAdd per row.
+#include "selection_cuda.cuh"
+
+#include <cuda_runtime.h>
+
+#include <cfloat>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+
+#ifndef LLKD_CUDA_ARCHS
+#define LLKD_CUDA_ARCHS "unknown"
+#endif
+
+namespace llkd_cuda {
+namespace {
+
+constexpr int kBlock = 256;  // threads per block of the row, select and scale kernels
+constexpr int kWarps = kBlock / 32;
+constexpr int kUpdateBlock = 1024;
+constexpr unsigned kFull = 0xffffffffu;
+constexpr int64_t kSmemMaxClasses = 2048;  // 24 bytes of shared memory per class: 48 KiB
+
+enum Acc : int { kAccReg = 0, kAccSmem = 1, kAccGlobal = 2 };
+
+// Scratch layout, in 8-byte words.
+struct Layout {
+  int64_t c, state_in, sum_c, sum_u, cnt, flags, sel_sum, sel_cnt, out_g, out_m, tau, total;
+  __host__ __device__ explicit Layout(int64_t c_) : c(c_) {
+    state_in = 0;                  // 2 + 2c   g_T, g_S, m_T[c], m_S[c]   (uploaded)
+    sum_c = state_in + 2 + 2 * c;  // c        sum of c per class          (zeroed)
+    sum_u = sum_c + c;             // c        sum of u per class          (zeroed)
+    cnt = sum_u + c;               // c uint64 rows per class              (zeroed)
+    flags = cnt + c;               // 1 uint32 error bits                  (zeroed)
+    sel_sum = flags + 1;           // 1        sum of c*u over selected    (zeroed)
+    sel_cnt = sel_sum + 1;         // 1 uint64 selected rows               (zeroed)
+    out_g = sel_cnt + 1;           // 2        levels after the step       (downloaded from flags on)
+    out_m = out_g + 2;             // 2c
+    tau = out_m + 2 * c;           // 2c       thresholds
+    total = tau + 2 * c;
+  }
+};
+
+// ------------------------------------------------------------------ device helpers
+__device__ __forceinline__ float ex2_approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+template <typename T>
+struct RowMath;
+
+template <>
+struct RowMath<float> {
+  // Exponents are taken in base-2 units: e = 2^((z - m) * log2(e)); t is then in base-2
+  // units too and kUnit converts it back to nats.
+  static constexpr float kScale = 1.4426950408889634f;
+  static constexpr float kUnit = 0.6931471805599453f;
+  __device__ static __forceinline__ float exp_(float x) { return ex2_approx(x); }
+  __device__ static __forceinline__ float log_(float x) { return logf(x); }
+  __device__ static __forceinline__ bool finite(float x) { return fabsf(x) <= FLT_MAX; }
+  __device__ static __forceinline__ float max_(float a, float b) { return fmaxf(a, b); }
+  __device__ static __forceinline__ float neg_inf() { return -INFINITY; }
+  __device__ static __forceinline__ float to_u(float h, double inv_log_c, double) {
+    return fminf(fmaxf(h * static_cast<float>(inv_log_c), 0.0f), 1.0f);
+  }
+};
+
+template <>
+struct RowMath<double> {
+  static constexpr double kScale = 1.0;
+  static constexpr double kUnit = 1.0;
+  __device__ static __forceinline__ double exp_(double x) { return exp(x); }
+  __device__ static __forceinline__ double log_(double x) { return log(x); }
+  __device__ static __forceinline__ bool finite(double x) { return fabs(x) <= DBL_MAX; }
+  __device__ static __forceinline__ double max_(double a, double b) { return fmax(a, b); }
+  __device__ static __forceinline__ double neg_inf() { return -INFINITY; }
+  __device__ static __forceinline__ double to_u(double h, double, double log_c) {
+    return fmin(fmax(h / log_c, 0.0), 1.0);
+  }
+};
+
+__device__ __forceinline__ int64_t load_label(const void* p, int is64, int64_t i) {
+  return is64 ? static_cast<int64_t>(__ldg(static_cast<const long long*>(p) + i))
+              : static_cast<int64_t>(__ldg(static_cast<const int*>(p) + i));
+}
+
+__device__ __forceinline__ double load_conf(const void* p, int is64, int64_t i) {
+  return is64 ? __ldg(static_cast<const double*>(p) + i)
+              : static_cast<double>(__ldg(static_cast<const float*>(p) + i));
+}
+
+template <typename V>
+__device__ __forceinline__ V warp_sum(V v) {
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(kFull, v, off);
+  return v;
+}
+
+// Sum (or max) over the block; every thread gets the result. sh: >= 32 words.
+template <typename V, bool kMax>
+__device__ V block_reduce(V v, V* sh) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) {
+    V o = __shfl_xor_sync(kFull, v, off);
+    v = kMax ? (o > v ? o : v) : v + o;
+  }
+  if (lane == 0) sh[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    v = lane < nw ? sh[lane] : sh[0];
+    if (!kMax && lane >= nw) v = V(0);
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) {
+      V o = __shfl_xor_sync(kFull, v, off);
+      v = kMax ? (o > v ? o : v) : v + o;
+    }
+    if (lane == 0) sh[0] = v;
+  }
+  __syncthreads();
+  v = sh[0];
+  __syncthreads();
+  return v;
+}
+
+// ------------------------------------------------------------------ pass 1: rows
+struct RowArgs {
+  const void* logits;
+  int64_t n, c;
+  const void* labels;
+  int labels64;
+  const void* conf;
+  int conf64;
+  void* out_u;
+  double* sum_c;
+  double* sum_u;
+  unsigned long long* cnt;
+  unsigned* flags;
+  double inv_log_c, log_c;
+  int accumulate;
+};
+
+template <typename T, int G, int K, int RPI, int ACC>
+__global__ void __launch_bounds__(kBlock) row_kernel(const RowArgs a) {
+  static_assert(G >= 1 && G <= 32 && (G & (G - 1)) == 0, "G must be a power of two <= 32");
+  static_assert(ACC != kAccReg || G * K <= 32, "register accumulation needs G*K <= 32");
+  static_assert(ACC == kAccReg || RPI == 1, "chunked variants handle one row per group");
+  using M = RowMath<T>;
+  constexpr int kGroups = 32 / G;  // row groups per warp
+  constexpr int kAccN = ACC == kAccReg ? K : 1;
+
+  const T* __restrict__ z = static_cast<const T*>(a.logits);
+  T* __restrict__ out_u = static_cast<T*>(a.out_u);
+  const int64_t n = a.n, C = a.c;
+  const int lane = threadIdx.x & 31;
+  const int gl = lane & (G - 1);  // lane within its row group
+  const int gw = lane / G;        // row group within the warp
+  const int64_t warp_id = (static_cast<int64_t>(blockIdx.x) * kBlock + threadIdx.x) >> 5;
+  const int64_t groups_total = (static_cast<int64_t>(gridDim.x) * kBlock >> 5) * kGroups;
+  const int64_t warp_first = warp_id * kGroups;  // first row of this warp (iteration 0, j 0)
+
+  extern __shared__ double smem_dyn[];
+  double* s_sum_c = smem_dyn;
+  double* s_sum_u = smem_dyn + C;
+  unsigned long long* s_cnt = reinterpret_cast<unsigned long long*>(smem_dyn + 2 * C);
+  if constexpr (ACC == kAccSmem) {
+    for (int64_t k = threadIdx.x; k < C; k += kBlock) {
+      s_sum_c[k] = 0.0;
+      s_sum_u[k] = 0.0;
+      s_cnt[k] = 0ull;
+    }
+    __syncthreads();
+  }
+
+  double acc_c[kAccN], acc_u[kAccN];
+  unsigned acc_n[kAccN];
+#pragma unroll
+  for (int k = 0; k < kAccN; ++k) {
+    acc_c[k] = 0.0;
+    acc_u[k] = 0.0;
+    acc_n[k] = 0u;
+  }
+  unsigned bad = 0u;
+  const bool single = C <= static_cast<int64_t>(G) * K;
+
+  // The loop condition is uniform across the warp (every lane must reach the shuffles).
+  for (int64_t base = warp_first; base < n; base += groups_total * RPI) {
+    int64_t row[RPI], yv[RPI];
+    double cv[RPI];
+    bool valid[RPI];
+    T s[RPI], t[RPI];
+    bool rok[RPI];
+#pragma unroll
+    for (int j = 0; j < RPI; ++j) {
+      row[j] = base + gw + static_cast<int64_t>(j) * groups_total;
+      valid[j] = row[j] < n;
+      rok[j] = true;
+      // Issued with the logits loads so that their latencies overlap.
+      yv[j] = valid[j] ? load_label(a.labels, a.labels64, row[j]) : 0;
+      cv[j] = valid[j] ? load_conf(a.conf, a.conf64, row[j]) : 0.0;
+    }
+    if (single) {
+      T x[RPI][K];
+      T mx[RPI];
+#pragma unroll
+      for (int j = 0; j < RPI; ++j) {
+        const T* zr = z + (valid[j] ? row[j] : 0) * C;
+        mx[j] = M::neg_inf();
+#pragma unroll
+        for (int k = 0; k < K; ++k) {
+          const int col = gl + k * G;
+          x[j][k] = (valid[j] && col < C) ? __ldg(zr + col) : M::neg_inf();
+        }
+#pragma unroll
+        for (int k = 0; k < K; ++k) mx[j] = M::max_(mx[j], x[j][k]);
+      }
+#pragma unroll
+      for (int off = G / 2; off > 0; off >>= 1)
+#pragma unroll
+        for (int j = 0; j < RPI; ++j) mx[j] = M::max_(mx[j], __shfl_xor_sync(kFull, mx[j], off));
+#pragma unroll
+      for (int j = 0; j < RPI; ++j) {
+        // d = (z - max) * scale: exactly 0 at the maximum, so a one-hot row gives H == 0.
+        const T mj = mx[j];
+        T sj = T(0), tj = T(0);
+        bool ok = true;
+#pragma unroll
+        for (int k = 0; k < K; ++k) {
+          if (gl + k * G < C) {
+            ok = ok && M::finite(x[j][k]);
+            const T d = (x[j][k] - mj) * M::kScale;
+            const T e = M::exp_(d);
+            sj += e;
+            tj = fma(e, d, tj);
+          }
+        }
+        s[j] = sj;
+        t[j] = tj;
+        rok[j] = ok;
+      }
+    } else if constexpr (ACC != kAccReg) {
+      // Chunked row (RPI == 1): per-lane running max with rescaling, then the group merge.
+      const bool v = valid[0];
+      const T* zr = z + (v ? row[0] : 0) * C;
+      T m = M::neg_inf(), sj = T(0), tj = T(0);
+      bool ok = true;
+      for (int64_t c0 = 0; c0 < C; c0 += G * K) {
+        T x[K];
+        T cm = M::neg_inf();
+#pragma unroll
+        for (int k = 0; k < K; ++k) {
+          const int64_t col = c0 + gl + k * G;
+          x[k] = (v && col < C) ? __ldg(zr + col) : M::neg_inf();
+          cm = M::max_(cm, x[k]);
+        }
+        if (cm > m) {
+          if (sj > T(0)) {
+            const T dm = (m - cm) * M::kScale;
+            const T f = M::exp_(dm);
+            tj = f * fma(sj, dm, tj);
+            sj *= f;
+          }
+          m = cm;
+        }
+#pragma unroll
+        for (int k = 0; k < K; ++k) {
+          if (c0 + gl + k * G < C) {
+            ok = ok && M::finite(x[k]);
+            const T d = (x[k] - m) * M::kScale;
+            const T e = M::exp_(d);
+            sj += e;
+            tj = fma(e, d, tj);
+          }
+        }
+      }
+      T mg = m;
+#pragma unroll
+      for (int off = G / 2; off > 0; off >>= 1) mg = M::max_(mg, __shfl_xor_sync(kFull, mg, off));
+      if (sj > T(0) && m < mg) {  // lanes without elements (sj == 0) add nothing
+        const T dm = (m - mg) * M::kScale;
+        const T f = M::exp_(dm);
+        tj = f * fma(sj, dm, tj);
+        sj *= f;
+      }
+      s[0] = sj;
+      t[0] = tj;
+      rok[0] = ok;
+    }
+    // Group sums of s and t.
+#pragma unroll
+    for (int off = G / 2; off > 0; off >>= 1)
+#pragma unroll
+      for (int j = 0; j < RPI; ++j) {
+        s[j] += __shfl_xor_sync(kFull, s[j], off);
+        t[j] += __shfl_xor_sync(kFull, t[j], off);
+      }
+#pragma unroll
+    for (int j = 0; j < RPI; ++j) {
+      if (!valid[j]) continue;
+      const T h = M::log_(s[j]) - M::kUnit * t[j] / s[j];
+      const T u = M::to_u(h, a.inv_log_c, a.log_c);
+      if (!rok[j]) bad |= kBadLogits;
+      if (gl == 0) out_u[row[j]] = u;
+      const int64_t y = yv[j];
+      const double cj = cv[j];
+      const bool y_ok = y >= 0 && y < C;
+      if (!y_ok) bad |= kBadLabels;
+      if (!(cj >= 0.0 && cj <= 1.0)) bad |= kBadConfidence;  // NaN fails too
+      if (!a.accumulate) continue;
+      const double uj = static_cast<double>(u);
+      if constexpr (ACC == kAccReg) {
+#pragma unroll
+        for (int k = 0; k < K; ++k) {
+          const bool mine = y == static_cast<int64_t>(gl + k * G);
+          acc_c[k] += mine ? cj : 0.0;
+          acc_u[k] += mine ? uj : 0.0;
+          acc_n[k] += mine ? 1u : 0u;
+        }
+      } else if constexpr (ACC == kAccSmem) {
+        if (gl == 0 && y_ok) {
+          atomicAdd(s_sum_c + y, cj);
+          atomicAdd(s_sum_u + y, uj);
+          atomicAdd(s_cnt + y, 1ull);
+        }
+      } else {
+        if (gl == 0 && y_ok) {
+          atomicAdd(a.sum_c + y, cj);
+          atomicAdd(a.sum_u + y, uj);
+          atomicAdd(a.cnt + y, 1ull);
+        }
+      }
+    }
+  }
+
+  if constexpr (ACC == kAccReg) {
+    if (a.accumulate) {  // uniform over the grid
+      __shared__ double sh_c[kWarps][32];
+      __shared__ double sh_u[kWarps][32];
+      __shared__ unsigned sh_n[kWarps][32];
+#pragma unroll
+      for (int off = G; off < 32; off <<= 1)
+#pragma unroll
+        for (int k = 0; k < K; ++k) {
+          acc_c[k] += __shfl_xor_sync(kFull, acc_c[k], off);
+          acc_u[k] += __shfl_xor_sync(kFull, acc_u[k], off);
+          acc_n[k] += __shfl_xor_sync(kFull, acc_n[k], off);
+        }
+      const int warp = threadIdx.x >> 5;
+      if (lane < G) {
+#pragma unroll
+        for (int k = 0; k < K; ++k) {
+          sh_c[warp][lane + k * G] = acc_c[k];
+          sh_u[warp][lane + k * G] = acc_u[k];
+          sh_n[warp][lane + k * G] = acc_n[k];
+        }
+      }
+      __syncthreads();
+      if (threadIdx.x < C) {
+        const int k = threadIdx.x;
+        double sc = 0.0, su = 0.0;
+        unsigned long long sn = 0ull;
+#pragma unroll
+        for (int w = 0; w < kWarps; ++w) {
+          sc += sh_c[w][k];
+          su += sh_u[w][k];
+          sn += sh_n[w][k];
+        }
+        if (sn) {
+          atomicAdd(a.sum_c + k, sc);
+          atomicAdd(a.sum_u + k, su);
+          atomicAdd(a.cnt + k, sn);
+        }
+      }
+    }
+  } else if constexpr (ACC == kAccSmem) {
+    __syncthreads();
+    if (a.accumulate) {
+      for (int64_t k = threadIdx.x; k < C; k += kBlock) {
+        const unsigned long long sn = s_cnt[k];
+        if (sn) {
+          atomicAdd(a.sum_c + k, s_sum_c[k]);
+          atomicAdd(a.sum_u + k, s_sum_u[k]);
+          atomicAdd(a.cnt + k, sn);
+        }
+      }
+    }
+  }
+  if (bad) atomicOr(a.flags, bad);
+}
+
+// ------------------------------------------------------------------ pass 2: levels
+struct UpdateArgs {
+  double* scratch;
+  int64_t c, n;
+  double lam, one_minus_lam;
+  int first, update;
+};
+
+// Mirrors llkd.selection._reference.update_state / thresholds operation by operation
+// (explicit _rn intrinsics: no FMA contraction).
+__global__ void __launch_bounds__(kUpdateBlock) update_kernel(const UpdateArgs a) {
+  __shared__ double sh[32];
+  const Layout L(a.c);
+  const int64_t C = a.c;
+  double* w = a.scratch;
+  const double* g_in = w + L.state_in;
+  const double* mT_in = g_in + 2;
+  const double* mS_in = mT_in + C;
+  const double* sum_c = w + L.sum_c;
+  const double* sum_u = w + L.sum_u;
+  const unsigned long long* cnt = reinterpret_cast<const unsigned long long*>(w + L.cnt);
+  double* out_g = w + L.out_g;
+  double* out_mT = w + L.out_m;
+  double* out_mS = out_mT + C;
+  double* tauT = w + L.tau;
+  double* tauS = tauT + C;
+
+  double tc = 0.0, tu = 0.0;
+  for (int64_t k = threadIdx.x; k < C; k += blockDim.x) {
+    tc += sum_c[k];
+    tu += sum_u[k];
+  }
+  tc = block_reduce<double, false>(tc, sh);
+  tu = block_reduce<double, false>(tu, sh);
+  const double nd = static_cast<double>(a.n);
+  const double bc = __ddiv_rn(tc, nd), bu = __ddiv_rn(tu, nd);
+  const double lam = a.lam, oml = a.one_minus_lam;
+
+  double gT = g_in[0], gS = g_in[1];
+  if (a.update) {
+    if (a.first) {
+      gT = bc;
+      gS = bu;
+    } else {
+      gT = __dadd_rn(__dmul_rn(lam, gT), __dmul_rn(oml, bc));
+      gS = __dadd_rn(__dmul_rn(lam, gS), __dmul_rn(oml, bu));
+    }
+  }
+  double maxT = -DBL_MAX, maxS = -DBL_MAX;
+  for (int64_t k = threadIdx.x; k < C; k += blockDim.x) {
+    double mT = mT_in[k], mS = mS_in[k];
+    if (a.update) {
+      const unsigned long long nk = cnt[k];
+      const bool present = nk > 0ull;
+      const double cbT = present ? __ddiv_rn(sum_c[k], static_cast<double>(nk)) : bc;
+      const double cbS = present ? __ddiv_rn(sum_u[k], static_cast<double>(nk)) : bu;
+      if (a.first) {
+        mT = cbT;
+        mS = cbS;
+      } else if (present) {
+        mT = __dadd_rn(__dmul_rn(lam, mT), __dmul_rn(oml, cbT));
+        mS = __dadd_rn(__dmul_rn(lam, mS), __dmul_rn(oml, cbS));
+      }
+    }
+    out_mT[k] = mT;
+    out_mS[k] = mS;
+    maxT = fmax(maxT, mT);
+    maxS = fmax(maxS, mS);
+  }
+  maxT = block_reduce<double, true>(maxT, sh);
+  maxS = block_reduce<double, true>(maxS, sh);
+  if (threadIdx.x == 0) {
+    out_g[0] = gT;
+    out_g[1] = gS;
+  }
+  for (int64_t k = threadIdx.x; k < C; k += blockDim.x) {  // same k per thread as above
+    tauT[k] = maxT > 0.0 ? __ddiv_rn(__dmul_rn(gT, out_mT[k]), maxT) : 0.0;
+    tauS[k] = maxS > 0.0 ? __ddiv_rn(__dmul_rn(gS, out_mS[k]), maxS) : 0.0;
+  }
+}
+
+// ------------------------------------------------------------------ pass 3: mask
+struct SelectArgs {
+  int64_t n, c;
+  const void* labels;
+  int labels64;
+  const void* conf;
+  int conf64;
+  const void* u;
+  const double* draws;
+  uint8_t* mask;
+  void* w;
+  const double* tau;  // tau_T[c] then tau_S[c]
+  double* sel_sum;
+  unsigned long long* sel_cnt;
+  int mode, product;
+  double fixed, rate, tie;
+};
+
+template <typename T>
+__global__ void __launch_bounds__(kBlock) select_kernel(const SelectArgs a) {
+  constexpr int U = 4;  // rows in flight per thread
+  __shared__ double sh_d[32];
+  __shared__ unsigned long long sh_n[32];
+  const T* __restrict__ uu = static_cast<const T*>(a.u);
+  T* __restrict__ w = static_cast<T*>(a.w);
+  const int64_t n = a.n, C = a.c;
+  const double* tauT = a.tau;
+  const double* tauS = a.tau + C;
+  const double tie = a.tie;
+  double rsum = 0.0;
+  unsigned long long nsel = 0ull;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * kBlock * U;
+  for (int64_t base = static_cast<int64_t>(blockIdx.x) * kBlock * U + threadIdx.x; base < n; base += stride) {
+    int64_t y[U];
+    double c[U], uv[U], d[U];
+#pragma unroll
+    for (int q = 0; q < U; ++q) {
+      const int64_t i = base + q * kBlock;
+      const bool v = i < n;
+      y[q] = v ? load_label(a.labels, a.labels64, i) : 0;
+      c[q] = v ? load_conf(a.conf, a.conf64, i) : 0.0;
+      uv[q] = v ? static_cast<double>(__ldg(uu + i)) : 0.0;
+      d[q] = (v && a.mode == kRandom) ? __ldg(a.draws + i) : 0.0;
+    }
+#pragma unroll
+    for (int q = 0; q < U; ++q) {
+      const int64_t i = base + q * kBlock;
+      if (i >= n) break;
+      const int64_t k = y[q] < 0 ? 0 : (y[q] >= C ? C - 1 : y[q]);  // bad labels are flagged
+      bool m;
+      switch (a.mode) {
+        // value >= tau - tie, as llkd.selection._reference.select
+        case kLLKD: m = c[q] >= __ldg(tauT + k) - tie && uv[q] >= __ldg(tauS + k) - tie; break;
+        case kTeacher: m = c[q] >= __ldg(tauT + k) - tie; break;
+        case kStudent: m = uv[q] >= __ldg(tauS + k) - tie; break;
+        case kAll: m = true; break;
+        case kFixed: m = c[q] >= a.fixed; break;
+        default: m = d[q] < a.rate; break;
+      }
+      a.mask[i] = m ? 1 : 0;
+      if (a.product) {
+        const double r = m ? c[q] * uv[q] : 0.0;
+        w[i] = static_cast<T>(r);
+        rsum += r;
+        nsel += m ? 1ull : 0ull;
+      } else {
+        w[i] = m ? T(1) : T(0);
+      }
+    }
+  }
+  if (a.product) {  // uniform
+    rsum = block_reduce<double, false>(rsum, sh_d);
+    nsel = block_reduce<unsigned long long, false>(nsel, sh_n);
+    if (threadIdx.x == 0 && nsel) {
+      atomicAdd(a.sel_sum, rsum);
+      atomicAdd(a.sel_cnt, nsel);
+    }
+  }
+}
+
+// ------------------------------------------------------------------ pass 4: weights
+struct ScaleArgs {
+  int64_t n;
+  const uint8_t* mask;
+  void* w;
+  const double* sel_sum;
+  const unsigned long long* sel_cnt;
+};
+
+template <typename T>
+__device__ __forceinline__ T scale_weight(T r, double mean, double inv_mean);
+template <>
+__device__ __forceinline__ float scale_weight<float>(float r, double, double inv_mean) {
+  return static_cast<float>(static_cast<double>(r) * inv_mean);
+}
+template <>
+__device__ __forceinline__ double scale_weight<double>(double r, double mean, double) {
+  return r / mean;  // as the reference: r / mean(r over selected)
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kBlock) scale_kernel(const ScaleArgs a) {
+  constexpr int U = 4;
+  T* __restrict__ w = static_cast<T*>(a.w);
+  const double sum = *a.sel_sum;
+  const unsigned long long cnt = *a.sel_cnt;
+  const int64_t n = a.n;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * kBlock * U;
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * kBlock * U + threadIdx.x;
+  if (sum > 0.0) {
+    const double mean = sum / static_cast<double>(cnt);
+    const double inv_mean = 1.0 / mean;
+    for (int64_t base = first; base < n; base += stride) {
+      T r[U];
+#pragma unroll
+      for (int q = 0; q < U; ++q) {
+        const int64_t i = base + q * kBlock;
+        r[q] = i < n ? w[i] : T(0);
+      }
+#pragma unroll
+      for (int q = 0; q < U; ++q) {
+        const int64_t i = base + q * kBlock;
+        if (i < n) w[i] = scale_weight<T>(r[q], mean, inv_mean);
+      }
+    }
+  } else {
+    // Every selected row has c*u == 0 (or none is selected): selected rows weigh 1.
+    for (int64_t base = first; base < n; base += stride) {
+#pragma unroll
+      for (int q = 0; q < U; ++q) {
+        const int64_t i = base + q * kBlock;
+        if (i < n) w[i] = a.mask[i] ? T(1) : T(0);
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------ host side
+void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) {
+    throw std::runtime_error(std::string("llkd CUDA kernel: ") + what + " failed: " +
+                             cudaGetErrorName(e) + ": " + cudaGetErrorString(e));
+  }
+}
+
+struct DeviceGuard {
+  int prev = -1;
+  bool changed = false;
+  explicit DeviceGuard(int device) {
+    check(cudaGetDevice(&prev), "cudaGetDevice");
+    if (prev != device) {
+      check(cudaSetDevice(device), "cudaSetDevice");
+      changed = true;
+    }
+  }
+  ~DeviceGuard() {
+    if (changed) cudaSetDevice(prev);
+  }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+};
+
+using RowKernel = void (*)(const RowArgs);
+
+struct VariantDef {
+  int G, K, RPI, acc;
+  RowKernel f32, f64;
+  const char* name;
+};
+
+// name: G x K, rows in flight per group, where the class sums accumulate
+#define LLKD_V(G, K, R, A, AN) \
+  { G, K, R, A, row_kernel<float, G, K, R, A>, row_kernel<double, G, K, R, A>, #G "x" #K "r" #R "-" AN }
+
+const VariantDef kVariants[] = {
+    LLKD_V(1, 2, 4, kAccReg, "reg"),        // 0   C <= 2
+    LLKD_V(1, 4, 2, kAccReg, "reg"),        // 1   C <= 4
+    LLKD_V(2, 4, 2, kAccReg, "reg"),        // 2   C <= 8
+    LLKD_V(4, 4, 1, kAccReg, "reg"),        // 3   C <= 16
+    LLKD_V(4, 8, 1, kAccReg, "reg"),        // 4   C <= 32
+    LLKD_V(8, 4, 1, kAccReg, "reg"),        // 5   C <= 32
+    LLKD_V(4, 8, 2, kAccReg, "reg"),        // 6   C <= 32
+    LLKD_V(8, 8, 1, kAccSmem, "smem"),      // 7   C <= 2048 (chunked above 64)
+    LLKD_V(16, 8, 1, kAccSmem, "smem"),     // 8   C <= 2048 (chunked above 128)
+    LLKD_V(32, 8, 1, kAccSmem, "smem"),     // 9   C <= 2048 (chunked above 256)
+    LLKD_V(32, 16, 1, kAccSmem, "smem"),    // 10  C <= 2048 (chunked above 512)
+    LLKD_V(32, 16, 1, kAccGlobal, "global"),// 11  any C
+    LLKD_V(16, 8, 1, kAccGlobal, "global"), // 12  any C
+};
+#undef LLKD_V
+constexpr int kNumVariants = static_cast<int>(sizeof(kVariants) / sizeof(kVariants[0]));
+
+int64_t variant_max_classes(const VariantDef& v) {
+  if (v.acc == kAccReg) return static_cast<int64_t>(v.G) * v.K;
+  if (v.acc == kAccSmem) return kSmemMaxClasses;
+  return -1;
+}
+
+bool variant_accepts(const VariantDef& v, int64_t c) {
+  const int64_t mx = variant_max_classes(v);
+  return mx < 0 || c <= mx;
+}
+
+struct DeviceInfo {
+  int sms = 0;
+};
+
+std::mutex g_mutex;
+std::map<int, DeviceInfo> g_devices;
+std::map<std::tuple<int, const void*, size_t>, int> g_occupancy;
+
+int sm_count(int device) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  auto it = g_devices.find(device);
+  if (it != g_devices.end()) return it->second.sms;
+  int sms = 0;
+  check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
+  g_devices[device].sms = sms;
+  return sms;
+}
+
+template <typename F>
+int blocks_per_sm(int device, F kernel, int threads, size_t smem) {
+  const auto key = std::make_tuple(device, reinterpret_cast<const void*>(kernel), smem);
+  {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    auto it = g_occupancy.find(key);
+    if (it != g_occupancy.end()) return it->second;
+  }
+  int nb = 0;
+  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&nb, kernel, threads, smem),
+        "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+  if (nb < 1) nb = 1;
+  std::lock_guard<std::mutex> lock(g_mutex);
+  g_occupancy[key] = nb;
+  return nb;
+}
+
+int grid_for(int64_t work_blocks, int device, int per_sm) {
+  const int64_t cap = static_cast<int64_t>(sm_count(device)) * per_sm;
+  int64_t g = work_blocks < cap ? work_blocks : cap;
+  return static_cast<int>(g < 1 ? 1 : g);
+}
+
+template <typename T>
+void launch_tail(const StepArgs& p, double* sw, const Layout& L, cudaStream_t stream, bool product) {
+  SelectArgs s{};
+  s.n = p.n;
+  s.c = p.c;
+  s.labels = p.labels;
+  s.labels64 = p.labels_dtype == DType::I64;
+  s.conf = p.confidence;
+  s.conf64 = p.confidence_dtype == DType::F64;
+  s.u = p.out_uncertainty;
+  s.draws = p.draws;
+  s.mask = p.out_mask;
+  s.w = p.out_weights;
+  s.tau = sw + L.tau;
+  s.sel_sum = sw + L.sel_sum;
+  s.sel_cnt = reinterpret_cast<unsigned long long*>(sw + L.sel_cnt);
+  s.mode = p.mode;
+  s.product = product ? 1 : 0;
+  s.fixed = p.fixed_threshold;
+  s.rate = p.random_rate;
+  s.tie = p.tie_tolerance;
+  const int64_t blocks = (p.n + kBlock * 4 - 1) / (kBlock * 4);
+  const int gs = grid_for(blocks, p.device, blocks_per_sm(p.device, select_kernel<T>, kBlock, 0));
+  select_kernel<T><<<gs, kBlock, 0, stream>>>(s);
+  check(cudaGetLastError(), "select kernel launch");
+  if (product) {
+    ScaleArgs c{};
+    c.n = p.n;
+    c.mask = p.out_mask;
+    c.w = p.out_weights;
+    c.sel_sum = s.sel_sum;
+    c.sel_cnt = s.sel_cnt;
+    const int gc = grid_for(blocks, p.device, blocks_per_sm(p.device, scale_kernel<T>, kBlock, 0));
+    scale_kernel<T><<<gc, kBlock, 0, stream>>>(c);
+    check(cudaGetLastError(), "scale kernel launch");
+  }
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------ public API
+size_t scratch_bytes(int64_t c) { return static_cast<size_t>(Layout(c).total) * sizeof(double); }
+
+std::vector<VariantInfo> variants() {
+  std::vector<VariantInfo> out;
+  for (int i = 0; i < kNumVariants; ++i) {
+    const VariantDef& v = kVariants[i];
+    out.push_back({i, v.G, v.K, v.RPI, v.acc, variant_max_classes(v), v.name});
+  }
+  return out;
+}
+
+int default_variant(int64_t c, DType) {
+  if (c <= 2) return 0;
+  if (c <= 4) return 1;
+  if (c <= 8) return 2;
+  if (c <= 16) return 3;
+  if (c <= 32) return 4;
+  if (c <= 64) return 7;
+  if (c <= 128) return 8;
+  if (c <= 256) return 9;
+  if (c <= kSmemMaxClasses) return 10;
+  return 11;
+}
+
+void step(const StepArgs& p, StepResult& r) {
+  if (p.n < 1) throw std::invalid_argument("student_logits is empty: a selection step needs at least one sample");
+  if (p.c < 2) throw std::invalid_argument("n_classes must be >= 2");
+  if (p.logits_dtype != DType::F32 && p.logits_dtype != DType::F64)
+    throw std::invalid_argument("student_logits must be float32 or float64");
+  if (p.labels_dtype != DType::I32 && p.labels_dtype != DType::I64)
+    throw std::invalid_argument("pseudo_labels must be int32 or int64");
+  if (p.confidence_dtype != DType::F32 && p.confidence_dtype != DType::F64)
+    throw std::invalid_argument("teacher_confidence must be float32 or float64");
+  if (!p.logits || !p.labels || !p.confidence || !p.out_uncertainty || !p.out_mask || !p.out_weights ||
+      !p.scratch || !p.state_global || !p.state_class)
+    throw std::invalid_argument("null pointer passed to the CUDA selection kernel");
+  if (p.mode < kLLKD || p.mode > kRandom) throw std::invalid_argument("unknown selection mode code");
+  if (p.weighting != kProduct && p.weighting != kNone) throw std::invalid_argument("unknown weighting code");
+  if (p.mode == kRandom && !p.draws) throw std::invalid_argument("mode 'random' needs random_draws");
+  if (p.scratch_size < scratch_bytes(p.c)) throw std::invalid_argument("scratch buffer too small");
+  int vid = p.variant < 0 ? default_variant(p.c, p.logits_dtype) : p.variant;
+  if (vid >= kNumVariants) throw std::invalid_argument("unknown kernel variant " + std::to_string(vid));
+  const VariantDef& v = kVariants[vid];
+  if (!variant_accepts(v, p.c))
+    throw std::invalid_argument("kernel variant " + std::to_string(vid) + " (" + v.name + ") does not accept " +
+                                std::to_string(p.c) + " classes");
+
+  DeviceGuard guard(p.device);
+  const cudaStream_t stream = reinterpret_cast<cudaStream_t>(p.stream);
+  const Layout L(p.c);
+  double* sw = static_cast<double*>(p.scratch);
+
+  // Upload the levels and zero the accumulators in one copy.
+  std::vector<double> up(static_cast<size_t>(L.out_g), 0.0);
+  up[0] = p.state_global[0];
+  up[1] = p.state_global[1];
+  std::memcpy(up.data() + 2, p.state_class, sizeof(double) * 2 * p.c);
+  check(cudaMemcpyAsync(sw, up.data(), up.size() * sizeof(double), cudaMemcpyHostToDevice, stream),
+        "cudaMemcpyAsync (levels to device)");
+
+  RowArgs ra{};
+  ra.logits = p.logits;
+  ra.n = p.n;
+  ra.c = p.c;
+  ra.labels = p.labels;
+  ra.labels64 = p.labels_dtype == DType::I64;
+  ra.conf = p.confidence;
+  ra.conf64 = p.confidence_dtype == DType::F64;
+  ra.out_u = p.out_uncertainty;
+  ra.sum_c = sw + L.sum_c;
+  ra.sum_u = sw + L.sum_u;
+  ra.cnt = reinterpret_cast<unsigned long long*>(sw + L.cnt);
+  ra.flags = reinterpret_cast<unsigned*>(sw + L.flags);
+  ra.log_c = std::log(static_cast<double>(p.c));
+  ra.inv_log_c = 1.0 / ra.log_c;
+  ra.accumulate = p.update ? 1 : 0;
+  const RowKernel rk = p.logits_dtype == DType::F32 ? v.f32 : v.f64;
+  const size_t smem = v.acc == kAccSmem ? static_cast<size_t>(p.c) * 3 * sizeof(double) : 0;
+  const int64_t rows_per_block = static_cast<int64_t>(kBlock / v.G) * v.RPI;
+  const int gr = grid_for((p.n + rows_per_block - 1) / rows_per_block, p.device,
+                          blocks_per_sm(p.device, rk, kBlock, smem));
+  rk<<<gr, kBlock, smem, stream>>>(ra);
+  check(cudaGetLastError(), "row kernel launch");
+
+  UpdateArgs ua{};
+  ua.scratch = sw;
+  ua.c = p.c;
+  ua.n = p.n;
+  ua.lam = p.momentum;
+  ua.one_minus_lam = 1.0 - p.momentum;
+  ua.first = p.n_updates == 0 ? 1 : 0;
+  ua.update = p.update ? 1 : 0;
+  update_kernel<<<1, kUpdateBlock, 0, stream>>>(ua);
+  check(cudaGetLastError(), "update kernel launch");
+
+  const bool product = p.weighting == kProduct && p.mode != kAll;
+  if (p.logits_dtype == DType::F32)
+    launch_tail<float>(p, sw, L, stream, product);
+  else
+    launch_tail<double>(p, sw, L, stream, product);
+
+  std::vector<double> down(static_cast<size_t>(L.total - L.flags));
+  check(cudaMemcpyAsync(down.data(), sw + L.flags, down.size() * sizeof(double), cudaMemcpyDeviceToHost, stream),
+        "cudaMemcpyAsync (results to host)");
+  check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+
+  unsigned flags = 0;
+  std::memcpy(&flags, &down[0], sizeof(unsigned));
+  unsigned long long nsel = 0;
+  std::memcpy(&nsel, &down[L.sel_cnt - L.flags], sizeof(nsel));
+  r.flags = flags;
+  r.selected_sum = down[L.sel_sum - L.flags];
+  r.n_selected = nsel;
+  const double* g = &down[L.out_g - L.flags];
+  r.global_levels.assign(g, g + 2);
+  const double* m = &down[L.out_m - L.flags];
+  r.class_levels.assign(m, m + 2 * p.c);
+  const double* t = &down[L.tau - L.flags];
+  r.thresholds.assign(t, t + 2 * p.c);
+  r.variant = vid;
+}
+
+int device_count() noexcept {
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) {
+    cudaGetLastError();  // clear it: no driver or no device is not an error here
+    return 0;
+  }
+  return n < 0 ? 0 : n;
+}
+
+int pointer_device(uintptr_t ptr) {
+  cudaPointerAttributes at{};
+  const cudaError_t e = cudaPointerGetAttributes(&at, reinterpret_cast<const void*>(ptr));
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return -1;
+  }
+  if (at.type == cudaMemoryTypeDevice || at.type == cudaMemoryTypeManaged) return at.device;
+  return -1;
+}
+
+int runtime_version() noexcept { return CUDART_VERSION; }
+
+int driver_version() noexcept {
+  int v = 0;
+  if (cudaDriverGetVersion(&v) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return v;
+}
+
+std::string device_name(int device) {
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
+    cudaGetLastError();
+    return std::string();
+  }
+  return std::string(prop.name) + " (sm_" + std::to_string(prop.major) + std::to_string(prop.minor) + ", " +
+         std::to_string(prop.multiProcessorCount) + " SMs)";
+}
+
+const char* compiled_archs() noexcept { return LLKD_CUDA_ARCHS; }
+
+}  // namespace llkd_cuda

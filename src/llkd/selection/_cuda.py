@@ -1,0 +1,224 @@
+"""Adapter between AdaptiveSelector and the CUDA kernel (``llkd._selection_cuda``).
+
+The logits stay on their device: the kernel reads them in place (through
+``__cuda_array_interface__``), and only O(n_classes) numbers (levels, thresholds,
+error flags) come back to the host, once per step, after a synchronisation of the
+current stream. Labels and confidences may be CUDA tensors (checked inside the
+kernel's pass over the rows) or host arrays (checked on the host, then copied to the
+device). Outputs are tensors on the logits' device: ``uncertainty`` and ``weights``
+in the logits' dtype, ``mask`` as ``torch.bool``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import _reference, _validation
+from ._backends import cuda_device_count, cuda_module
+from ._native import MODE_CODES, WEIGHTING_CODES
+from ._state import SelectionResult, SelectorState
+
+# Bits of the kernel's flag word (csrc/selection_cuda.cuh).
+_BAD_LOGITS, _BAD_LABELS, _BAD_CONFIDENCE = 1, 2, 4
+
+_device_seen = False
+
+
+def _module():
+    module = cuda_module()
+    if module is None:
+        raise RuntimeError(
+            "backend='cuda' requested but llkd was built without its CUDA kernel "
+            "(reinstall with a CUDA compiler on the PATH, or LLKD_CUDA=ON to insist)"
+        )
+    global _device_seen
+    if not _device_seen:
+        if cuda_device_count() <= 0:
+            raise RuntimeError(
+                "backend='cuda' requested but no CUDA device is visible "
+                "(llkd._selection_cuda.device_count() == 0); use backend='native' or 'auto'"
+            )
+        _device_seen = True
+    return module
+
+
+def _as_cuda_tensor(x, name: str):
+    """A torch view of a CUDA array, or None for host data."""
+    if _validation.is_torch_tensor(x):
+        return x.detach() if x.is_cuda else None
+    if hasattr(x, "__cuda_array_interface__") and not isinstance(x, np.ndarray):
+        try:
+            return torch.as_tensor(x)  # zero-copy, on the array's device
+        except Exception as exc:
+            raise TypeError(f"{name}: could not read its __cuda_array_interface__: {exc}") from exc
+    return None
+
+
+def _cuda_logits(logits, n_classes: int | None = None) -> torch.Tensor:
+    _module()
+    z = _as_cuda_tensor(logits, "student_logits")
+    if z is None:
+        kind = "a CPU tensor" if _validation.is_torch_tensor(logits) else type(logits).__name__
+        raise TypeError(
+            f"backend='cuda' needs student_logits on a CUDA device, got {kind}; "
+            "move it with .cuda() or use backend='native' or 'auto' for host arrays"
+        )
+    if z.dtype in (torch.float16, torch.bfloat16):
+        z = z.float()
+    if z.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"student_logits must be a float32 or float64 tensor, got dtype {z.dtype}")
+    if z.ndim != 2:
+        raise ValueError(
+            f"student_logits must be 2-D (batch, n_classes), got shape {tuple(z.shape)}"
+        )
+    if z.shape[0] == 0:
+        raise ValueError("student_logits is empty: a selection step needs at least one sample")
+    if n_classes is not None and z.shape[1] != n_classes:
+        raise ValueError(
+            f"student_logits has {z.shape[1]} columns but the selector was built "
+            f"for n_classes={n_classes}"
+        )
+    return z if z.is_contiguous() else z.contiguous()
+
+
+def n_rows(logits) -> int:
+    """Rows of a CUDA logits array (validates it like :func:`step`, copies nothing)."""
+    return int(_cuda_logits(logits).shape[0])
+
+
+def _check_same_device(t: torch.Tensor, device: torch.device, name: str) -> None:
+    if t.device != device:
+        raise ValueError(f"{name} is on {t.device} but student_logits is on {device}")
+
+
+def _labels_on_device(labels, n: int, n_classes: int, device: torch.device) -> torch.Tensor:
+    t = _as_cuda_tensor(labels, "pseudo_labels")
+    if t is None:  # host data: check here, ship int32
+        host = _validation.check_labels(_validation.to_host(labels, "pseudo_labels"), n, n_classes)
+        return torch.from_numpy(host.astype(np.int32)).to(device)
+    _check_same_device(t, device, "pseudo_labels")
+    if t.ndim != 1 or t.shape[0] != n:
+        raise ValueError(
+            f"pseudo_labels must have shape ({n},) to match student_logits, got {tuple(t.shape)}"
+        )
+    if t.dtype == torch.bool or t.is_complex():
+        raise TypeError(f"pseudo_labels must hold integer class indices, got dtype {t.dtype}")
+    if t.dtype.is_floating_point:
+        # As on the host: floats are accepted when they are whole numbers.
+        if not bool((torch.isfinite(t) & (t == torch.round(t))).all()):
+            raise TypeError(f"pseudo_labels must hold integer class indices, got dtype {t.dtype}")
+        t = t.long()
+    elif t.dtype not in (torch.int32, torch.int64):
+        t = t.long()
+    return t if t.is_contiguous() else t.contiguous()  # range: checked in the kernel
+
+
+def _confidence_on_device(confidence, n: int, device: torch.device) -> torch.Tensor:
+    t = _as_cuda_tensor(confidence, "teacher_confidence")
+    if t is None:
+        host = _validation.check_confidence(
+            _validation.to_host(confidence, "teacher_confidence"), n
+        )
+        return torch.from_numpy(host).to(device)
+    _check_same_device(t, device, "teacher_confidence")
+    if t.ndim != 1 or t.shape[0] != n:
+        raise ValueError(
+            f"teacher_confidence must have shape ({n},) to match student_logits, got {tuple(t.shape)}"
+        )
+    if t.dtype == torch.bool or t.is_complex():
+        raise TypeError(f"teacher_confidence must be a float array, got dtype {t.dtype}")
+    if t.dtype in (torch.float16, torch.bfloat16):
+        t = t.float()
+    elif not t.dtype.is_floating_point:
+        t = t.double()
+    return t if t.is_contiguous() else t.contiguous()  # NaN and range: checked in the kernel
+
+
+def _outputs(out, n: int, dtype: torch.dtype, device: torch.device):
+    if out is None:
+        return (
+            torch.empty(n, dtype=dtype, device=device),
+            torch.empty(n, dtype=torch.bool, device=device),
+            torch.empty(n, dtype=dtype, device=device),
+        )
+    u, mask, w = out
+    for name, t, dt in (("uncertainty", u, dtype), ("mask", mask, torch.bool), ("weights", w, dtype)):
+        if not (_validation.is_torch_tensor(t) and t.device == device and t.dtype == dt
+                and tuple(t.shape) == (n,) and t.is_contiguous()):
+            raise ValueError(f"out: {name} must be a contiguous {dt} tensor of shape ({n},) on {device}")
+    return u, mask, w
+
+
+def _raise_for_flags(flags: int, labels: torch.Tensor, confidence: torch.Tensor, n: int, n_classes: int):
+    # Same order and messages as the host checks; the details are read back only here.
+    if flags & _BAD_LABELS:
+        _validation.check_labels(labels.cpu().numpy(), n, n_classes)
+        raise ValueError(f"pseudo_labels must lie in [0, {n_classes - 1}]")
+    if flags & _BAD_CONFIDENCE:
+        _validation.check_confidence(confidence.cpu().numpy().astype(np.float64), n)
+        raise ValueError("teacher_confidence contains NaN values or values outside [0, 1]")
+    if flags & _BAD_LOGITS:
+        raise ValueError("student_logits contains NaN or infinite values")
+    raise RuntimeError(f"CUDA selection kernel reported unknown error flags {flags:#x}")
+
+
+def step(
+    state: SelectorState,
+    logits,
+    labels,
+    confidence,
+    *,
+    momentum: float,
+    mode: str,
+    weighting: str,
+    fixed_threshold: float,
+    random_rate: float,
+    random_draws: np.ndarray | None,
+    update: bool,
+    out=None,
+    variant: int = -1,
+) -> SelectionResult:
+    """One selection step on the logits' device (see AdaptiveSelector.step).
+
+    ``out`` optionally gives preallocated ``(uncertainty, mask, weights)`` tensors;
+    ``variant`` picks a row-kernel variant (tests and benchmarks; -1 chooses by C).
+    On bad input a ValueError/TypeError is raised and ``state`` is left untouched.
+    """
+    module = _module()
+    n_classes = state.class_levels.shape[1]
+    z = _cuda_logits(logits, n_classes)
+    n, device = int(z.shape[0]), z.device
+    y = _labels_on_device(labels, n, n_classes, device)
+    c = _confidence_on_device(confidence, n, device)
+    draws = None
+    if mode == "random":
+        if random_draws is None:
+            raise ValueError("mode='random' needs random_draws")
+        draws = torch.from_numpy(np.ascontiguousarray(random_draws, dtype=np.float64)).to(device)
+    u, mask, w = _outputs(out, n, z.dtype, device)
+    scratch_size = module.scratch_bytes(n_classes)
+    scratch = torch.empty(scratch_size, dtype=torch.uint8, device=device)
+    res = module.step(
+        z, y, c, draws,
+        u.data_ptr(), mask.data_ptr(), w.data_ptr(), scratch.data_ptr(), scratch_size,
+        state.global_levels, state.class_levels, int(state.n_updates),
+        float(momentum), MODE_CODES[mode], WEIGHTING_CODES[weighting],
+        float(fixed_threshold), float(random_rate), bool(update),
+        torch.cuda.current_stream(device).cuda_stream, int(variant),
+        float(getattr(_reference, "TIE_TOLERANCE", 0.0)),
+    )
+    if res["flags"]:
+        _raise_for_flags(int(res["flags"]), y, c, n, n_classes)
+    if update:
+        state.global_levels[:] = res["global_levels"]
+        state.class_levels[:] = res["class_levels"]
+        state.n_updates += 1
+    return SelectionResult(
+        mask=mask,
+        weights=w,
+        uncertainty=u,
+        teacher_threshold=res["teacher_threshold"],
+        student_threshold=res["student_threshold"],
+        backend="cuda",
+    )
