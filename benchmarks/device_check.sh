@@ -14,6 +14,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/llkd-device-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONDONTWRITEBYTECODE=1
+export PATH=$PATH:/usr/local/cuda/bin
 PY=${PYTHON:-python3}
 DEADLINE=${LLKD_DEVICE_DEADLINE:-300}
 T0=$(date +%s)
