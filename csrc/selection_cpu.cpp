@@ -49,6 +49,16 @@
 #define LLKD_BUILD_AVX2 1
 #include <immintrin.h>
 #endif
+// 128-bit GCC/Clang vector extensions: SSE2 on x86-64, NEON on aarch64, with the
+// compiler's baseline target (no special flags).
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(LLKD_X86_64) || defined(__aarch64__))
+#define LLKD_BUILD_VEC128 1
+#if defined(LLKD_X86_64)
+#define LLKD_VEC128_NAME "sse2"
+#else
+#define LLKD_VEC128_NAME "neon"
+#endif
+#endif
 
 namespace llkd {
 namespace detail {
@@ -81,12 +91,22 @@ struct KernelTable {
 #define LLKD_SELECTION_KERNEL_BODY 1
 
 #define LLKD_BODY_SCALAR 1
-#define LLKD_NS isa_baseline
-#define LLKD_NAME "baseline"
+#define LLKD_NS isa_scalar
+#define LLKD_NAME "scalar"
 #include "selection_cpu.cpp"
 #undef LLKD_BODY_SCALAR
 #undef LLKD_NS
 #undef LLKD_NAME
+
+#if defined(LLKD_BUILD_VEC128)
+#define LLKD_BODY_VEC128 1
+#define LLKD_NS isa_vec128
+#define LLKD_NAME LLKD_VEC128_NAME
+#include "selection_cpu.cpp"
+#undef LLKD_BODY_VEC128
+#undef LLKD_NS
+#undef LLKD_NAME
+#endif
 
 #if defined(LLKD_BUILD_AVX2)
 #if defined(__clang__)
@@ -116,7 +136,10 @@ namespace detail {
 
 // ---- run-time dispatch ---------------------------------------------------------------
 static bool cpu_has(const std::string& name) {
-    if (name == "baseline") return true;
+    if (name == "scalar") return true;
+#if defined(LLKD_BUILD_VEC128)
+    if (name == LLKD_VEC128_NAME) return true;  // part of the architecture's baseline
+#endif
 #if defined(LLKD_BUILD_AVX2)
     if (name == "avx2+fma") {
         __builtin_cpu_init();
@@ -127,7 +150,10 @@ static bool cpu_has(const std::string& name) {
 }
 
 static const KernelTable* table_by_name(const std::string& name) {
-    if (name == "baseline") return &isa_baseline::kTable;
+    if (name == "scalar") return &isa_scalar::kTable;
+#if defined(LLKD_BUILD_VEC128)
+    if (name == LLKD_VEC128_NAME) return &isa_vec128::kTable;
+#endif
 #if defined(LLKD_BUILD_AVX2)
     if (name == "avx2+fma") return &isa_avx2::kTable;
 #endif
@@ -135,7 +161,10 @@ static const KernelTable* table_by_name(const std::string& name) {
 }
 
 static std::vector<std::string> compiled_names() {
-    std::vector<std::string> v{"baseline"};
+    std::vector<std::string> v{"scalar"};
+#if defined(LLKD_BUILD_VEC128)
+    v.push_back(LLKD_VEC128_NAME);
+#endif
 #if defined(LLKD_BUILD_AVX2)
     v.push_back("avx2+fma");
 #endif
@@ -143,7 +172,7 @@ static std::vector<std::string> compiled_names() {
 }
 
 static const KernelTable* best_table() {
-    const KernelTable* best = &isa_baseline::kTable;
+    const KernelTable* best = &isa_scalar::kTable;
     for (const auto& n : compiled_names())
         if (cpu_has(n)) best = table_by_name(n);
     // LLKD_SIMD=<name> may pick a lower variant (debugging, comparisons).
@@ -607,7 +636,13 @@ void step(const StepInput& in, StepOutput& out) {
     const bool product = in.weighting == WEIGHT_PRODUCT && in.mode != MODE_ALL;
     SelectArgs sa;
     sa.labels = in.labels, sa.conf = in.confidence, sa.u = out.uncertainty, sa.draws = in.random_draws;
-    sa.tau_t = out.tau_teacher, sa.tau_s = out.tau_student;
+    // Tests pass at value >= tau - TIE_TOLERANCE (llkd.selection._reference): running
+    // means of tied values can land one ulp above them and must not reject them.
+    constexpr double kTieTolerance = 1e-9;
+    std::vector<double> cut_t(static_cast<size_t>(C)), cut_s(static_cast<size_t>(C));
+    for (int64_t y = 0; y < C; ++y)
+        cut_t[y] = out.tau_teacher[y] - kTieTolerance, cut_s[y] = out.tau_student[y] - kTieTolerance;
+    sa.tau_t = cut_t.data(), sa.tau_s = cut_s.data();
     sa.fixed = in.fixed_threshold, sa.rate = in.random_rate;
     sa.mask = out.mask, sa.weights = out.weights;
     auto pass2 = [&](int64_t k, int64_t) {
@@ -798,6 +833,120 @@ static uint64_t read_sum(const unsigned char* p, size_t n) {
         uint64_t w;
         std::memcpy(&w, p + i, 8);
         s += w;
+    }
+    for (; i < n; ++i) s += p[i];
+    return s;
+}
+
+#elif defined(LLKD_BODY_VEC128)
+// ---- 128-bit vector extensions: 4 floats / 2 doubles (SSE2 / NEON) -----------------
+typedef float vf __attribute__((vector_size(16)));
+typedef double vd __attribute__((vector_size(16)));
+typedef int32_t vfi __attribute__((vector_size(16)));
+typedef int64_t vdi __attribute__((vector_size(16)));
+typedef uint64_t vdu __attribute__((vector_size(16)));
+constexpr int64_t NF = 4, ND = 2;
+
+static inline vf sel_f(vfi m, vf a, vf b) { return (vf)(((vfi)a & m) | ((vfi)b & ~m)); }  // m ? a : b
+static inline vd sel_d(vdi m, vd a, vd b) { return (vd)(((vdi)a & m) | ((vdi)b & ~m)); }
+
+static inline vf f_set1(float x) { return vf{x, x, x, x}; }
+static inline vf f_load(const float* p) { vf v; std::memcpy(&v, p, sizeof v); return v; }
+static inline vf f_load_tail(const float* p, int64_t n, float fill) {
+    vf v = f_set1(fill);
+    for (int64_t i = 0; i < n; ++i) v[i] = p[i];
+    return v;
+}
+static inline vf f_add(vf a, vf b) { return a + b; }
+static inline vf f_sub(vf a, vf b) { return a - b; }
+static inline vf f_mul(vf a, vf b) { return a * b; }
+static inline vf f_fmadd(vf a, vf b, vf c) { return a * b + c; }
+static inline vf f_fnmadd(vf a, vf b, vf c) { return c - a * b; }
+static inline vf f_max(vf a, vf b) { return sel_f(a > b, a, b); }  // b when either is NaN
+static inline float f_hmax(vf v) {
+    const float a = v[0] > v[1] ? v[0] : v[1], b = v[2] > v[3] ? v[2] : v[3];
+    return a > b ? a : b;
+}
+static inline vf f_select_ge(vf y, vf x, float thr) { return (vf)((vfi)y & (x >= f_set1(thr))); }
+static inline vf f_pow2_bits(vf t) { return (vf)((vfi)t << 23); }
+static inline void f_widen_add(vd& acc, vf v) { acc += vd{v[0], v[1]} + vd{v[2], v[3]}; }
+static inline void f_load_deint2(const float* p, vf& a, vf& b) {
+    a = vf{p[0], p[2], p[4], p[6]};
+    b = vf{p[1], p[3], p[5], p[7]};
+}
+static inline vf f_neg_abs(vf x) { return (vf)((vfi)x | vfi{INT32_MIN, INT32_MIN, INT32_MIN, INT32_MIN}); }
+static inline void f_store_c2(vf e, vf d, double* s, double* t) {
+    for (int i = 0; i < 4; ++i) {
+        s[i] = 1.0 + static_cast<double>(e[i]);
+        t[i] = static_cast<double>(e[i]) * static_cast<double>(d[i]);
+    }
+}
+// small-C row path
+using ftail = vfi;
+static inline ftail f_tail(int64_t n) { return vfi{0, 1, 2, 3} < vfi{int(n), int(n), int(n), int(n)}; }
+static inline vf f_load_over(const float* p, ftail mk, vf fill) { return sel_f(mk, f_load(p), fill); }
+static inline vf f_load_masked(const float* p, ftail mk, vf fill) {
+    vf v = fill;
+    for (int i = 0; i < 4; ++i)
+        if (mk[i]) v[i] = p[i];
+    return v;
+}
+static inline vf f_hmax_bcast(vf v) { return f_set1(f_hmax(v)); }
+static inline void f_reduce2_store(vf sf, vf tf, double* s, double* t) {
+    s[0] = static_cast<double>(sf[0] + sf[1]) + static_cast<double>(sf[2] + sf[3]);
+    t[0] = static_cast<double>(tf[0] + tf[1]) + static_cast<double>(tf[2] + tf[3]);
+}
+
+static inline vd d_set1(double x) { return vd{x, x}; }
+static inline vd d_load(const double* p) { vd v; std::memcpy(&v, p, sizeof v); return v; }
+static inline vd d_load_tail(const double* p, int64_t, double fill) { return vd{p[0], fill}; }  // n == 1
+static inline void d_store(double* p, vd v) { std::memcpy(p, &v, sizeof v); }
+static inline vd d_add(vd a, vd b) { return a + b; }
+static inline vd d_sub(vd a, vd b) { return a - b; }
+static inline vd d_mul(vd a, vd b) { return a * b; }
+static inline vd d_div(vd a, vd b) { return a / b; }
+static inline vd d_fmadd(vd a, vd b, vd c) { return a * b + c; }
+static inline vd d_fnmadd(vd a, vd b, vd c) { return c - a * b; }
+static inline vd d_max(vd a, vd b) { return sel_d(a > b, a, b); }
+static inline vd d_min(vd a, vd b) { return sel_d(a < b, a, b); }
+static inline double d_hmax(vd v) { return v[0] > v[1] ? v[0] : v[1]; }
+static inline double d_hsum(vd v) { return v[0] + v[1]; }
+static inline vd d_select_ge(vd y, vd x, double thr) { return (vd)((vdi)y & (x >= d_set1(thr))); }
+static inline vd d_pow2_bits(vd t) { return (vd)((vdi)t << 52); }
+static inline void d_log_split(vd x, vd& f, vd& k) {
+    const int64_t off = static_cast<int64_t>(0x3ff0000000000000ULL - 0x3fe6a09e667f3bcdULL);
+    vdi u = (vdi)x + vdi{off, off};
+    const vdi e = (vdi)((vdu)u >> 52) - vdi{0x3ff, 0x3ff};
+    u = (u & vdi{0x000fffffffffffffLL, 0x000fffffffffffffLL}) + vdi{0x3fe6a09e667f3bcdLL, 0x3fe6a09e667f3bcdLL};
+    f = (vd)u - d_set1(1.0);
+    const vd magic = d_set1(6755399441055744.0);  // small int64 -> double via 1.5 * 2^52
+    k = (vd)(e + (vdi)magic) - magic;
+}
+static inline void d_load_deint2(const double* p, vd& a, vd& b) {
+    a = vd{p[0], p[2]};
+    b = vd{p[1], p[3]};
+}
+static inline vd d_neg_abs(vd x) { return (vd)((vdi)x | vdi{INT64_MIN, INT64_MIN}); }
+static inline void d_store_c2(vd e, vd d, double* s, double* t) {
+    d_store(s, d_set1(1.0) + e);
+    d_store(t, e * d);
+}
+
+static uint64_t read_sum(const unsigned char* p, size_t n) {
+    typedef vdu vu;
+    vu a0 = {0, 0}, a1 = a0, a2 = a0, a3 = a0;
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        vu w[4];
+        std::memcpy(w, p + i, 64);
+        a0 += w[0], a1 += w[1], a2 += w[2], a3 += w[3];
+    }
+    const vu a = (a0 + a1) + (a2 + a3);
+    uint64_t s = a[0] + a[1];
+    for (; i + 8 <= n; i += 8) {
+        uint64_t v;
+        std::memcpy(&v, p + i, 8);
+        s += v;
     }
     for (; i < n; ++i) s += p[i];
     return s;
@@ -1101,6 +1250,7 @@ static inline void rows_small_step(const float* p, int64_t C, bool last_masked, 
     }
 }
 
+#if defined(LLKD_BODY_AVX2)
 // 3 <= C <= NF: rows across the lanes, one gather per column, no horizontal work.
 // Columns alternate between two float32 partial sums (at most 4 terms each per lane).
 static void rows_cols_f32(const float* z, int64_t nrows, int64_t C, double* s, double* t) {
@@ -1123,6 +1273,8 @@ static void rows_cols_f32(const float* z, int64_t nrows, int64_t C, double* s, d
     }
 }
 
+#endif  // LLKD_BODY_AVX2
+
 template <int NV>
 static void rows_small_f32(const float* z, int64_t nrows, int64_t C, double* s, double* t) {
     constexpr int R = NV == 1 ? 4 : NV <= 4 ? 2 : 1;
@@ -1142,12 +1294,14 @@ static void rows_f32(const float* z, int64_t nrows, int64_t C, double* s, double
     }
 #if !defined(LLKD_BODY_SCALAR)
     else if (C <= 8 * NF) {
+#if defined(LLKD_BODY_AVX2)
         if (C <= 4) {  // gathers beat the row path only for the smallest rows
             const int64_t nv = nrows / NF * NF;
             rows_cols_f32(z, nv, C, s, t);
             rows_small_f32<1>(z + nv * C, nrows - nv, C, s + nv, t + nv);
             return;
         }
+#endif
         switch ((C + NF - 1) / NF) {
             case 1: rows_small_f32<1>(z, nrows, C, s, t); break;
             case 2: rows_small_f32<2>(z, nrows, C, s, t); break;

@@ -1,8 +1,8 @@
 """The C++ kernel (``llkd._selection_cpu``) against the NumPy reference (spec sections 3, 4).
 
-Every comparison runs once per SIMD variant this CPU supports (the portable baseline and,
-where the CPU has it, AVX2+FMA), so the variant that is not dispatched by default is
-tested too.
+Every comparison runs once per SIMD variant this CPU supports (scalar C++, 128-bit vectors
+(SSE2 or NEON) and, where the CPU has it, AVX2+FMA), so the variants that are not dispatched
+by default are tested too.
 
 Tolerances. float64 logits: u agrees with the reference to ~1e-15 (polynomial exp/log
 of 1 ulp, other summation order). float32 logits: the kernel computes the row in
@@ -317,7 +317,7 @@ def test_build_info_and_show_config(capsys):
     info = cpu.build_info()
     for key in ("compiler", "simd_compiled", "simd_supported", "simd_dispatched", "openmp"):
         assert key in info
-    assert "baseline" in info["simd_compiled"]
+    assert "scalar" in info["simd_compiled"]
     assert info["simd_dispatched"] in info["simd_supported"]
     import llkd
 
