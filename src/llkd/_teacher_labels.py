@@ -120,13 +120,16 @@ def _answers(est, teacher, X, distinct: dict[str, int]):
             items = [X[i] for i in rows]
         else:
             items = X[np.asarray(rows)]
-        out = label_in_batches(
-            teacher,
-            items,
-            batch_size=int(est.teacher_batch_size),
-            cache=est.teacher_cache if isinstance(X, list) else None,
-            progress=bool(est.verbose),
-        )
+        if isinstance(X, list):
+            out = label_in_batches(
+                teacher,
+                items,
+                batch_size=int(est.teacher_batch_size),
+                cache=est.teacher_cache,
+                progress=bool(est.verbose),
+            )
+        else:
+            out = _label_rows(teacher, items, int(est.teacher_batch_size))
         n_queries = len(missing)
         for j, k in enumerate(missing):
             memo[k] = (
@@ -143,4 +146,35 @@ def _answers(est, teacher, X, distinct: dict[str, int]):
             "proba": np.stack([e[2] for e in entries]) if has_proba else None,
         },
         n_queries,
+    )
+
+
+def _label_rows(teacher, rows: np.ndarray, batch_size: int):
+    """Teacher answers for rows of a feature matrix (no text cache applies)."""
+    from .teachers import CallableTeacher, TeacherError, TeacherOutput
+    from .teachers._base import check_teacher_output, output_from_answer
+
+    C = len(teacher.classes)
+    parts = []
+    for b, start in enumerate(range(0, len(rows), batch_size)):
+        batch = rows[start : start + batch_size]
+        what = f"teacher (batch {b}, rows {start}-{start + len(batch) - 1})"
+        try:
+            if isinstance(teacher, CallableTeacher):
+                out = output_from_answer(teacher.fn(batch), len(batch), teacher.classes, what)
+            else:
+                out = check_teacher_output(teacher.label(batch), len(batch), C, what)
+        except (ValueError, TypeError):
+            raise
+        except Exception as exc:
+            raise TeacherError(
+                f"{what} raised {type(exc).__name__}: {exc}",
+                batch_index=b, start=start, stop=start + len(batch), n_done=start,
+            ) from exc
+        parts.append(out)
+    proba = None
+    if all(p.proba is not None for p in parts):
+        proba = np.concatenate([p.proba for p in parts])
+    return TeacherOutput(
+        np.concatenate([p.labels for p in parts]), np.concatenate([p.confidence for p in parts]), proba
     )

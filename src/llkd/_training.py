@@ -130,14 +130,14 @@ def train_student(model, data, rows, targets, cfg: TrainConfig, *, device, rng) 
     steps_per_epoch = max(1, math.ceil(n / cfg.batch_size))
     total_steps = steps_per_epoch * cfg.max_epochs
     warmup_lr_steps = max(1, int(0.1 * total_steps))
-    if cfg.lr_schedule == "linear":
-        def schedule(step):
-            if step < warmup_lr_steps:
-                return (step + 1) / warmup_lr_steps
-            return max(0.0, (total_steps - step) / max(1, total_steps - warmup_lr_steps))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    else:
-        scheduler = None
+
+    def lr_at(step):
+        if cfg.lr_schedule != "linear":
+            return cfg.learning_rate
+        if step < warmup_lr_steps:  # linear warm-up, then linear decay to 0
+            return cfg.learning_rate * (step + 1) / warmup_lr_steps
+        return cfg.learning_rate * max(0.0, (total_steps - step) / max(1, total_steps - warmup_lr_steps))
+
     warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
 
     history = []
@@ -193,8 +193,6 @@ def train_student(model, data, rows, targets, cfg: TrainConfig, *, device, rng) 
                 progress.update(1)
             if k == 0:
                 skipped += 1
-                if scheduler is not None:
-                    scheduler.step()
                 continue
 
             y_dev = y_b.to(device)
@@ -217,9 +215,9 @@ def train_student(model, data, rows, targets, cfg: TrainConfig, *, device, rng) 
                 n_backprop += len(idx)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(global_step - 1)
             optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
             loss_sum += float(loss.detach()) * k
             loss_weight += k
 
