@@ -198,3 +198,22 @@ def test_torch_tensor_input_is_accepted():
     sel = make()
     res = sel.step(torch.zeros(4, 3, requires_grad=True), torch.tensor([0, 1, 2, 0]), torch.rand(4))
     assert isinstance(res.mask, np.ndarray) and res.mask.shape == (4,)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "native"])
+def test_tied_values_pass_their_own_running_mean(backend):
+    """A teacher with one constant confidence (or uniform logits) must not be rejected
+    because a running mean of tied values rounds one ulp above them."""
+    from llkd.selection._backends import native_available
+
+    if backend == "native" and not native_available():
+        pytest.skip("native extension not built")
+    rng = np.random.default_rng(0)
+    sel = AdaptiveSelector(2, momentum=0.9, mode="teacher", backend=backend)
+    for _ in range(50):
+        res = sel.step(rng.normal(size=(16, 2)), rng.integers(0, 2, 16), np.full(16, 0.85))
+        assert res.mask.all()
+    sel = AdaptiveSelector(3, momentum=0.99, mode="student", backend=backend)
+    for _ in range(50):
+        res = sel.step(np.zeros((16, 3), dtype=np.float32), rng.integers(0, 3, 16), rng.random(16))
+        assert res.mask.all()
