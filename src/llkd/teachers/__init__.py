@@ -1,0 +1,73 @@
+"""Teachers: the LLMs (or anything else) that label the unlabeled pool.
+
+A teacher has ``classes`` (the class names, in order) and ``label(texts)`` returning a
+:class:`TeacherOutput` (``labels``, ``confidence``, and ``proba`` or None). Provided:
+
+- :class:`TransformersTeacher`: a Hugging Face causal LM scoring the class names after a
+  prompt (``TransformersTeacher.from_packaged_gemma(labels=...)`` for the packaged
+  Gemma 3 270M);
+- :class:`OpenAITeacher`: any OpenAI-compatible server (chat or completions);
+- :class:`CallableTeacher`, :class:`PrecomputedTeacher`;
+- :func:`label_in_batches` with a durable :class:`TeacherCache`;
+- calibration: :func:`calibrate`, :func:`calibrate_pool`, :class:`CalibratedTeacher`.
+"""
+
+from __future__ import annotations
+
+from ._base import Teacher, TeacherError, TeacherOutput, as_teacher, check_teacher_output, identity_key
+from ._cache import TeacherCache, default_cache_path, llkd_home
+from ._calibration import (
+    DEFAULT_PRIOR_METHOD,
+    PRIOR_METHODS,
+    CalibratedTeacher,
+    PriorCorrection,
+    TeacherCalibrator,
+    TemperatureScaling,
+    calibrate,
+    calibrate_pool,
+    calibration_report,
+    expected_calibration_error,
+)
+from ._callable import CallableTeacher
+from ._labeling import label_in_batches
+from ._precomputed import PrecomputedTeacher
+
+__all__ = [
+    "Teacher",
+    "TeacherOutput",
+    "TeacherError",
+    "as_teacher",
+    "check_teacher_output",
+    "identity_key",
+    "label_in_batches",
+    "TeacherCache",
+    "default_cache_path",
+    "llkd_home",
+    "CallableTeacher",
+    "PrecomputedTeacher",
+    "TransformersTeacher",
+    "OpenAITeacher",
+    "calibrate",
+    "calibrate_pool",
+    "calibration_report",
+    "expected_calibration_error",
+    "PriorCorrection",
+    "TemperatureScaling",
+    "TeacherCalibrator",
+    "CalibratedTeacher",
+    "PRIOR_METHODS",
+    "DEFAULT_PRIOR_METHOD",
+]
+
+
+def __getattr__(name):
+    # These pull in torch/transformers or the HTTP machinery: import on first use.
+    if name == "TransformersTeacher":
+        from ._transformers import TransformersTeacher
+
+        return TransformersTeacher
+    if name == "OpenAITeacher":
+        from ._openai import OpenAITeacher
+
+        return OpenAITeacher
+    raise AttributeError(f"module 'llkd.teachers' has no attribute {name!r}")
