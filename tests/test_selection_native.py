@@ -333,3 +333,27 @@ def test_stream_read_sums_words_then_tail_bytes():
         expect = (int(a[:k].view(np.uint64).sum(dtype=np.uint64)) + int(a[k:].sum())) % 2**64
         for threads in (1, 3):
             assert cpu.stream_read(a, threads) == expect
+
+
+def test_gil_is_released_during_the_step():
+    """Another Python thread keeps running while the kernel works."""
+    import threading
+
+    rng = np.random.default_rng(2)
+    z = rng.normal(size=(400_000, 20)).astype(np.float32)
+    y, conf = rng.integers(0, 20, 400_000), rng.random(400_000)
+    done = threading.Event()
+
+    def work():
+        for _ in range(3):
+            cpu.step(z, y, conf, np.zeros(2), np.zeros((2, 20)), 0, 0.9, 0, 0, 0.5, None, 0.1, True, 1)
+        done.set()
+
+    th = threading.Thread(target=work)
+    ticks = 0
+    th.start()
+    while not done.is_set():
+        ticks += 1
+    th.join()
+    # with the GIL held for the whole step the loop would barely advance
+    assert ticks > 10_000

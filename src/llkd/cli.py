@@ -150,13 +150,14 @@ def _texts(frame, column: str) -> list[str]:
 
 
 def _make_teacher(spec: str, labels: list[str]):
-    from .teachers import OpenAITeacher, TransformersTeacher
+    from . import teachers
 
     if spec == "gemma":
-        return TransformersTeacher.from_packaged_gemma(labels=labels)
+        return teachers.TransformersTeacher.from_packaged_gemma(labels=labels)
     if spec.startswith("hf:"):
-        return TransformersTeacher(spec[3:], labels=labels)
+        return teachers.TransformersTeacher(spec[3:], labels=labels)
     if spec.startswith("openai:"):
+        OpenAITeacher = teachers.OpenAITeacher
         rest = spec[len("openai:"):]
         model, _, base_url = rest.partition("@")
         return OpenAITeacher(model=model, labels=labels, base_url=base_url or "https://api.openai.com/v1")
