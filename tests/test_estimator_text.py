@@ -105,3 +105,18 @@ def test_finetune_requires_a_path_encoder():
     texts, _ = make_texts(20, 7)
     with pytest.raises(ValueError, match="finetune"):
         LLKDClassifier(keyword_teacher, labels=["n", "p"], student="finetune", encoder=static_encoder()).fit(texts)
+
+
+@pytest.mark.gpu
+def test_finetune_on_cuda_selects_on_the_device(tiny_encoder_dir):
+    import torch
+
+    texts, y = make_texts(200, 8)
+    clf = LLKDClassifier(
+        keyword_teacher, labels=["negative", "positive"], student="finetune", encoder=tiny_encoder_dir,
+        device="cuda", max_epochs=3, learning_rate=3e-3, random_state=0,
+    ).fit(texts)
+    assert next(clf.student_.parameters()).is_cuda
+    assert clf.selector_.resolve_backend(torch.zeros(1, 2, device="cuda")) == "cuda"
+    assert 0 < clf.history_[0]["n_selected"] < clf.history_[0]["n_backprop_all"] * 3
+    assert clf.score(texts, np.array(["negative", "positive"])[y]) > 0.8
