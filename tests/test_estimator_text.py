@@ -118,5 +118,6 @@ def test_finetune_on_cuda_selects_on_the_device(tiny_encoder_dir):
     ).fit(texts)
     assert next(clf.student_.parameters()).is_cuda
     assert clf.selector_.resolve_backend(torch.zeros(1, 2, device="cuda")) == "cuda"
-    assert 0 < clf.history_[0]["n_selected"] < clf.history_[0]["n_backprop_all"] * 3
+    assert all(h["n_selected"] <= h["n_backprop_all"] for h in clf.history_)
+    assert clf.history_[0]["n_selected"] > 0
     assert clf.score(texts, np.array(["negative", "positive"])[y]) > 0.8
