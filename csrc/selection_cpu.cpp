@@ -1205,8 +1205,8 @@ static void rows_c2_f32(const float* z, int64_t nrows, double* s, double* t) {
 
 #if !defined(LLKD_BODY_SCALAR)
 // 2 < C <= 8 * NF: a row is NV vectors kept in registers; the last one is completed
-// with -FLT_MAX lanes (read past the row except for the last row of the block). R rows
-// are interleaved so that their exp's dependency chains overlap.
+// with -FLT_MAX lanes (loaded past the row where the block's memory allows, masked
+// otherwise). R rows are interleaved so that their exp's dependency chains overlap.
 template <int NV, int R>
 static inline void rows_small_step(const float* p, int64_t C, bool last_masked, ftail mk, double* s, double* t) {
     const vf lowest = f_set1(-std::numeric_limits<float>::max());
@@ -1279,9 +1279,13 @@ template <int NV>
 static void rows_small_f32(const float* z, int64_t nrows, int64_t C, double* s, double* t) {
     constexpr int R = NV == 1 ? 4 : NV <= 4 ? 2 : 1;
     const ftail mk = f_tail(C - NF * (NV - 1));
+    // Rows r < n_over may load whole vectors past their end (r * C + NV * NF <= nrows * C:
+    // the bytes belong to the following rows); the others use masked loads.
+    const int64_t total = nrows * C, span = NV * NF;
+    const int64_t n_over = total >= span ? (total - span) / C + 1 : 0;
     int64_t r = 0;
-    for (; r + R < nrows; r += R) rows_small_step<NV, R>(z + r * C, C, false, mk, s + r, t + r);
-    for (; r < nrows; ++r) rows_small_step<NV, 1>(z + r * C, C, r + 1 == nrows, mk, s + r, t + r);
+    for (; r + R <= n_over; r += R) rows_small_step<NV, R>(z + r * C, C, false, mk, s + r, t + r);
+    for (; r < nrows; ++r) rows_small_step<NV, 1>(z + r * C, C, r >= n_over, mk, s + r, t + r);
 }
 #endif
 

@@ -293,3 +293,52 @@ def test_garbage_calls_never_crash_the_interpreter():
     )
     assert proc.returncode == 0, (proc.returncode, proc.stdout[-2000:], proc.stderr[-4000:])
     assert "survived" in proc.stdout
+
+
+GUARD_SCRIPT = textwrap.dedent(
+    r"""
+    import ctypes, mmap
+    import numpy as np
+    import llkd._selection_cpu as m
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    PAGE = mmap.PAGESIZE
+    keep = []
+
+    def guarded(shape, dtype):
+        # an array whose last byte is followed by an unreadable page
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        npages = (nbytes + PAGE - 1) // PAGE + 1
+        buf = mmap.mmap(-1, npages * PAGE)
+        addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+        assert libc.mprotect(ctypes.c_void_p(addr + (npages - 1) * PAGE), PAGE, 0) == 0
+        keep.append(buf)
+        a = np.frombuffer(buf, dtype, int(np.prod(shape)), (npages - 1) * PAGE - nbytes)
+        return a.reshape(shape)
+
+    rng = np.random.default_rng(0)
+    calls = 0
+    for variant in m.build_info()["simd_supported"]:
+        assert m._set_simd(variant)
+        for dtype in (np.float32, np.float64):
+            for c in list(range(2, 68)) + [100, 129]:
+                for n in list(range(1, 12)) + [127, 128, 129, 131]:
+                    z = guarded((n, c), dtype)
+                    z[...] = rng.normal(size=(n, c))
+                    m.step(z, rng.integers(0, c, n), rng.random(n), np.zeros(2), np.zeros((2, c)),
+                           0, 0.9, 0, 0, 0.5, None, 0.1, True, 1)
+                    calls += 1
+    print("calls", calls)
+    """
+)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses mmap + mprotect guard pages")
+def test_kernel_never_reads_past_the_logits():
+    """Every row path (C = 2, gathers, rows in registers, long rows, tails) on arrays
+    that end right before an unreadable page: any over-read would crash the process."""
+    proc = subprocess.run(
+        [sys.executable, "-c", GUARD_SCRIPT], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, (proc.returncode, proc.stdout[-2000:], proc.stderr[-4000:])
+    assert "calls" in proc.stdout
