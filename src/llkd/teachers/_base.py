@@ -219,33 +219,29 @@ def check_classes(classes, name: str = "labels") -> list[str]:
 
 
 def _labels_to_index(labels, classes: Sequence[str], what: str) -> np.ndarray:
-    """Class indices from ints or class-name strings; ValueError on unknown names/out of range."""
-    arr = np.asarray(labels, dtype=object if not isinstance(labels, np.ndarray) else None)
+    """Class indices from ints or class names (mixed allowed); errors name the position."""
+    arr = np.asarray(labels, dtype=object) if not isinstance(labels, np.ndarray) else labels
     if arr.ndim != 1:
         raise ValueError(f"{what} labels must be 1-D, got shape {arr.shape}")
     C = len(classes)
-    if arr.size and all(isinstance(v, (str, np.str_)) for v in arr.tolist()):
-        pos = {c: i for i, c in enumerate(classes)}
-        out = np.empty(arr.shape[0], dtype=np.int64)
-        for i, v in enumerate(arr.tolist()):
+    pos = {c: i for i, c in enumerate(classes)}
+    out = np.empty(arr.shape[0], dtype=np.int64)
+    for i, v in enumerate(arr.tolist()):
+        if isinstance(v, (str, np.str_)) or (v in pos and not isinstance(v, (numbers.Number, bool))):
             if v not in pos:
                 raise ValueError(
                     f"{what} returned the unknown label {v!r} at position {i}; "
                     f"known classes are {list(classes)!r}"
                 )
             out[i] = pos[v]
-        return out
-    vals = arr.tolist()
-    out = np.empty(len(vals), dtype=np.int64)
-    for i, v in enumerate(vals):
+            continue
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, (numbers.Integral, numbers.Real)):
             raise TypeError(
                 f"{what} labels must be class indices or class names; position {i} is {v!r} "
                 f"({type(v).__name__})"
             )
-        if isinstance(v, numbers.Real) and not isinstance(v, numbers.Integral):
-            if not math.isfinite(v) or v != int(v):
-                raise ValueError(f"{what} returned a non-integer label {v!r} at position {i}")
+        if not isinstance(v, numbers.Integral) and (not math.isfinite(v) or v != int(v)):
+            raise ValueError(f"{what} returned a non-integer label {v!r} at position {i}")
         iv = int(v)
         if not 0 <= iv < C:
             raise ValueError(

@@ -26,6 +26,29 @@ def _open_cache(cache) -> TeacherCache | None:
     raise TypeError(f"cache must be None, True, a path or a TeacherCache, got {type(cache).__name__}")
 
 
+_WRAPPED: dict = {}
+
+
+def _wrap(exc: BaseException, message: str, **info) -> TeacherError:
+    """A TeacherError that is also an instance of the teacher's exception type.
+
+    ``except ValueError`` still catches a teacher's ValueError, ``except TeacherError``
+    catches every teacher failure, and ``__cause__`` is the original. Types whose C
+    layout cannot be combined with RuntimeError (OSError and subclasses) give a plain
+    TeacherError.
+    """
+    cls = type(exc)
+    if cls not in _WRAPPED:
+        try:
+            _WRAPPED[cls] = type(f"TeacherError[{cls.__name__}]", (TeacherError, cls), {"__module__": __name__})
+        except TypeError:
+            _WRAPPED[cls] = TeacherError
+    try:
+        return _WRAPPED[cls](message, **info)
+    except Exception:
+        return TeacherError(message, **info)
+
+
 def _teacher_name(teacher) -> str:
     return type(teacher).__name__
 
@@ -147,7 +170,8 @@ def label_in_batches(
             try:
                 out = teacher.label(batch)
             except Exception as exc:
-                raise TeacherError(
+                raise _wrap(
+                    exc,
                     f"{_teacher_name(teacher)} raised {type(exc).__name__} on batch {b} of {n_batches} "
                     f"(texts {s}..{e - 1} of the {len(todo)} sent to the teacher; "
                     f"{s} answers before it are kept{' in the cache' if store is not None else ''}): {exc}",
