@@ -313,17 +313,27 @@ def test_torch_tensors_and_default_backend():
     assert res.backend == "native" and res.mask.shape == (10,)
 
 
-def test_build_info_and_show_config(capsys):
+def test_build_info():
+    """What llkd.show_config() reports for the native backend."""
     info = cpu.build_info()
-    for key in ("compiler", "simd_compiled", "simd_supported", "simd_dispatched", "openmp"):
+    for key in ("compiler", "simd_compiled", "simd_supported", "simd_dispatched", "openmp", "threading"):
         assert key in info
     assert "scalar" in info["simd_compiled"]
     assert info["simd_dispatched"] in info["simd_supported"]
-    import llkd
+    assert set(info["simd_supported"]) <= set(info["simd_compiled"])
+    assert not cpu._set_simd("no-such-variant")
+    assert cpu._simd_active() == info["simd_dispatched"]
 
-    llkd.show_config()
-    out = capsys.readouterr().out
-    assert "simd_dispatched" in out
+
+def test_simd_override_by_environment():
+    import os
+    import subprocess
+    import sys
+
+    code = "import llkd._selection_cpu as m; print(m.build_info()['simd_dispatched'])"
+    env = dict(os.environ, LLKD_SIMD="scalar")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "scalar", out.stderr
 
 
 def test_stream_read_sums_words_then_tail_bytes():
