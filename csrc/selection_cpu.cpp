@@ -1273,6 +1273,55 @@ static void rows_cols_f32(const float* z, int64_t nrows, int64_t C, double* s, d
     }
 }
 
+// Two rows whose last vector holds at most 4 values (8 < C <= 32, C % 8 in 1..4): the
+// two tails share one exp (row a in lanes 0-3, row b in lanes 4-7), and the two row
+// maxima are reduced together. p must be readable up to the 4 floats starting at row
+// b's tail.
+static inline void reduce4_store(__m128 s4, __m128 t4, double* s, double* t) {
+    const __m256d h = _mm256_hadd_pd(_mm256_cvtps_pd(s4), _mm256_cvtps_pd(t4));
+    const __m128d r = _mm_add_pd(_mm256_castpd256_pd128(h), _mm256_extractf128_pd(h, 1));
+    _mm_storel_pd(s, r);
+    _mm_storeh_pd(t, r);
+}
+
+template <int NV>
+static inline void rows_pair_packed(const float* p, int64_t C, __m128 mk4, double* s, double* t) {
+    const __m128 lowest4 = _mm_set1_ps(-std::numeric_limits<float>::max());
+    const float* pb = p + C;
+    vf a[NV - 1], b[NV - 1];
+    for (int q = 0; q < NV - 1; ++q) a[q] = f_load(p + q * NF), b[q] = f_load(pb + q * NF);
+    const __m128 ta = _mm_blendv_ps(lowest4, _mm_loadu_ps(p + (NV - 1) * NF), mk4);
+    const __m128 tb = _mm_blendv_ps(lowest4, _mm_loadu_ps(pb + (NV - 1) * NF), mk4);
+    const vf tc = _mm256_insertf128_ps(_mm256_castps128_ps256(ta), tb, 1);
+    vf mxa = a[0], mxb = b[0];
+    for (int q = 1; q < NV - 1; ++q) mxa = f_max(mxa, a[q]), mxb = f_max(mxb, b[q]);
+    vf m = _mm256_max_ps(_mm256_permute2f128_ps(mxa, mxb, 0x20), _mm256_permute2f128_ps(mxa, mxb, 0x31));
+    m = _mm256_max_ps(m, tc);
+    m = _mm256_max_ps(m, _mm256_permute_ps(m, 0x4E));
+    m = _mm256_max_ps(m, _mm256_permute_ps(m, 0xB1));  // [max a x4 | max b x4]
+    const vf vma = _mm256_permute2f128_ps(m, m, 0x00), vmb = _mm256_permute2f128_ps(m, m, 0x11);
+    vf sfa, tfa, sfb, tfb;
+    {
+        const vf da = f_sub(a[0], vma), db = f_sub(b[0], vmb);
+        const vf ea = exp_f(da), eb = exp_f(db);
+        sfa = ea, tfa = f_mul(ea, da), sfb = eb, tfb = f_mul(eb, db);
+    }
+    for (int q = 1; q < NV - 1; ++q) {
+        const vf da = f_sub(a[q], vma), db = f_sub(b[q], vmb);
+        const vf ea = exp_f(da), eb = exp_f(db);
+        sfa = f_add(sfa, ea), tfa = f_fmadd(ea, da, tfa);
+        sfb = f_add(sfb, eb), tfb = f_fmadd(eb, db, tfb);
+    }
+    const vf dc = f_sub(tc, m);
+    const vf ec = exp_f(dc), tcn = f_mul(ec, dc);
+    auto lo = [](vf v) { return _mm256_castps256_ps128(v); };
+    auto hi = [](vf v) { return _mm256_extractf128_ps(v, 1); };
+    reduce4_store(_mm_add_ps(_mm_add_ps(lo(sfa), hi(sfa)), lo(ec)),
+                  _mm_add_ps(_mm_add_ps(lo(tfa), hi(tfa)), lo(tcn)), s, t);
+    reduce4_store(_mm_add_ps(_mm_add_ps(lo(sfb), hi(sfb)), hi(ec)),
+                  _mm_add_ps(_mm_add_ps(lo(tfb), hi(tfb)), hi(tcn)), s + 1, t + 1);
+}
+
 #endif  // LLKD_BODY_AVX2
 
 template <int NV>
@@ -1284,6 +1333,19 @@ static void rows_small_f32(const float* z, int64_t nrows, int64_t C, double* s, 
     const int64_t total = nrows * C, span = NV * NF;
     const int64_t n_over = total >= span ? (total - span) / C + 1 : 0;
     int64_t r = 0;
+#if defined(LLKD_BODY_AVX2)
+    const int64_t rem = C - NF * (NV - 1);
+    if (NV >= 2 && NV <= 4 && rem <= 4) {
+        // pairs (r, r + 1) with (r + 1) * C + (NV - 1) * NF + 4 <= total
+        const int64_t lim = total - (NV - 1) * NF - 4;
+        const int64_t n_pairs_ok = lim >= C ? lim / C : 0;  // pairs need r + 1 < n_pairs_ok + 1
+        const __m128 mk4 = _mm256_castps256_ps128(_mm256_castsi256_ps(f_tail(rem)));
+        for (; r + 2 <= nrows && r + 1 <= n_pairs_ok; r += 2)
+            rows_pair_packed<(NV >= 2 && NV <= 4) ? NV : 2>(z + r * C, C, mk4, s + r, t + r);
+        for (; r < nrows; ++r) rows_small_step<NV, 1>(z + r * C, C, r >= n_over, mk, s + r, t + r);
+        return;
+    }
+#endif
     for (; r + R <= n_over; r += R) rows_small_step<NV, R>(z + r * C, C, false, mk, s + r, t + r);
     for (; r < nrows; ++r) rows_small_step<NV, 1>(z + r * C, C, r >= n_over, mk, s + r, t + r);
 }
