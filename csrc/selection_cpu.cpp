@@ -3,12 +3,20 @@
 //
 // Layout of this file
 // -------------------
-// The SIMD kernels are written once (the "kernel body" at the end of this file) and
-// compiled several times, each time inside its own namespace and under its own
-// target options: a portable baseline (plain C++, SSE2 on x86-64) and, on x86-64
-// with GCC or Clang, an AVX2+FMA variant. The file includes itself to do that (the
-// technique of Highway's foreach_target.h), so no -march flag is ever needed and the
-// variant is chosen at run time from the CPU (__builtin_cpu_supports).
+// The SIMD kernels are written once (the "kernel body" at the end of this file) over a
+// small set of primitives, and compiled several times, each time inside its own
+// namespace and under its own target options: "scalar" (plain C++, any compiler),
+// "sse2"/"neon" (128-bit GCC/Clang vector extensions, the architecture's baseline) and,
+// on x86-64 with GCC or Clang, "avx2+fma" (intrinsics, compiled under
+// `#pragma GCC target`). The file includes itself to do that (the technique of
+// Highway's foreach_target.h), so no -march flag is ever needed: the best variant the
+// CPU supports is chosen at run time (__builtin_cpu_supports; LLKD_SIMD=<name> picks
+// a lower one).
+//
+// Numerics: float64 logits are computed in float64 (polynomial exp, fdlibm log), to
+// ~1e-15 of the reference. float32 logits are computed in float32 within a row (z - m,
+// exp), the row sums are formed in float32 over at most a few terms per lane and
+// finished in float64, log/division in float64: u to ~1e-7 absolute.
 //
 // Work per step
 // -------------
@@ -1338,8 +1346,9 @@ static void rows_small_f32(const float* z, int64_t nrows, int64_t C, double* s, 
     if (NV >= 2 && NV <= 4 && rem <= 4) {
         // pairs (r, r + 1) with (r + 1) * C + (NV - 1) * NF + 4 <= total
         const int64_t lim = total - (NV - 1) * NF - 4;
-        const int64_t n_pairs_ok = lim >= C ? lim / C : 0;  // pairs need r + 1 < n_pairs_ok + 1
+        const int64_t n_pairs_ok = lim >= C ? lim / C : 0;  // pair (r, r + 1) is safe when r + 1 <= n_pairs_ok
         const __m128 mk4 = _mm256_castps256_ps128(_mm256_castsi256_ps(f_tail(rem)));
+        // (the template argument is clamped so that NV = 1 or > 4 never instantiates it)
         for (; r + 2 <= nrows && r + 1 <= n_pairs_ok; r += 2)
             rows_pair_packed<(NV >= 2 && NV <= 4) ? NV : 2>(z + r * C, C, mk4, s + r, t + r);
         for (; r < nrows; ++r) rows_small_step<NV, 1>(z + r * C, C, r >= n_over, mk, s + r, t + r);
