@@ -29,8 +29,20 @@ struct DeviceArray {
 std::string type_name(py::handle obj) { return py::str(py::type::handle_of(obj).attr("__name__")); }
 
 // Reads __cuda_array_interface__ (versions 2 and 3) and checks that the array is
-// C-contiguous and unmasked.
+// C-contiguous and unmasked. A tuple (data pointer, shape, typestr) is read as the
+// description of a C-contiguous device array: llkd.selection._cuda passes torch tensors
+// so (it made them contiguous), which skips building the interface dict per call.
 DeviceArray parse_cai(py::handle obj, const std::string& name) {
+  if (py::isinstance<py::tuple>(obj) && py::len(obj) == 3) {
+    py::tuple t = py::reinterpret_borrow<py::tuple>(obj);
+    DeviceArray a;
+    a.ptr = t[0].cast<uintptr_t>();
+    for (auto item : t[1].cast<py::tuple>()) a.shape.push_back(item.cast<int64_t>());
+    a.typestr = t[2].cast<std::string>();
+    if (a.typestr.size() < 3) throw py::type_error(name + " has an unknown typestr '" + a.typestr + "'");
+    a.itemsize = std::stoll(a.typestr.substr(2));
+    return a;
+  }
   if (!py::hasattr(obj, "__cuda_array_interface__")) {
     throw py::type_error(name + " must be a CUDA array (an object with __cuda_array_interface__, such as a "
                                 "CUDA torch tensor), got " + type_name(obj));
@@ -98,7 +110,7 @@ py::dict step(py::handle logits, py::handle labels, py::handle confidence, py::h
               py::array_t<double, py::array::c_style | py::array::forcecast> state_global,
               py::array_t<double, py::array::c_style | py::array::forcecast> state_class, int64_t n_updates,
               double momentum, int mode, int weighting, double fixed_threshold, double random_rate, bool update,
-              uintptr_t stream, int variant, double tie_tolerance) {
+              uintptr_t stream, int variant, double tie_tolerance, bool trusted_buffers) {
   const DeviceArray z = parse_cai(logits, "student_logits");
   if (z.shape.size() != 2)
     throw py::value_error("student_logits must be 2-D (batch, n_classes), got shape " + shape_str(z.shape));
@@ -135,10 +147,12 @@ py::dict step(py::handle logits, py::handle labels, py::handle confidence, py::h
     check_device(d.ptr, device, "random_draws");
     draws_ptr = reinterpret_cast<const double*>(d.ptr);
   }
-  check_device(out_u, device, "uncertainty output");
-  check_device(out_mask, device, "mask output");
-  check_device(out_w, device, "weights output");
-  check_device(scratch, device, "scratch buffer");
+  if (!trusted_buffers) {  // llkd.selection._cuda allocates them itself on `device` otherwise
+    check_device(out_u, device, "uncertainty output");
+    check_device(out_mask, device, "mask output");
+    check_device(out_w, device, "weights output");
+    check_device(scratch, device, "scratch buffer");
+  }
 
   llkd_cuda::StepArgs a;
   a.logits = reinterpret_cast<const void*>(z.ptr);
@@ -220,8 +234,8 @@ PYBIND11_MODULE(_selection_cuda, m) {
       d["id"] = v.id;
       d["threads_per_row"] = v.threads_per_row;
       d["elems_per_thread"] = v.elems_per_thread;
-      d["rows_per_iter"] = v.rows_per_iter;
-      d["accumulation"] = v.accumulation == 0 ? "registers" : (v.accumulation == 1 ? "shared" : "global");
+      d["prefetch"] = static_cast<bool>(v.prefetch);
+      d["accumulation"] = v.accumulation == 0 ? "private" : (v.accumulation == 1 ? "shared" : "global");
       d["max_classes"] = v.max_classes;
       d["name"] = v.name;
       out.append(d);
@@ -249,6 +263,6 @@ PYBIND11_MODULE(_selection_cuda, m) {
         py::arg("scratch_size"), py::arg("state_global"), py::arg("state_class"), py::arg("n_updates"),
         py::arg("momentum"), py::arg("mode"), py::arg("weighting"), py::arg("fixed_threshold"),
         py::arg("random_rate"), py::arg("update"), py::arg("stream"), py::arg("variant") = -1,
-        py::arg("tie_tolerance") = 0.0,
+        py::arg("tie_tolerance") = 0.0, py::arg("trusted_buffers") = false,
         "One selection step on the device; returns flags, new levels and thresholds (host arrays).");
 }

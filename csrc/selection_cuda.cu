@@ -3,18 +3,20 @@
 // Row kernel layout: a group of G lanes (G in 1..32, a power of two) shares one row; lane
 // l of the group holds the logits l, l+G, ..., l+(K-1)G of a chunk of G*K columns in
 // registers. Rows with C <= G*K take one chunk: lane max, group max (xor shuffles), then
-// e = exp(z - max) and the two sums, then a group sum. Longer rows are walked in chunks
+// d = (z - max) and e = 2^d, s = sum e, t = sum e*d, then a group sum; missing columns get
+// d = -200 (e == 0 exactly), so the loop has no branches. Longer rows are walked in chunks
 // with a per-lane running max (online rescaling), then combined across the group.
-// float32 logits are computed in float32 in base-2 units (ex2.approx), float64 logits in
-// float64; every per-class sum is float64.
+// float32 logits are computed in float32 in base-2 units (MUFU ex2/lg2/rcp), float64 logits
+// in float64; every per-class sum is float64. The instruction count per row decides the
+// speed of this kernel for small C (see benchmarks/CUDA_NOTES.md): G = 1-2 lanes per row for
+// C <= 32 keeps the per-row work (entropy, checks, class sums) shared by few lanes.
 //
 // Per-class sums of c, u and counts:
-//   kAccReg    (C <= G*K <= 32): lane l of a group owns the classes l, l+G, ..., l+(K-1)G
-//              (the columns it loads) and keeps their sums in registers; at the end, xor
-//              shuffles across groups, a shared-memory sum across warps, and one global
-//              atomicAdd per class and block. No atomics in the row loop.
-//   kAccSmem   (C <= 2048): block-private shared-memory sums (atomicAdd), flushed with
-//              one global atomicAdd per class and block.
+//   kAccPriv   (C <= G*K): thread t owns shared-memory slots for the classes kk*G + t%G
+//              (no atomics, no registers held); summed per block at the end, then one
+//              global atomicAdd per class and block.
+//   kAccSmem   (C <= 2048): block shared-memory atomics (a CAS loop for float64 on sm_90;
+//              once per row, fine for long rows), flushed the same way.
 //   kAccGlobal (any C): global atomicAdd per row.
 #include "selection_cuda.cuh"
 
@@ -37,12 +39,11 @@ namespace llkd_cuda {
 namespace {
 
 constexpr int kBlock = 256;  // threads per block of the row, select and scale kernels
-constexpr int kWarps = kBlock / 32;
 constexpr int kUpdateBlock = 1024;
 constexpr unsigned kFull = 0xffffffffu;
 constexpr int64_t kSmemMaxClasses = 2048;  // 24 bytes of shared memory per class: 48 KiB
 
-enum Acc : int { kAccReg = 0, kAccSmem = 1, kAccGlobal = 2 };
+enum Acc : int { kAccPriv = 0, kAccSmem = 1, kAccGlobal = 2 };
 
 // Scratch layout, in 8-byte words.
 struct Layout {
@@ -69,6 +70,18 @@ __device__ __forceinline__ float ex2_approx(float x) {
   return y;
 }
 
+__device__ __forceinline__ float lg2_approx(float x) {
+  float y;
+  asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+__device__ __forceinline__ float rcp_approx(float x) {
+  float y;
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 template <typename T>
 struct RowMath;
 
@@ -78,13 +91,17 @@ struct RowMath<float> {
   // units too and kUnit converts it back to nats.
   static constexpr float kScale = 1.4426950408889634f;
   static constexpr float kUnit = 0.6931471805599453f;
+  static constexpr float kFloor = -200.0f;  // ex2.approx.ftz(-200) == 0
   __device__ static __forceinline__ float exp_(float x) { return ex2_approx(x); }
-  __device__ static __forceinline__ float log_(float x) { return logf(x); }
+  // s is in [1, C]: no denormals, MUFU.LG2 / MUFU.RCP precision (~2 ulp) is plenty.
+  __device__ static __forceinline__ float log_(float x) { return lg2_approx(x) * 0.6931471805599453f; }
+  __device__ static __forceinline__ float div_(float a, float b) { return a * rcp_approx(b); }
+  __device__ static __forceinline__ float fill() { return -FLT_MAX; }
   __device__ static __forceinline__ bool finite(float x) { return fabsf(x) <= FLT_MAX; }
   __device__ static __forceinline__ float max_(float a, float b) { return fmaxf(a, b); }
   __device__ static __forceinline__ float neg_inf() { return -INFINITY; }
   __device__ static __forceinline__ float to_u(float h, double inv_log_c, double) {
-    return fminf(fmaxf(h * static_cast<float>(inv_log_c), 0.0f), 1.0f);
+    return __saturatef(h * static_cast<float>(inv_log_c));  // clip to [0, 1]; NaN -> 0
   }
 };
 
@@ -92,8 +109,11 @@ template <>
 struct RowMath<double> {
   static constexpr double kScale = 1.0;
   static constexpr double kUnit = 1.0;
+  static constexpr double kFloor = -800.0;  // exp(-800) == 0
   __device__ static __forceinline__ double exp_(double x) { return exp(x); }
   __device__ static __forceinline__ double log_(double x) { return log(x); }
+  __device__ static __forceinline__ double div_(double a, double b) { return a / b; }
+  __device__ static __forceinline__ double fill() { return -DBL_MAX; }
   __device__ static __forceinline__ bool finite(double x) { return fabs(x) <= DBL_MAX; }
   __device__ static __forceinline__ double max_(double a, double b) { return fmax(a, b); }
   __device__ static __forceinline__ double neg_inf() { return -INFINITY; }
@@ -161,248 +181,246 @@ struct RowArgs {
   unsigned* flags;
   double inv_log_c, log_c;
   int accumulate;
+  int acc_slots;  // kAccPriv: class slots per thread, ceil(c / G)
 };
 
-template <typename T, int G, int K, int RPI, int ACC>
+// One row group's view of a row: K logits per lane, its label and confidence.
+template <typename T, int G, int K>
+struct RowTile {
+  T x[K];
+  int64_t y;
+  double c;
+};
+
+template <typename T, int G, int K>
+__device__ __forceinline__ void load_tile(const RowArgs& a, int64_t row, int gl, int left, RowTile<T, G, K>& r) {
+  const bool valid = row < a.n;
+  const int64_t li = valid ? row : 0;  // always a readable row
+  const T* zr = static_cast<const T*>(a.logits) + li * a.c + gl;
+  // Keep one pointer register: without this the compiler rebuilds the address (constant
+  // load + two LEAs) under every load's predicate; with it the loads take immediate offsets.
+  asm("" : "+l"(zr));
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    r.x[k] = RowMath<T>::fill();
+    if (valid && k * G < left) r.x[k] = __ldg(zr + k * G);
+  }
+  r.y = load_label(a.labels, a.labels64, li);
+  r.c = load_conf(a.conf, a.conf64, li);
+}
+
+// Row max, then s = sum e, t = sum e*d with d = (z - max) (base-2 units for float32), over
+// the lane's columns; group reductions by xor shuffles. Missing columns get d = kFloor
+// (e == 0 exactly, e*d == 0). chk is NaN iff one of the lane's logits is NaN or infinite.
+template <typename T, int G, int K>
+__device__ __forceinline__ void row_sums(const RowTile<T, G, K>& r, int left, T& s, T& t, T& chk) {
+  using M = RowMath<T>;
+  T m = r.x[0];
+#pragma unroll
+  for (int k = 1; k < K; ++k) m = M::max_(m, r.x[k]);
+#pragma unroll
+  for (int off = G / 2; off > 0; off >>= 1) m = M::max_(m, __shfl_xor_sync(kFull, m, off));
+  T sj = T(0), tj = T(0), cj = T(0);
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    const T d = k * G < left ? (r.x[k] - m) * M::kScale : M::kFloor;
+    const T e = M::exp_(d);
+    sj += e;
+    tj = fma(e, d, tj);
+    cj = fma(r.x[k], T(0), cj);
+  }
+#pragma unroll
+  for (int off = G / 2; off > 0; off >>= 1) {
+    sj += __shfl_xor_sync(kFull, sj, off);
+    tj += __shfl_xor_sync(kFull, tj, off);
+  }
+  s = sj;
+  t = tj;
+  chk = cj;
+}
+
+// Chunked rows (c > G*K): per-lane running max with rescaling, then the group merge.
+template <typename T, int G, int K>
+__device__ __forceinline__ void row_sums_chunked(const RowArgs& a, int64_t row, int gl, T& s, T& t, T& chk) {
+  using M = RowMath<T>;
+  const bool valid = row < a.n;
+  const int64_t C = a.c;
+  const T* zr = static_cast<const T*>(a.logits) + (valid ? row : 0) * C + gl;
+  T m = M::neg_inf(), sj = T(0), tj = T(0), cj = T(0);
+  for (int c0 = 0; c0 < C; c0 += G * K) {  // uniform over the warp (C < 2^30)
+    const int left = static_cast<int>(C) - gl - c0;
+    const T* zc = zr + c0;
+    asm("" : "+l"(zc));  // one pointer, immediate offsets (see load_tile)
+    T x[K];
+    T cm = M::neg_inf();
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      x[k] = M::fill();
+      if (valid && k * G < left) x[k] = __ldg(zc + k * G);
+      cm = M::max_(cm, x[k]);
+    }
+    if (cm > m) {
+      if (sj > T(0)) {
+        const T dm = (m - cm) * M::kScale;
+        const T f = M::exp_(dm);
+        tj = f * fma(sj, dm, tj);
+        sj *= f;
+      }
+      m = cm;
+    }
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      const T d = k * G < left ? (x[k] - m) * M::kScale : M::kFloor;
+      const T e = M::exp_(d);
+      sj += e;
+      tj = fma(e, d, tj);
+      cj = fma(x[k], T(0), cj);
+    }
+  }
+  T mg = m;
+#pragma unroll
+  for (int off = G / 2; off > 0; off >>= 1) mg = M::max_(mg, __shfl_xor_sync(kFull, mg, off));
+  if (sj > T(0) && m < mg) {  // lanes without columns (sj == 0) add nothing
+    const T dm = (m - mg) * M::kScale;
+    const T f = M::exp_(dm);
+    tj = f * fma(sj, dm, tj);
+    sj *= f;
+  }
+#pragma unroll
+  for (int off = G / 2; off > 0; off >>= 1) {
+    sj += __shfl_xor_sync(kFull, sj, off);
+    tj += __shfl_xor_sync(kFull, tj, off);
+  }
+  s = sj;
+  t = tj;
+  chk = cj;
+}
+
+// Row kernel. ACC: kAccPriv (c <= G*K): thread t owns shared-memory slots [kk][t] holding
+// the sums of the classes kk*G + t%G; no atomics, no registers held. kAccSmem: block
+// shared-memory atomics (c <= 2048). kAccGlobal: global atomics. PF: the next row tile is
+// loaded before the current one is processed.
+template <typename T, int G, int K, int ACC, bool PF>
 __global__ void __launch_bounds__(kBlock) row_kernel(const RowArgs a) {
   static_assert(G >= 1 && G <= 32 && (G & (G - 1)) == 0, "G must be a power of two <= 32");
-  static_assert(ACC != kAccReg || G * K <= 32, "register accumulation needs G*K <= 32");
-  static_assert(ACC == kAccReg || RPI == 1, "chunked variants handle one row per group");
-  using M = RowMath<T>;
   constexpr int kGroups = 32 / G;  // row groups per warp
-  constexpr int kAccN = ACC == kAccReg ? K : 1;
-
-  const T* __restrict__ z = static_cast<const T*>(a.logits);
+  constexpr int kLogG = G == 1 ? 0 : G == 2 ? 1 : G == 4 ? 2 : G == 8 ? 3 : G == 16 ? 4 : 5;
+  using M = RowMath<T>;
   T* __restrict__ out_u = static_cast<T*>(a.out_u);
   const int64_t n = a.n, C = a.c;
   const int lane = threadIdx.x & 31;
   const int gl = lane & (G - 1);  // lane within its row group
   const int gw = lane / G;        // row group within the warp
   const int64_t warp_id = (static_cast<int64_t>(blockIdx.x) * kBlock + threadIdx.x) >> 5;
-  const int64_t groups_total = (static_cast<int64_t>(gridDim.x) * kBlock >> 5) * kGroups;
-  const int64_t warp_first = warp_id * kGroups;  // first row of this warp (iteration 0, j 0)
+  const int64_t stride = (static_cast<int64_t>(gridDim.x) * kBlock >> 5) * kGroups;  // rows per sweep
+  const int64_t warp_first = warp_id * kGroups;
+  const int left = static_cast<int>(C) - gl;  // columns gl, gl+G, ... below C (C < 2^31)
 
   extern __shared__ double smem_dyn[];
-  double* s_sum_c = smem_dyn;
-  double* s_sum_u = smem_dyn + C;
-  unsigned long long* s_cnt = reinterpret_cast<unsigned long long*>(smem_dyn + 2 * C);
-  if constexpr (ACC == kAccSmem) {
-    for (int64_t k = threadIdx.x; k < C; k += kBlock) {
-      s_sum_c[k] = 0.0;
-      s_sum_u[k] = 0.0;
-      s_cnt[k] = 0ull;
+  // kAccPriv: [slots][kBlock] sums of c, of u (double) and counts (unsigned)
+  // kAccSmem: [C] sums of c, of u and counts (unsigned long long)
+  const int slots = a.acc_slots;
+  double* s_c = smem_dyn;
+  double* s_u = smem_dyn + (ACC == kAccPriv ? static_cast<int64_t>(slots) * kBlock : C);
+  void* s_n = smem_dyn + 2 * (ACC == kAccPriv ? static_cast<int64_t>(slots) * kBlock : C);
+  if constexpr (ACC == kAccPriv) {
+    for (int i = threadIdx.x; i < slots * kBlock; i += kBlock) {
+      s_c[i] = 0.0;
+      s_u[i] = 0.0;
+      static_cast<unsigned*>(s_n)[i] = 0u;
     }
-    __syncthreads();
+  } else if constexpr (ACC == kAccSmem) {
+    for (int64_t k = threadIdx.x; k < C; k += kBlock) {
+      s_c[k] = 0.0;
+      s_u[k] = 0.0;
+      static_cast<unsigned long long*>(s_n)[k] = 0ull;
+    }
   }
+  if constexpr (ACC != kAccGlobal) __syncthreads();
 
-  double acc_c[kAccN], acc_u[kAccN];
-  unsigned acc_n[kAccN];
-#pragma unroll
-  for (int k = 0; k < kAccN; ++k) {
-    acc_c[k] = 0.0;
-    acc_u[k] = 0.0;
-    acc_n[k] = 0u;
-  }
   unsigned bad = 0u;
   const bool single = C <= static_cast<int64_t>(G) * K;
+  RowTile<T, G, K> cur;
+  if constexpr (PF) load_tile<T, G, K>(a, warp_first + gw, gl, left, cur);
 
   // The loop condition is uniform across the warp (every lane must reach the shuffles).
-  for (int64_t base = warp_first; base < n; base += groups_total * RPI) {
-    int64_t row[RPI], yv[RPI];
-    double cv[RPI];
-    bool valid[RPI];
-    T s[RPI], t[RPI];
-    bool rok[RPI];
-#pragma unroll
-    for (int j = 0; j < RPI; ++j) {
-      row[j] = base + gw + static_cast<int64_t>(j) * groups_total;
-      valid[j] = row[j] < n;
-      rok[j] = true;
-      // Issued with the logits loads so that their latencies overlap.
-      yv[j] = valid[j] ? load_label(a.labels, a.labels64, row[j]) : 0;
-      cv[j] = valid[j] ? load_conf(a.conf, a.conf64, row[j]) : 0.0;
+  for (int64_t base = warp_first; base < n; base += stride) {
+    const int64_t row = base + gw;
+    const bool valid = row < n;
+    T s, t, chk;
+    int64_t y;
+    double cj;
+    if (ACC == kAccPriv || single) {
+      RowTile<T, G, K> nxt;
+      if constexpr (PF)
+        load_tile<T, G, K>(a, row + stride, gl, left, nxt);  // in flight while this tile is processed
+      else
+        load_tile<T, G, K>(a, row, gl, left, cur);
+      row_sums<T, G, K>(cur, left, s, t, chk);
+      y = cur.y;
+      cj = cur.c;
+      if constexpr (PF) cur = nxt;
+    } else {
+      if constexpr (ACC != kAccPriv) {
+        y = valid ? load_label(a.labels, a.labels64, row) : 0;
+        cj = valid ? load_conf(a.conf, a.conf64, row) : 0.0;
+        row_sums_chunked<T, G, K>(a, row, gl, s, t, chk);
+      }
     }
-    if (single) {
-      T x[RPI][K];
-      T mx[RPI];
-#pragma unroll
-      for (int j = 0; j < RPI; ++j) {
-        const T* zr = z + (valid[j] ? row[j] : 0) * C;
-        mx[j] = M::neg_inf();
-#pragma unroll
-        for (int k = 0; k < K; ++k) {
-          const int col = gl + k * G;
-          x[j][k] = (valid[j] && col < C) ? __ldg(zr + col) : M::neg_inf();
-        }
-#pragma unroll
-        for (int k = 0; k < K; ++k) mx[j] = M::max_(mx[j], x[j][k]);
+    if (!valid) continue;  // uniform per group; no shuffles below
+    // H = log s - t / s (t in base-2 units for float32); exactly 0 for a one-hot row.
+    const T lg = s == T(1) ? T(0) : M::log_(s);
+    const T u = M::to_u(lg - M::kUnit * M::div_(t, s), a.inv_log_c, a.log_c);
+    if (chk != chk) bad |= kBadLogits;
+    if (gl == 0) out_u[row] = u;
+    const bool y_ok = y >= 0 && y < C;
+    if (!y_ok) bad |= kBadLabels;
+    if (!(cj >= 0.0 && cj <= 1.0)) bad |= kBadConfidence;  // NaN fails too
+    if (!a.accumulate || !y_ok) continue;
+    const double uj = static_cast<double>(u);
+    if constexpr (ACC == kAccPriv) {
+      if (((static_cast<int>(y) - gl) & (G - 1)) == 0) {  // this lane owns class y
+        const int i = (static_cast<int>(y) >> kLogG) * kBlock + threadIdx.x;
+        s_c[i] += cj;
+        s_u[i] += uj;
+        static_cast<unsigned*>(s_n)[i] += 1u;
       }
-#pragma unroll
-      for (int off = G / 2; off > 0; off >>= 1)
-#pragma unroll
-        for (int j = 0; j < RPI; ++j) mx[j] = M::max_(mx[j], __shfl_xor_sync(kFull, mx[j], off));
-#pragma unroll
-      for (int j = 0; j < RPI; ++j) {
-        // d = (z - max) * scale: exactly 0 at the maximum, so a one-hot row gives H == 0.
-        const T mj = mx[j];
-        T sj = T(0), tj = T(0);
-        bool ok = true;
-#pragma unroll
-        for (int k = 0; k < K; ++k) {
-          if (gl + k * G < C) {
-            ok = ok && M::finite(x[j][k]);
-            const T d = (x[j][k] - mj) * M::kScale;
-            const T e = M::exp_(d);
-            sj += e;
-            tj = fma(e, d, tj);
-          }
-        }
-        s[j] = sj;
-        t[j] = tj;
-        rok[j] = ok;
+    } else if constexpr (ACC == kAccSmem) {
+      if (gl == 0) {
+        atomicAdd(s_c + y, cj);
+        atomicAdd(s_u + y, uj);
+        atomicAdd(static_cast<unsigned long long*>(s_n) + y, 1ull);
       }
-    } else if constexpr (ACC != kAccReg) {
-      // Chunked row (RPI == 1): per-lane running max with rescaling, then the group merge.
-      const bool v = valid[0];
-      const T* zr = z + (v ? row[0] : 0) * C;
-      T m = M::neg_inf(), sj = T(0), tj = T(0);
-      bool ok = true;
-      for (int64_t c0 = 0; c0 < C; c0 += G * K) {
-        T x[K];
-        T cm = M::neg_inf();
-#pragma unroll
-        for (int k = 0; k < K; ++k) {
-          const int64_t col = c0 + gl + k * G;
-          x[k] = (v && col < C) ? __ldg(zr + col) : M::neg_inf();
-          cm = M::max_(cm, x[k]);
-        }
-        if (cm > m) {
-          if (sj > T(0)) {
-            const T dm = (m - cm) * M::kScale;
-            const T f = M::exp_(dm);
-            tj = f * fma(sj, dm, tj);
-            sj *= f;
-          }
-          m = cm;
-        }
-#pragma unroll
-        for (int k = 0; k < K; ++k) {
-          if (c0 + gl + k * G < C) {
-            ok = ok && M::finite(x[k]);
-            const T d = (x[k] - m) * M::kScale;
-            const T e = M::exp_(d);
-            sj += e;
-            tj = fma(e, d, tj);
-          }
-        }
-      }
-      T mg = m;
-#pragma unroll
-      for (int off = G / 2; off > 0; off >>= 1) mg = M::max_(mg, __shfl_xor_sync(kFull, mg, off));
-      if (sj > T(0) && m < mg) {  // lanes without elements (sj == 0) add nothing
-        const T dm = (m - mg) * M::kScale;
-        const T f = M::exp_(dm);
-        tj = f * fma(sj, dm, tj);
-        sj *= f;
-      }
-      s[0] = sj;
-      t[0] = tj;
-      rok[0] = ok;
-    }
-    // Group sums of s and t.
-#pragma unroll
-    for (int off = G / 2; off > 0; off >>= 1)
-#pragma unroll
-      for (int j = 0; j < RPI; ++j) {
-        s[j] += __shfl_xor_sync(kFull, s[j], off);
-        t[j] += __shfl_xor_sync(kFull, t[j], off);
-      }
-#pragma unroll
-    for (int j = 0; j < RPI; ++j) {
-      if (!valid[j]) continue;
-      const T h = M::log_(s[j]) - M::kUnit * t[j] / s[j];
-      const T u = M::to_u(h, a.inv_log_c, a.log_c);
-      if (!rok[j]) bad |= kBadLogits;
-      if (gl == 0) out_u[row[j]] = u;
-      const int64_t y = yv[j];
-      const double cj = cv[j];
-      const bool y_ok = y >= 0 && y < C;
-      if (!y_ok) bad |= kBadLabels;
-      if (!(cj >= 0.0 && cj <= 1.0)) bad |= kBadConfidence;  // NaN fails too
-      if (!a.accumulate) continue;
-      const double uj = static_cast<double>(u);
-      if constexpr (ACC == kAccReg) {
-#pragma unroll
-        for (int k = 0; k < K; ++k) {
-          const bool mine = y == static_cast<int64_t>(gl + k * G);
-          acc_c[k] += mine ? cj : 0.0;
-          acc_u[k] += mine ? uj : 0.0;
-          acc_n[k] += mine ? 1u : 0u;
-        }
-      } else if constexpr (ACC == kAccSmem) {
-        if (gl == 0 && y_ok) {
-          atomicAdd(s_sum_c + y, cj);
-          atomicAdd(s_sum_u + y, uj);
-          atomicAdd(s_cnt + y, 1ull);
-        }
-      } else {
-        if (gl == 0 && y_ok) {
-          atomicAdd(a.sum_c + y, cj);
-          atomicAdd(a.sum_u + y, uj);
-          atomicAdd(a.cnt + y, 1ull);
-        }
+    } else {
+      if (gl == 0) {
+        atomicAdd(a.sum_c + y, cj);
+        atomicAdd(a.sum_u + y, uj);
+        atomicAdd(a.cnt + y, 1ull);
       }
     }
   }
 
-  if constexpr (ACC == kAccReg) {
-    if (a.accumulate) {  // uniform over the grid
-      __shared__ double sh_c[kWarps][32];
-      __shared__ double sh_u[kWarps][32];
-      __shared__ unsigned sh_n[kWarps][32];
-#pragma unroll
-      for (int off = G; off < 32; off <<= 1)
-#pragma unroll
-        for (int k = 0; k < K; ++k) {
-          acc_c[k] += __shfl_xor_sync(kFull, acc_c[k], off);
-          acc_u[k] += __shfl_xor_sync(kFull, acc_u[k], off);
-          acc_n[k] += __shfl_xor_sync(kFull, acc_n[k], off);
-        }
-      const int warp = threadIdx.x >> 5;
-      if (lane < G) {
-#pragma unroll
-        for (int k = 0; k < K; ++k) {
-          sh_c[warp][lane + k * G] = acc_c[k];
-          sh_u[warp][lane + k * G] = acc_u[k];
-          sh_n[warp][lane + k * G] = acc_n[k];
-        }
-      }
-      __syncthreads();
-      if (threadIdx.x < C) {
-        const int k = threadIdx.x;
+  if constexpr (ACC != kAccGlobal) {
+    __syncthreads();
+    if (a.accumulate) {
+      for (int64_t k = threadIdx.x; k < C; k += kBlock) {
         double sc = 0.0, su = 0.0;
         unsigned long long sn = 0ull;
-#pragma unroll
-        for (int w = 0; w < kWarps; ++w) {
-          sc += sh_c[w][k];
-          su += sh_u[w][k];
-          sn += sh_n[w][k];
+        if constexpr (ACC == kAccPriv) {
+          const int base_i = static_cast<int>(k >> kLogG) * kBlock + static_cast<int>(k & (G - 1));
+          for (int j = 0; j < kBlock; j += G) {  // the threads that own class k
+            sc += s_c[base_i + j];
+            su += s_u[base_i + j];
+            sn += static_cast<unsigned*>(s_n)[base_i + j];
+          }
+        } else {
+          sc = s_c[k];
+          su = s_u[k];
+          sn = static_cast<unsigned long long*>(s_n)[k];
         }
         if (sn) {
           atomicAdd(a.sum_c + k, sc);
           atomicAdd(a.sum_u + k, su);
-          atomicAdd(a.cnt + k, sn);
-        }
-      }
-    }
-  } else if constexpr (ACC == kAccSmem) {
-    __syncthreads();
-    if (a.accumulate) {
-      for (int64_t k = threadIdx.x; k < C; k += kBlock) {
-        const unsigned long long sn = s_cnt[k];
-        if (sn) {
-          atomicAdd(a.sum_c + k, s_sum_c[k]);
-          atomicAdd(a.sum_u + k, s_sum_u[k]);
           atomicAdd(a.cnt + k, sn);
         }
       }
@@ -506,11 +524,10 @@ struct SelectArgs {
   const double* tau;  // tau_T[c] then tau_S[c]
   double* sel_sum;
   unsigned long long* sel_cnt;
-  int mode, product;
   double fixed, rate, tie;
 };
 
-template <typename T>
+template <typename T, int MODE, bool PRODUCT>
 __global__ void __launch_bounds__(kBlock) select_kernel(const SelectArgs a) {
   constexpr int U = 4;  // rows in flight per thread
   __shared__ double sh_d[32];
@@ -531,10 +548,13 @@ __global__ void __launch_bounds__(kBlock) select_kernel(const SelectArgs a) {
     for (int q = 0; q < U; ++q) {
       const int64_t i = base + q * kBlock;
       const bool v = i < n;
-      y[q] = v ? load_label(a.labels, a.labels64, i) : 0;
-      c[q] = v ? load_conf(a.conf, a.conf64, i) : 0.0;
-      uv[q] = v ? static_cast<double>(__ldg(uu + i)) : 0.0;
-      d[q] = (v && a.mode == kRandom) ? __ldg(a.draws + i) : 0.0;
+      constexpr bool kNeedY = MODE == kLLKD || MODE == kTeacher || MODE == kStudent;
+      constexpr bool kNeedC = MODE != kStudent && MODE != kRandom && MODE != kAll;
+      constexpr bool kNeedU = MODE == kLLKD || MODE == kStudent;
+      y[q] = (kNeedY && v) ? load_label(a.labels, a.labels64, i) : 0;
+      c[q] = ((kNeedC || PRODUCT) && v) ? load_conf(a.conf, a.conf64, i) : 0.0;
+      uv[q] = ((kNeedU || PRODUCT) && v) ? static_cast<double>(__ldg(uu + i)) : 0.0;
+      d[q] = (MODE == kRandom && v) ? __ldg(a.draws + i) : 0.0;
     }
 #pragma unroll
     for (int q = 0; q < U; ++q) {
@@ -542,17 +562,15 @@ __global__ void __launch_bounds__(kBlock) select_kernel(const SelectArgs a) {
       if (i >= n) break;
       const int64_t k = y[q] < 0 ? 0 : (y[q] >= C ? C - 1 : y[q]);  // bad labels are flagged
       bool m;
-      switch (a.mode) {
-        // value >= tau - tie, as llkd.selection._reference.select
-        case kLLKD: m = c[q] >= __ldg(tauT + k) - tie && uv[q] >= __ldg(tauS + k) - tie; break;
-        case kTeacher: m = c[q] >= __ldg(tauT + k) - tie; break;
-        case kStudent: m = uv[q] >= __ldg(tauS + k) - tie; break;
-        case kAll: m = true; break;
-        case kFixed: m = c[q] >= a.fixed; break;
-        default: m = d[q] < a.rate; break;
-      }
+      // value >= tau - tie, as llkd.selection._reference.select
+      if constexpr (MODE == kLLKD) m = c[q] >= __ldg(tauT + k) - tie && uv[q] >= __ldg(tauS + k) - tie;
+      else if constexpr (MODE == kTeacher) m = c[q] >= __ldg(tauT + k) - tie;
+      else if constexpr (MODE == kStudent) m = uv[q] >= __ldg(tauS + k) - tie;
+      else if constexpr (MODE == kAll) m = true;
+      else if constexpr (MODE == kFixed) m = c[q] >= a.fixed;
+      else m = d[q] < a.rate;
       a.mask[i] = m ? 1 : 0;
-      if (a.product) {
+      if constexpr (PRODUCT) {
         const double r = m ? c[q] * uv[q] : 0.0;
         w[i] = static_cast<T>(r);
         rsum += r;
@@ -562,7 +580,7 @@ __global__ void __launch_bounds__(kBlock) select_kernel(const SelectArgs a) {
       }
     }
   }
-  if (a.product) {  // uniform
+  if constexpr (PRODUCT) {
     rsum = block_reduce<double, false>(rsum, sh_d);
     nsel = block_reduce<unsigned long long, false>(nsel, sh_n);
     if (threadIdx.x == 0 && nsel) {
@@ -657,37 +675,47 @@ struct DeviceGuard {
 using RowKernel = void (*)(const RowArgs);
 
 struct VariantDef {
-  int G, K, RPI, acc;
+  int G, K, acc;
+  bool pf;
   RowKernel f32, f64;
   const char* name;
 };
 
-// name: G x K, rows in flight per group, where the class sums accumulate
-#define LLKD_V(G, K, R, A, AN) \
-  { G, K, R, A, row_kernel<float, G, K, R, A>, row_kernel<double, G, K, R, A>, #G "x" #K "r" #R "-" AN }
+// name: G lanes per row x K logits per lane, where the class sums go, +pf: prefetch
+#define LLKD_V(G, K, A, PF, NAME) \
+  { G, K, A, PF, row_kernel<float, G, K, A, PF>, row_kernel<double, G, K, A, PF>, NAME }
 
+// Kept from the sweep on an H200 (benchmarks/CUDA_NOTES.md, run 2): the fastest per class
+// range and a runner-up; wider row groups (4-32 lanes for C <= 128) lost everywhere.
 const VariantDef kVariants[] = {
-    LLKD_V(1, 2, 4, kAccReg, "reg"),        // 0   C <= 2
-    LLKD_V(1, 4, 2, kAccReg, "reg"),        // 1   C <= 4
-    LLKD_V(2, 4, 2, kAccReg, "reg"),        // 2   C <= 8
-    LLKD_V(4, 4, 1, kAccReg, "reg"),        // 3   C <= 16
-    LLKD_V(4, 8, 1, kAccReg, "reg"),        // 4   C <= 32
-    LLKD_V(8, 4, 1, kAccReg, "reg"),        // 5   C <= 32
-    LLKD_V(4, 8, 2, kAccReg, "reg"),        // 6   C <= 32
-    LLKD_V(8, 8, 1, kAccSmem, "smem"),      // 7   C <= 2048 (chunked above 64)
-    LLKD_V(16, 8, 1, kAccSmem, "smem"),     // 8   C <= 2048 (chunked above 128)
-    LLKD_V(32, 8, 1, kAccSmem, "smem"),     // 9   C <= 2048 (chunked above 256)
-    LLKD_V(32, 16, 1, kAccSmem, "smem"),    // 10  C <= 2048 (chunked above 512)
-    LLKD_V(32, 16, 1, kAccGlobal, "global"),// 11  any C
-    LLKD_V(16, 8, 1, kAccGlobal, "global"), // 12  any C
+    LLKD_V(1, 2, kAccPriv, true, "1x2-priv+pf"),       // 0   C <= 2
+    LLKD_V(1, 4, kAccPriv, true, "1x4-priv+pf"),       // 1   C <= 4
+    LLKD_V(2, 4, kAccPriv, true, "2x4-priv+pf"),       // 2   C <= 8
+    LLKD_V(2, 8, kAccPriv, true, "2x8-priv+pf"),       // 3   C <= 16
+    LLKD_V(2, 10, kAccPriv, false, "2x10-priv"),       // 4   C <= 20
+    LLKD_V(2, 10, kAccPriv, true, "2x10-priv+pf"),     // 5   C <= 20
+    LLKD_V(2, 16, kAccPriv, true, "2x16-priv+pf"),     // 6   C <= 32
+    LLKD_V(8, 16, kAccPriv, false, "8x16-priv"),       // 7   C <= 128
+    LLKD_V(4, 32, kAccSmem, false, "4x32-smem"),       // 8   C <= 2048 (chunked above 128)
+    LLKD_V(8, 32, kAccSmem, false, "8x32-smem"),       // 9   C <= 2048 (chunked above 256)
+    LLKD_V(32, 16, kAccSmem, false, "32x16-smem"),     // 10  C <= 2048 (chunked above 512)
+    LLKD_V(32, 16, kAccGlobal, false, "32x16-global"), // 11  any C
 };
 #undef LLKD_V
 constexpr int kNumVariants = static_cast<int>(sizeof(kVariants) / sizeof(kVariants[0]));
 
 int64_t variant_max_classes(const VariantDef& v) {
-  if (v.acc == kAccReg) return static_cast<int64_t>(v.G) * v.K;
+  if (v.acc == kAccPriv) return static_cast<int64_t>(v.G) * v.K;
   if (v.acc == kAccSmem) return kSmemMaxClasses;
   return -1;
+}
+
+int priv_slots(const VariantDef& v, int64_t c) { return static_cast<int>((c + v.G - 1) / v.G); }
+
+size_t row_smem_bytes(const VariantDef& v, int64_t c) {
+  if (v.acc == kAccPriv) return static_cast<size_t>(priv_slots(v, c)) * kBlock * (2 * sizeof(double) + sizeof(unsigned));
+  if (v.acc == kAccSmem) return static_cast<size_t>(c) * 3 * sizeof(double);
+  return 0;
 }
 
 bool variant_accepts(const VariantDef& v, int64_t c) {
@@ -702,6 +730,39 @@ struct DeviceInfo {
 std::mutex g_mutex;
 std::map<int, DeviceInfo> g_devices;
 std::map<std::tuple<int, const void*, size_t>, int> g_occupancy;
+std::map<std::pair<int, const void*>, size_t> g_smem_optin;
+
+// Kernels that need more than 48 KiB of dynamic shared memory must opt in (per device).
+template <typename F>
+void ensure_smem(int device, F kernel, size_t bytes) {
+  if (bytes <= 48 * 1024) return;
+  const auto key = std::make_pair(device, reinterpret_cast<const void*>(kernel));
+  std::lock_guard<std::mutex> lock(g_mutex);
+  auto it = g_smem_optin.find(key);
+  if (it != g_smem_optin.end() && it->second >= bytes) return;
+  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)),
+        "cudaFuncSetAttribute (dynamic shared memory)");
+  g_smem_optin[key] = bytes;
+}
+
+// Page-locked staging buffer for the O(C) copies (true async DMA, no CPU-side staging).
+struct PinnedBuffer {
+  double* ptr = nullptr;
+  size_t words = 0;
+  double* get(size_t n) {
+    if (n > words) {
+      if (ptr) cudaFreeHost(ptr);
+      ptr = nullptr;
+      words = 0;
+      check(cudaMallocHost(reinterpret_cast<void**>(&ptr), n * sizeof(double)), "cudaMallocHost");
+      words = n;
+    }
+    return ptr;
+  }
+  ~PinnedBuffer() {
+    if (ptr) cudaFreeHost(ptr);  // may fail at process exit; nothing to do then
+  }
+};
 
 int sm_count(int device) {
   std::lock_guard<std::mutex> lock(g_mutex);
@@ -752,14 +813,23 @@ void launch_tail(const StepArgs& p, double* sw, const Layout& L, cudaStream_t st
   s.tau = sw + L.tau;
   s.sel_sum = sw + L.sel_sum;
   s.sel_cnt = reinterpret_cast<unsigned long long*>(sw + L.sel_cnt);
-  s.mode = p.mode;
-  s.product = product ? 1 : 0;
   s.fixed = p.fixed_threshold;
   s.rate = p.random_rate;
   s.tie = p.tie_tolerance;
+  using SelectKernel = void (*)(const SelectArgs);
+  // [mode][product]; mode "all" never uses the product weighting
+  static const SelectKernel kSelect[6][2] = {
+      {select_kernel<T, kLLKD, false>, select_kernel<T, kLLKD, true>},
+      {select_kernel<T, kTeacher, false>, select_kernel<T, kTeacher, true>},
+      {select_kernel<T, kStudent, false>, select_kernel<T, kStudent, true>},
+      {select_kernel<T, kAll, false>, select_kernel<T, kAll, false>},
+      {select_kernel<T, kFixed, false>, select_kernel<T, kFixed, true>},
+      {select_kernel<T, kRandom, false>, select_kernel<T, kRandom, true>},
+  };
+  const SelectKernel sk = kSelect[p.mode][product ? 1 : 0];
   const int64_t blocks = (p.n + kBlock * 4 - 1) / (kBlock * 4);
-  const int gs = grid_for(blocks, p.device, blocks_per_sm(p.device, select_kernel<T>, kBlock, 0));
-  select_kernel<T><<<gs, kBlock, 0, stream>>>(s);
+  const int gs = grid_for(blocks, p.device, blocks_per_sm(p.device, sk, kBlock, 0));
+  sk<<<gs, kBlock, 0, stream>>>(s);
   check(cudaGetLastError(), "select kernel launch");
   if (product) {
     ScaleArgs c{};
@@ -783,20 +853,20 @@ std::vector<VariantInfo> variants() {
   std::vector<VariantInfo> out;
   for (int i = 0; i < kNumVariants; ++i) {
     const VariantDef& v = kVariants[i];
-    out.push_back({i, v.G, v.K, v.RPI, v.acc, variant_max_classes(v), v.name});
+    out.push_back({i, v.G, v.K, v.pf ? 1 : 0, v.acc, variant_max_classes(v), v.name});
   }
   return out;
 }
 
 int default_variant(int64_t c, DType) {
+  // Fastest measured on an H200 at N = 1e7 (C = 1000: N = 1e6); see benchmarks/CUDA_NOTES.md.
   if (c <= 2) return 0;
   if (c <= 4) return 1;
   if (c <= 8) return 2;
   if (c <= 16) return 3;
-  if (c <= 32) return 4;
-  if (c <= 64) return 7;
+  if (c <= 20) return 4;
+  if (c <= 32) return 6;
   if (c <= 128) return 8;
-  if (c <= 256) return 9;
   if (c <= kSmemMaxClasses) return 10;
   return 11;
 }
@@ -804,6 +874,7 @@ int default_variant(int64_t c, DType) {
 void step(const StepArgs& p, StepResult& r) {
   if (p.n < 1) throw std::invalid_argument("student_logits is empty: a selection step needs at least one sample");
   if (p.c < 2) throw std::invalid_argument("n_classes must be >= 2");
+  if (p.c > (int64_t{1} << 30)) throw std::invalid_argument("n_classes must be < 2**30");
   if (p.logits_dtype != DType::F32 && p.logits_dtype != DType::F64)
     throw std::invalid_argument("student_logits must be float32 or float64");
   if (p.labels_dtype != DType::I32 && p.labels_dtype != DType::I64)
@@ -829,12 +900,18 @@ void step(const StepArgs& p, StepResult& r) {
   const Layout L(p.c);
   double* sw = static_cast<double*>(p.scratch);
 
-  // Upload the levels and zero the accumulators in one copy.
-  std::vector<double> up(static_cast<size_t>(L.out_g), 0.0);
+  // Upload the levels and zero the accumulators in one copy, through a page-locked
+  // buffer of this thread (the step ends with a stream synchronisation, so it is free
+  // again when the next step on this thread starts).
+  static thread_local PinnedBuffer pinned;
+  const size_t n_up = static_cast<size_t>(L.out_g), n_down = static_cast<size_t>(L.total - L.flags);
+  double* up = pinned.get(n_up + n_down);
+  double* down = up + n_up;
+  std::memset(up, 0, n_up * sizeof(double));
   up[0] = p.state_global[0];
   up[1] = p.state_global[1];
-  std::memcpy(up.data() + 2, p.state_class, sizeof(double) * 2 * p.c);
-  check(cudaMemcpyAsync(sw, up.data(), up.size() * sizeof(double), cudaMemcpyHostToDevice, stream),
+  std::memcpy(up + 2, p.state_class, sizeof(double) * 2 * p.c);
+  check(cudaMemcpyAsync(sw, up, n_up * sizeof(double), cudaMemcpyHostToDevice, stream),
         "cudaMemcpyAsync (levels to device)");
 
   RowArgs ra{};
@@ -853,9 +930,11 @@ void step(const StepArgs& p, StepResult& r) {
   ra.log_c = std::log(static_cast<double>(p.c));
   ra.inv_log_c = 1.0 / ra.log_c;
   ra.accumulate = p.update ? 1 : 0;
+  ra.acc_slots = priv_slots(v, p.c);
   const RowKernel rk = p.logits_dtype == DType::F32 ? v.f32 : v.f64;
-  const size_t smem = v.acc == kAccSmem ? static_cast<size_t>(p.c) * 3 * sizeof(double) : 0;
-  const int64_t rows_per_block = static_cast<int64_t>(kBlock / v.G) * v.RPI;
+  const size_t smem = row_smem_bytes(v, p.c);
+  ensure_smem(p.device, rk, smem);
+  const int64_t rows_per_block = static_cast<int64_t>(kBlock / v.G);
   const int gr = grid_for((p.n + rows_per_block - 1) / rows_per_block, p.device,
                           blocks_per_sm(p.device, rk, kBlock, smem));
   rk<<<gr, kBlock, smem, stream>>>(ra);
@@ -878,8 +957,7 @@ void step(const StepArgs& p, StepResult& r) {
   else
     launch_tail<double>(p, sw, L, stream, product);
 
-  std::vector<double> down(static_cast<size_t>(L.total - L.flags));
-  check(cudaMemcpyAsync(down.data(), sw + L.flags, down.size() * sizeof(double), cudaMemcpyDeviceToHost, stream),
+  check(cudaMemcpyAsync(down, sw + L.flags, n_down * sizeof(double), cudaMemcpyDeviceToHost, stream),
         "cudaMemcpyAsync (results to host)");
   check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
 

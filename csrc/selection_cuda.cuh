@@ -74,8 +74,8 @@ struct VariantInfo {
   int id;
   int threads_per_row;   // G: lanes that share one row
   int elems_per_thread;  // K: logits a lane holds per chunk (G*K per chunk)
-  int rows_per_iter;     // rows a lane group has in flight per iteration
-  int accumulation;      // 0 registers (c <= G*K), 1 shared-memory atomics, 2 global atomics
+  int prefetch;          // 1: the next row tile is loaded while the current one is processed
+  int accumulation;      // 0 private shared-memory slots (c <= G*K), 1 shared atomics, 2 global atomics
   int64_t max_classes;   // largest c this variant accepts (-1: any)
   std::string name;
 };

@@ -22,6 +22,15 @@ from ._state import SelectionResult, SelectorState
 # Bits of the kernel's flag word (csrc/selection_cuda.cuh).
 _BAD_LOGITS, _BAD_LABELS, _BAD_CONFIDENCE = 1, 2, 4
 
+_TYPESTR = {
+    torch.float32: "<f4", torch.float64: "<f8", torch.int32: "<i4", torch.int64: "<i8",
+}
+
+
+def _desc(t: torch.Tensor):
+    """(pointer, shape, typestr) of a contiguous CUDA tensor: the binding's fast path."""
+    return (t.data_ptr(), tuple(t.shape), _TYPESTR[t.dtype])
+
 _device_seen = False
 
 
@@ -135,13 +144,34 @@ def _confidence_on_device(confidence, n: int, device: torch.device) -> torch.Ten
     return t if t.is_contiguous() else t.contiguous()  # NaN and range: checked in the kernel
 
 
+def _round8(nbytes: int) -> int:
+    return (nbytes + 7) // 8 * 8
+
+
+def _allocate(n: int, dtype: torch.dtype, device: torch.device, scratch_size: int):
+    """Uncertainty, mask, weights and scratch as views of one device allocation.
+
+    Layout (byte offsets multiples of 8): uncertainty | weights | scratch | mask.
+    """
+    es = torch.empty((), dtype=dtype).element_size()
+    o_w = _round8(n * es)
+    o_s = o_w + _round8(n * es)
+    o_m = o_s + _round8(scratch_size)
+    buf = torch.empty(o_m + n, dtype=torch.uint8, device=device)
+    u = buf[: n * es].view(dtype)
+    w = buf[o_w : o_w + n * es].view(dtype)
+    mask = buf[o_m : o_m + n].view(torch.bool)
+    return u, mask, w, buf.data_ptr() + o_s, buf
+
+
+def _current_stream(device: torch.device) -> int:
+    raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+    if raw is not None:
+        return int(raw(device.index))
+    return torch.cuda.current_stream(device).cuda_stream
+
+
 def _outputs(out, n: int, dtype: torch.dtype, device: torch.device):
-    if out is None:
-        return (
-            torch.empty(n, dtype=dtype, device=device),
-            torch.empty(n, dtype=torch.bool, device=device),
-            torch.empty(n, dtype=dtype, device=device),
-        )
     u, mask, w = out
     for name, t, dt in (("uncertainty", u, dtype), ("mask", mask, torch.bool), ("weights", w, dtype)):
         if not (_validation.is_torch_tensor(t) and t.device == device and t.dtype == dt
@@ -196,17 +226,21 @@ def step(
         if random_draws is None:
             raise ValueError("mode='random' needs random_draws")
         draws = torch.from_numpy(np.ascontiguousarray(random_draws, dtype=np.float64)).to(device)
-    u, mask, w = _outputs(out, n, z.dtype, device)
     scratch_size = module.scratch_bytes(n_classes)
-    scratch = torch.empty(scratch_size, dtype=torch.uint8, device=device)
+    if out is None:
+        u, mask, w, scratch_ptr, _keep = _allocate(n, z.dtype, device, scratch_size)
+    else:
+        u, mask, w = _outputs(out, n, z.dtype, device)
+        _keep = torch.empty(scratch_size, dtype=torch.uint8, device=device)
+        scratch_ptr = _keep.data_ptr()
     res = module.step(
-        z, y, c, draws,
-        u.data_ptr(), mask.data_ptr(), w.data_ptr(), scratch.data_ptr(), scratch_size,
+        _desc(z), _desc(y), _desc(c), None if draws is None else _desc(draws),
+        u.data_ptr(), mask.data_ptr(), w.data_ptr(), scratch_ptr, scratch_size,
         state.global_levels, state.class_levels, int(state.n_updates),
         float(momentum), MODE_CODES[mode], WEIGHTING_CODES[weighting],
         float(fixed_threshold), float(random_rate), bool(update),
-        torch.cuda.current_stream(device).cuda_stream, int(variant),
-        float(getattr(_reference, "TIE_TOLERANCE", 0.0)),
+        _current_stream(device), int(variant),
+        float(getattr(_reference, "TIE_TOLERANCE", 0.0)), out is None,
     )
     if res["flags"]:
         _raise_for_flags(int(res["flags"]), y, c, n, n_classes)
