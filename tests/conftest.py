@@ -28,6 +28,10 @@ TINY_VOCAB = ["good", "great", "fine", "lovely", "superb", "bad", "awful", "poor
 @pytest.fixture(scope="session")
 def tiny_encoder_dir(tmp_path_factory):
     """A randomly initialised 1-layer BERT and a word-level tokenizer, saved locally."""
+    return make_tiny_encoder(tmp_path_factory.mktemp("tiny-bert"))
+
+
+def make_tiny_encoder(path):
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
@@ -44,7 +48,6 @@ def tiny_encoder_dir(tmp_path_factory):
         vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
         intermediate_size=64, max_position_embeddings=64,
     )
-    path = tmp_path_factory.mktemp("tiny-bert")
     import torch
 
     with torch.random.fork_rng(devices=[]):
