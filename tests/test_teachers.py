@@ -271,7 +271,7 @@ def test_cache_roundtrip_clear_stats_pickle(tmp_path):
 def test_cache_default_path_under_llkd_home(tmp_path, monkeypatch):
     monkeypatch.setenv("LLKD_HOME", str(tmp_path / "home"))
     c = TeacherCache()
-    assert c.path == tmp_path / "home" / "teacher_cache.sqlite" and c.path.exists()
+    assert c.path == tmp_path / "home" / "teacher-cache.sqlite" and c.path.exists()
 
 
 def test_cache_concurrent_threads(tmp_path):

@@ -77,12 +77,14 @@ def test_fallback_to_self_consistency(honour_n):
         assert all(r["body"]["temperature"] != 0 for r in srv.requests[n0:])
 
 
-def test_sampling_mode_when_asked():
+def test_sampling_mode_when_asked(capsys):
     with FakeOpenAIServer() as srv:
-        t = make(srv, logprobs=False, n_samples=3)
+        t = make(srv, logprobs=False, n_samples=3, max_tokens_field="max_completion_tokens", progress=True)
         out = t.label(["great", "awful"])
         assert t.mode_ == "sampling" and out.proba.shape == (2, 2)
         assert all("logprobs" not in r["body"] for r in srv.requests)
+        assert all(r["body"]["max_completion_tokens"] == 8 and "max_tokens" not in r["body"] for r in srv.requests)
+        assert "asking fake-model" in capsys.readouterr().err
 
 
 def test_logprobs_required_but_missing():

@@ -49,7 +49,7 @@ def llkd_home() -> Path:
 
 
 def default_cache_path() -> Path:
-    return llkd_home() / "teacher_cache.sqlite"
+    return llkd_home() / "teacher-cache.sqlite"
 
 
 def text_key(teacher_key: str, text: str) -> str:
@@ -67,7 +67,7 @@ class TeacherCache:
     ----------
     path : str or Path, optional
         The database file (created with its folder if missing). Default:
-        ``$LLKD_HOME/teacher_cache.sqlite`` (``~/.cache/llkd`` without ``LLKD_HOME``).
+        ``$LLKD_HOME/teacher-cache.sqlite`` (``~/.cache/llkd`` without ``LLKD_HOME``).
     timeout : float
         Seconds a writer waits for another process's write lock before failing.
 

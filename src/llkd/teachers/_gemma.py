@@ -126,16 +126,16 @@ def _convert(gguf_path: Path, folder: Path, sha: str) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ._transformers import _FastGGUF, _offline_env
+    from ._transformers import _FastGGUF
 
-    _offline_env()
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     t0 = time.time()
     with _FastGGUF.patched():
-        tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+        tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,
+                                            local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(
-            str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
+            str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32, local_files_only=True
         )
     # The weights are dequantised float32 tensors now; save them as a plain checkpoint.
     model.hf_quantizer = None

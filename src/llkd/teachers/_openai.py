@@ -125,6 +125,10 @@ class OpenAITeacher:
         of the vote counts.
     max_tokens : int
         Answer length when sampling (log-probability mode asks for 1 token).
+    max_tokens_field : str
+        The request field for the answer length: ``"max_tokens"`` (default, understood
+        by vLLM, Ollama, llama.cpp and OpenAI's older models) or ``"max_completion_tokens"``
+        (OpenAI's newer models).
     max_concurrency : int
         Requests in flight at once.
     timeout, max_retries, backoff, max_backoff : float, int, float, float
@@ -135,6 +139,8 @@ class OpenAITeacher:
         Merged into every request's JSON body / HTTP headers.
     seed : int, optional
         Sent as ``seed`` (servers that support it sample reproducibly).
+    progress : bool
+        Show a progress bar over the texts of one ``label`` call.
 
     Attributes
     ----------
@@ -164,6 +170,7 @@ class OpenAITeacher:
         sample_temperature: float = 1.0,
         smoothing: float = 0.5,
         max_tokens: int = 8,
+        max_tokens_field: str = "max_tokens",
         max_concurrency: int = 4,
         timeout: float = 60.0,
         max_retries: int = 5,
@@ -211,6 +218,9 @@ class OpenAITeacher:
         self.sample_temperature = float(sample_temperature)
         self.smoothing = float(smoothing)
         self.max_tokens = int(max_tokens)
+        if max_tokens_field not in ("max_tokens", "max_completion_tokens"):
+            raise ValueError(f"max_tokens_field must be 'max_tokens' or 'max_completion_tokens', got {max_tokens_field!r}")
+        self.max_tokens_field = max_tokens_field
         self.max_concurrency = int(max_concurrency)
         self.timeout = float(timeout)
         self.max_retries = int(max_retries)
@@ -317,13 +327,13 @@ class OpenAITeacher:
                 parts.append(self.template.format(text=ex) + self.answer_prefix + self.verbalizers[k][0] + self.separator)
             body["prompt"] = "".join(parts) + self.template.format(text=text)
         if sampling:
-            body["max_tokens"] = self.max_tokens
+            body[self.max_tokens_field] = self.max_tokens
             body["temperature"] = self.sample_temperature
             body["n"] = self.n_samples
             if self.endpoint == "completions":
                 body["stop"] = ["\n"]
         else:
-            body["max_tokens"] = 1
+            body[self.max_tokens_field] = 1
             body["temperature"] = 0
             if self.endpoint == "chat":
                 body["logprobs"] = True
@@ -545,15 +555,31 @@ class OpenAITeacher:
         C = len(self.classes)
         if not texts:
             return TeacherOutput(np.zeros(0, np.int64), np.zeros(0), np.zeros((0, C)))
-        if self.max_concurrency == 1 or len(texts) == 1:
-            rows = [self._one(t) for t in texts]
-        else:
-            with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(texts))) as pool:
-                futures = [pool.submit(self._one, t) for t in texts]
-                try:
-                    rows = [f.result() for f in futures]
-                except BaseException:
-                    for f in futures:
-                        f.cancel()
-                    raise
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(texts), desc=f"asking {self.model}", unit="text")
+        try:
+            if self.max_concurrency == 1 or len(texts) == 1:
+                rows = []
+                for t in texts:
+                    rows.append(self._one(t))
+                    if bar is not None:
+                        bar.update(1)
+            else:
+                with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(texts))) as pool:
+                    futures = [pool.submit(self._one, t) for t in texts]
+                    if bar is not None:
+                        for f in futures:
+                            f.add_done_callback(lambda _f: bar.update(1))
+                    try:
+                        rows = [f.result() for f in futures]
+                    except BaseException:
+                        for f in futures:
+                            f.cancel()
+                        raise
+        finally:
+            if bar is not None:
+                bar.close()
         return TeacherOutput.from_proba(np.stack(rows))

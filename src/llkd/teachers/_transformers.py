@@ -102,10 +102,6 @@ class _FastGGUF:
                 gguf.GGUFReader = orig
 
 
-def _offline_env():
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
 def _load_model_and_tokenizer(model, tokenizer, gguf_file, dtype, model_kwargs):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -116,6 +112,8 @@ def _load_model_and_tokenizer(model, tokenizer, gguf_file, dtype, model_kwargs):
         if gguf_file is None and src.endswith(".gguf") and Path(src).is_file():
             src, gguf_file = str(Path(src).parent), Path(src).name
         kw = {"gguf_file": gguf_file} if gguf_file else {}
+        if Path(src).is_dir():  # a local folder: never ask the hub
+            kw["local_files_only"] = True
         ctx = _FastGGUF.patched() if gguf_file else contextlib.nullcontext()
         with ctx:
             if tokenizer is None:
@@ -248,7 +246,6 @@ class TransformersTeacher:
     ):
         import torch
 
-        _offline_env()
         self.classes = check_classes(labels)
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
