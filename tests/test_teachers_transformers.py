@@ -128,7 +128,7 @@ def test_scores_match_brute_force_single_token(tok, llama, opts):
     if not T.restrict_head:  # normalised over the whole vocabulary
         np.testing.assert_allclose(got, want, atol=1e-9, rtol=1e-9)
     np.testing.assert_allclose(norm(got), norm(want), atol=1e-9, rtol=1e-9)
-    assert T.model.get_output_embeddings().out_features == len(WORDS)  # head restored
+    assert (T._head is not None) == T.restrict_head  # the restricted head passed its self-check
     out = T.label(TEXTS)
     p = np.exp(want - want.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
@@ -154,6 +154,53 @@ def test_multi_token_verbalizers_exact(tok, model_fn, prefix_cache):
     got = T.score(TEXTS)
     want = np.stack([brute_force_scores(model, T, t) for t in TEXTS])
     np.testing.assert_allclose(norm(got), norm(want), atol=1e-8, rtol=1e-8)
+    assert T._head is not None
+
+
+def test_parallel_workers_same_answers(tok, llama):
+    torch.set_num_threads(2)  # workers="auto" follows torch's thread count
+    try:
+        T = TransformersTeacher(llama, ["negative", "neutral", "positive"], tokenizer=tok, verbalizers=MULTI,
+                                batch_size=2, **KW)
+        assert T._n_workers(10) == 2
+        par = T.score(TEXTS * 3)
+        assert torch.get_num_threads() == 2  # restored
+    finally:
+        torch.set_num_threads(1)
+    T1 = TransformersTeacher(llama, ["negative", "neutral", "positive"], tokenizer=tok, verbalizers=MULTI,
+                             batch_size=2, workers=1, **KW)
+    np.testing.assert_allclose(par, T1.score(TEXTS * 3), atol=1e-10)
+    with pytest.raises(ValueError, match="workers"):
+        TransformersTeacher(llama, ["a", "b"], tokenizer=tok, workers=0, **KW)
+
+
+def test_unusual_head_falls_back_to_the_full_forward(tok):
+    model = _llama()
+
+    class Scaled(torch.nn.Module):  # post-processing the restricted head does not know
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, h):
+            return self.inner(h) * 3.0
+
+    T = TransformersTeacher(model, ["negative", "positive"], tokenizer=tok, **KW)
+    want = T.label(TEXTS).proba
+    assert T._head is not None
+    model.lm_head = Scaled(model.lm_head)
+    T2 = TransformersTeacher(model, ["negative", "positive"], tokenizer=tok, **KW)
+    got = T2.label(TEXTS).proba
+    assert T2._head is None
+    assert not np.allclose(got, want)  # the scaling matters, and was applied
+    ref = np.stack([brute_force_scores(model, T2, t) for t in TEXTS])
+    np.testing.assert_allclose(got, np.exp(norm(ref)), atol=1e-9)
+    # A config the model's own forward ignores: the self-check catches the difference.
+    m3 = _llama()
+    m3.config.final_logit_softcapping = 0.5
+    T3 = TransformersTeacher(m3, ["negative", "positive"], tokenizer=tok, **KW)
+    np.testing.assert_allclose(T3.label(TEXTS).proba, want, atol=1e-9)
+    assert T3._head is None
 
 
 def test_sliding_window_shorter_than_prompt_single_token(tok):

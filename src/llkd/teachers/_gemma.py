@@ -64,11 +64,12 @@ def packaged_gemma_gguf(home=None) -> tuple[Path, str]:
         raise RuntimeError(
             f"{pkg.__name__}: EXPECTED_SHA256 {pkg.EXPECTED_SHA256} differs from SHA256SUMS {expected}"
         )
-    try:
-        path = Path(pkg.assemble(target))
-    except FileExistsError:
-        # A corrupt or partial file from an earlier run: rebuild it.
-        path = Path(pkg.assemble(target, overwrite=True))
+    with _file_lock(base / ".gemma-assemble.lock"):  # two processes must not write it at once
+        try:
+            path = Path(pkg.assemble(target))
+        except FileExistsError:
+            # A corrupt or partial file from an earlier run: rebuild it.
+            path = Path(pkg.assemble(target, overwrite=True))
     return path, expected
 
 
