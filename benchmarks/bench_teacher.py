@@ -153,8 +153,7 @@ def main(argv=None):
     res["default"] = {"seconds": round(secs, 2), "texts_per_s": round(len(X) / secs, 2), "load": [l0, load()],
                       "threads": torch.get_num_threads(), "cpu_s_per_text": round(cpu / len(X), 4)}
     print(f"default: {len(X) / secs:.2f} reviews/s (load {l0} -> {load()})", flush=True)
-    # the same on one thread: less exposed to other jobs on the machine; its CPU time per
-    # review is the cost of a review on one core
+    # the same with one worker on one thread: the cost of a review on one core
     n0 = torch.get_num_threads()
     torch.set_num_threads(1)
     l0 = load()
@@ -164,6 +163,16 @@ def main(argv=None):
                                "load": [l0, load()], "cpu_s_per_text": round(cpu1 / len(X), 4),
                                "texts_per_cpu_s": round(len(X) / cpu1, 2)}
     print(f"default, 1 thread: {len(X) / secs1:.2f} reviews/s, {cpu1 / len(X):.3f} CPU s per review", flush=True)
+
+    # a biased prompt (zero-shot): where the prior correction matters
+    zs = TransformersTeacher(teacher.model, LABELS, tokenizer=teacher.tokenizer, few_shot=[],
+                             batch_size=args.batch_size)
+    zout = zs.label(X)
+    res["zero_shot"] = {"raw": calibration_report(zout, y)}
+    for m in PRIOR_METHODS[1:]:
+        res["zero_shot"][m] = calibration_report(calibrate(zout, m, temperature=None), y)
+    print("zero-shot: " + ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in res["zero_shot"].items()), flush=True)
+    del zs
 
     acc = {"raw": calibration_report(out, y)}
     for m in PRIOR_METHODS[1:]:
@@ -205,16 +214,18 @@ def main(argv=None):
     if not args.no_ablation:
         sub = [X[i] for i in np.random.default_rng(1).permutation(len(X))[: args.ablation_n]]
         base = dict(tokenizer=teacher.tokenizer, batch_size=args.batch_size)
+        one = dict(workers=1)
         ladder = [
             ("naive: one prompt at a time, full logits", dict(batch_size=1, prefix_cache=False, logits_to_keep=False,
-                                                               restrict_head=False, sort_by_length=False)),
+                                                               restrict_head=False, sort_by_length=False, **one)),
             ("+ batches of %d (right padding)" % args.batch_size,
-             dict(prefix_cache=False, logits_to_keep=False, restrict_head=False, sort_by_length=False)),
-            ("+ logits_to_keep (last positions only)", dict(prefix_cache=False, restrict_head=False, sort_by_length=False)),
-            ("+ prefix KV cache", dict(restrict_head=False, sort_by_length=False)),
-            ("+ length sorting", dict(restrict_head=False)),
-            ("+ restricted output head (= default)", dict()),
-            ("+ int8 dynamic quantization (not default)", dict(quantize="int8")),
+             dict(prefix_cache=False, logits_to_keep=False, restrict_head=False, sort_by_length=False, **one)),
+            ("+ logits_to_keep (last positions only)",
+             dict(prefix_cache=False, restrict_head=False, sort_by_length=False, **one)),
+            ("+ prefix KV cache", dict(restrict_head=False, sort_by_length=False, **one)),
+            ("+ length sorting", dict(restrict_head=False, **one)),
+            ("+ restricted output head", dict(**one)),
+            ("(+ int8 dynamic quantization: not default)", dict(quantize="int8", **one)),
         ]
         rows = []
         ref = None
@@ -239,7 +250,22 @@ def main(argv=None):
         for r in rows:
             r["speedup_vs_naive"] = round(rows[0]["seconds"] / r["seconds"], 1)
             r["cpu_speedup_vs_naive"] = round(rows[0]["cpu_seconds"] / r["cpu_seconds"], 1)
-        res["ablation"] = {"n": len(sub), "threads": args.ablation_threads, "steps": rows}
+        # how the two cores are used (all optimisations on)
+        par = []
+        for name, nt, workers in [("1 torch thread, 1 batch at a time", 1, 1),
+                                  (f"{n0} torch threads, 1 batch at a time", n0, 1),
+                                  (f"{n0} batches at a time, 1 torch thread each (default)", n0, "auto")]:
+            torch.set_num_threads(nt)
+            t = TransformersTeacher(teacher.model, LABELS, **{**base, "workers": workers})
+            t.label(sub[:2])
+            l0 = load()
+            _, s, c = timed_label(t, sub)
+            par.append({"setting": name, "texts_per_s": round(len(sub) / s, 2), "cpu_seconds": round(c, 2),
+                        "load": [l0, load()]})
+            print(f"{name:<50} {len(sub) / s:7.2f} texts/s (load {l0} -> {load()})", flush=True)
+            del t
+        torch.set_num_threads(n0)
+        res["ablation"] = {"n": len(sub), "threads": args.ablation_threads, "steps": rows, "parallel": par}
     res["load_end"] = os.getloadavg()
 
     out_json = REPO / "benchmarks" / "bench_teacher.json"
@@ -263,7 +289,8 @@ def write_results(res: dict):
               f"{res['mean_text_tokens']:.1f} tokens per review on average",
               f"- Teacher load time {res['load_seconds']} s (converted copy in the llkd home)",
               "", "### Speed (default teacher: all optimisations, float32)", "",
-              f"- {res['default']['threads']} threads: **{res['default']['texts_per_s']} reviews/s** "
+              f"- default ({res['default']['threads']} torch threads, so 2 batch workers): "
+              f"**{res['default']['texts_per_s']} reviews/s** "
               f"({res['default']['seconds']} s for {res['data']['n']}; load {res['default']['load'][0]} -> "
               f"{res['default']['load'][1]})",
               f"- 1 thread: {res['default_1_thread']['texts_per_s']} reviews/s (load "
@@ -276,6 +303,11 @@ def write_results(res: dict):
     for k in ["raw", "center", "mean", "match", "em"]:
         v = a[k]
         lines.append(f"| {k} | {v['accuracy']:.3f} | {v['ece']:.3f} | {v['nll']:.3f} | {v['predicted_share'][1]:.2f} |")
+    z = res["zero_shot"]
+    lines += ["", "Zero-shot prompt (instructions, no examples: the biased case):", "",
+              "| correction | accuracy | ECE | predicted positive |", "|---|---|---|---|"]
+    for k in ["raw", "center", "mean", "match", "em"]:
+        lines.append(f"| {k} | {z[k]['accuracy']:.3f} | {z[k]['ece']:.3f} | {z[k]['predicted_share'][1]:.2f} |")
     ts = res["temperature_scaling"]
     lines += ["", f"Temperature scaling fitted on {ts['n_gold']} gold labels, evaluated on the other {ts['evaluated_on']}:", "",
               "| prior correction | T | accuracy | ECE before -> after | NLL before -> after |", "|---|---|---|---|---|"]
@@ -296,6 +328,10 @@ def write_results(res: dict):
             lines.append(f"| {r['step']} | {r['texts_per_s']} | {r['texts_per_cpu_s']} | {r['speedup_vs_naive']}x, "
                          f"{r['cpu_speedup_vs_naive']}x | {r['max_abs_proba_diff_vs_naive']:.1e} | "
                          f"{r['load'][0]} -> {r['load'][1]} |")
+        lines += ["", "Using the two cores (all optimisations on, same reviews):", "",
+                  "| setting | reviews/s | load |", "|---|---|---|"]
+        for r in ab["parallel"]:
+            lines.append(f"| {r['setting']} | {r['texts_per_s']} | {r['load'][0]} -> {r['load'][1]} |")
     lines += ["", "Raw JSON: `benchmarks/bench_teacher.json`.", END]
     section = "\n".join(lines)
     text = RESULTS.read_text() if RESULTS.exists() else "# Results\n\nMeasured numbers; each section is written by the script it names.\n"

@@ -192,8 +192,11 @@ class TransformersTeacher:
         logits (an unusual output head).
     quantize : {None, "int8"}
         ``"int8"``: dynamic int8 quantization of the transformer's linear layers
-        (``torch.ao.quantization.quantize_dynamic``; CPU only), about twice as fast on
-        AVX2 CPUs, at a small change of the scores (part of ``identity``).
+        (``torch.ao.quantization.quantize_dynamic``; CPU only): about twice as fast
+        matrix products on AVX2 CPUs, but it changes the scores, and on the packaged
+        Gemma 3 270M (whose activations have large outliers) it costs a lot of accuracy
+        (movie reviews: 0.87 -> 0.70, see ``benchmarks/RESULTS.md``). Part of
+        ``identity``. Check it on labeled examples before using it.
     dtype : torch.dtype, optional
         Weights and compute dtype (default float32; bfloat16 is slower on CPUs without
         native support).
