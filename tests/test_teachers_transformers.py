@@ -162,8 +162,9 @@ def test_parallel_workers_same_answers(tok, llama):
     try:
         T = TransformersTeacher(llama, ["negative", "neutral", "positive"], tokenizer=tok, verbalizers=MULTI,
                                 batch_size=2, **KW)
-        assert T._n_workers(10) == 2
+        assert T._n_workers(10) == 2 and T._n_workers(1) == 1
         par = T.score(TEXTS * 3)
+        np.testing.assert_allclose(T.score(TEXTS[:3]), par[:3], atol=1e-10)  # 3 texts: batches of 2 and 1
         assert torch.get_num_threads() == 2  # restored
     finally:
         torch.set_num_threads(1)

@@ -206,11 +206,12 @@ class TransformersTeacher:
         Calls ``torch.set_num_threads`` (process-wide) when given.
     workers : "auto" or int
         Batches scored at the same time, each by one torch thread (torch's thread count
-        is set to 1 during ``label`` and restored after). ``"auto"``: as many as torch
-        has threads (on CPU). Measured on 2 shared cores this is 2.5x faster than one
-        batch at a time on 2 torch threads, whose threads wait for each other at every
-        operation whenever another job takes a core; ``workers=1`` gives that
-        behaviour.
+        is set to 1 during ``label`` and restored after); a ``label`` call with fewer
+        than ``workers * batch_size`` texts is split evenly over the workers.
+        ``"auto"``: as many as torch has threads (on CPU). On 2 cores shared with other
+        jobs this was 2-3x faster than one batch at a time on 2 torch threads, whose
+        threads wait for each other at every operation whenever another job takes a
+        core (see ``benchmarks/RESULTS.md``); ``workers=1`` gives that behaviour.
     gguf_file : str, optional
         The GGUF file name inside the ``model`` directory.
     progress : bool
@@ -652,13 +653,13 @@ class TransformersTeacher:
             extra[:, cols[j]] = tot
         return extra
 
-    def _n_workers(self, n_batches: int) -> int:
+    def _n_workers(self, n_texts: int) -> int:
         import torch
 
         w = self.workers
         if w == "auto":
             w = torch.get_num_threads() if self.device.type == "cpu" else 1
-        return max(1, min(int(w), n_batches))
+        return max(1, min(int(w), n_texts))
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
         """Class log-scores, shape (N, C): log-sum-exp of the verbalizers' log-probabilities.
@@ -676,7 +677,10 @@ class TransformersTeacher:
         suffixes = self._tokenize_suffixes(texts)
         order = np.argsort([len(s) for s in suffixes], kind="stable") if self.sort_by_length else np.arange(len(texts))
         res = np.empty((len(texts), len(self.classes)))
-        batches = [order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size)]
+        n_workers = self._n_workers(len(texts))
+        # A call smaller than workers x batch_size is split evenly over the workers.
+        bs = max(1, min(self.batch_size, -(-len(texts) // n_workers)))
+        batches = [order[s : s + bs] for s in range(0, len(order), bs)]
         bar = None
         if self.progress and len(batches) > 1:
             from tqdm.auto import tqdm
@@ -689,7 +693,7 @@ class TransformersTeacher:
             if bar is not None:
                 bar.update(len(idx))
 
-        n_workers = self._n_workers(len(batches))
+        n_workers = min(n_workers, len(batches))
         try:
             if n_workers == 1:
                 for idx in batches:
