@@ -116,7 +116,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--n-gold", type=int, default=50)
-    ap.add_argument("--ablation-n", type=int, default=48)
+    ap.add_argument("--ablation-n", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--ablation-threads", type=int, default=1,
                     help="torch threads for the ablation (1: least disturbed by other jobs)")
