@@ -129,6 +129,10 @@ def _convert(gguf_path: Path, folder: Path, sha: str) -> None:
 
     from ._transformers import _FastGGUF
 
+    try:
+        import accelerate  # noqa: F401  (transformers reads GGUF files through it)
+    except ImportError:
+        raise ImportError("converting the packaged Gemma GGUF needs accelerate: pip install 'llkd[gemma]'") from None
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     t0 = time.time()
