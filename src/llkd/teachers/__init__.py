@@ -10,6 +10,17 @@ A teacher has ``classes`` (the class names, in order) and ``label(texts)`` retur
 - :class:`CallableTeacher`, :class:`PrecomputedTeacher`;
 - :func:`label_in_batches` with a durable :class:`TeacherCache`;
 - calibration: :func:`calibrate`, :func:`calibrate_pool`, :class:`CalibratedTeacher`.
+
+Example::
+
+    from llkd.teachers import TransformersTeacher, label_in_batches, calibrate
+
+    teacher = TransformersTeacher.from_packaged_gemma(labels=["negative", "positive"])
+    raw = label_in_batches(teacher, texts, batch_size=64, cache=True)   # ~/.cache/llkd
+    answers = calibrate(raw)              # unsupervised prior correction ("em")
+
+    teacher = OpenAITeacher("gpt-4o-mini", ["negative", "positive"],
+                            api_key_env="OPENAI_API_KEY")           # or base_url=vLLM/Ollama
 """
 
 from __future__ import annotations
