@@ -346,9 +346,10 @@ static Plan make_plan(int64_t B, int64_t C, int64_t n_threads) {
     Plan p;
     p.chunk_rows = rows;
     p.n_chunks = (B + rows - 1) / rows;
-    // A thread start costs tens of microseconds, about one chunk of work: use threads
-    // only from two chunks per thread on.
-    p.n_workers = std::max<int64_t>(1, std::min(n_threads, p.n_chunks / 2));
+    // A thread start costs tens of microseconds (about one chunk of work) on an idle
+    // machine and up to a scheduler time slice on a busy one: use threads only from
+    // four chunks per thread on.
+    p.n_workers = std::max<int64_t>(1, std::min(n_threads, p.n_chunks / 4));
     return p;
 }
 

@@ -126,17 +126,17 @@ def assert_step_matches(ref, nat, labels, conf, dtype, mode, weighting, st_ref, 
     # Weights: the formula applied to the kernel's own mask and u ...
     expect = reference_weights(nat.mask, conf, nat.uncertainty, mode, weighting)
     np.testing.assert_allclose(nat.weights, expect, rtol=1e-12, atol=1e-12)
-    # ... and the reference's weights where everything agrees.
+    # ... and the reference's weights where everything agrees. u is accurate to tu in
+    # absolute terms only (a tiny u, from a peaked softmax, has few correct digits in
+    # either implementation), so dw = (c du + w dmean) / mean_r with |du|, |dmean| <= tu.
     if not differ.any():
-        if np.dtype(dtype) == np.float64:
-            np.testing.assert_allclose(nat.weights, ref.weights, rtol=1e-9, atol=1e-9)
+        r_ref = np.where(ref.mask, conf * ref.uncertainty, 0.0)
+        if ref.mask.any() and r_ref[ref.mask].mean() > 0:
+            mean_r = r_ref[ref.mask].mean()
+            atol = 4 * tu * (1 + ref.weights.max()) / mean_r
+            np.testing.assert_allclose(nat.weights, ref.weights, rtol=1e-9, atol=atol)
         else:
-            # dw = (c du + w dmean) / mean_r with |du|, |dmean| <= tu
-            r_ref = np.where(ref.mask, conf * ref.uncertainty, 0.0)
-            if ref.mask.any() and r_ref[ref.mask].mean() > 1e-3:
-                mean_r = r_ref[ref.mask].mean()
-                atol = 4 * tu * (1 + ref.weights.max()) / mean_r
-                np.testing.assert_allclose(nat.weights, ref.weights, rtol=0, atol=atol)
+            np.testing.assert_array_equal(nat.weights, ref.weights)
 
 
 def pair(n_classes, mode="llkd", weighting="product", momentum=0.9, seed=0, n_threads=2, **kw):
@@ -247,7 +247,7 @@ def test_thread_counts_give_identical_results(dtype):
     """Rows are cut into chunks that depend on (B, C) only and the chunk sums are reduced
     in chunk order, so 1, 2, 3 and 7 threads agree bit for bit."""
     rng = np.random.default_rng(5)
-    n, c = 40_000, 20  # 13 chunks
+    n, c = 100_000, 20  # 31 chunks: up to 7 threads take part
     zs = [make_logits(rng, n, c, dtype, "normal") for _ in range(3)]
     ys = [rng.integers(0, c, n) for _ in range(3)]
     cs = [rng.random(n) for _ in range(3)]
