@@ -236,20 +236,24 @@ def summary(rows):
 
 
 EXPLAIN = """\
-Why it is not at the read bandwidth: the step is bound by arithmetic, not memory. Every
-logit needs one exp, about 16 vector instructions in the float32 polynomial (8 lanes with
-AVX2+FMA), plus the subtraction of the row max and the two accumulations; each row adds
-a horizontal max, two horizontal sums, and in float64 one log and one division; each
-sample then costs the class sums, the mask and the weight. Measured on one core here,
-the exp alone runs at about 3 ns per 8 floats (~10 GB/s of float32 input if nothing else
-were done), so with 2 threads the exp by itself already sits below the ~15 GB/s two
-cores can read. C=2 has a dedicated path (8 rows per vector, a single exp per row, via
-|z0 - z1|) and there the per-row work (log, class sums, mask, outputs: ~30 bytes
-written per row) dominates. The NumPy reference makes ~10 passes over float64 copies
-of the logits; torch eager makes fewer, in float32, but still several, each
-multithreaded separately. The `selector` column adds AdaptiveSelector's Python-side
-checks of labels and confidences (a few NumPy passes over the N-vectors), which the
-kernel repeats in its own pass anyway."""
+Why it is not at the read bandwidth: arithmetic, not memory, bounds the step. Every logit
+costs one exp (about 16 vector instructions of the float32 polynomial per 8 logits with
+AVX2+FMA) plus the subtraction of the row max and two accumulations; every row costs a
+horizontal max, two horizontal sums and, in float64, a log and a division; every sample
+costs the class sums, the mask and the weight, which are memory traffic of their own
+(labels and confidences read twice, u written and read back, mask and weights written:
+about 60 bytes per row). Measured alone on one core of this machine, the exp runs at about
+3 ns per 8 floats, i.e. ~10 GB/s of float32 input before anything else is done, and the
+whole row pass at ~15 ns per 20-class row (~5 GB/s); the two threads give 1.5-1.8x, as
+the per-sample passes run at memory speed. Hence ~30 % of a plain streaming read at C=20
+and more at C=100, where the row work dominates. At C=2 there is one exp per row (8 rows
+per vector, through |z0 - z1|) and the per-sample work and its traffic dominate, hence the
+low GB/s of logits. The NumPy reference makes about ten float64 passes over copies of
+the logits; torch eager makes about six float32 passes, and on this VM every fresh
+intermediate tensor also pays its page faults (an 80 MB multiply took 96 ms into a new
+tensor and 15 ms into an existing one), which is much of its gap at N=1e6. The `selector`
+column adds AdaptiveSelector's Python-side checks of labels and confidences (a few NumPy
+passes over the N-vectors), which the kernel repeats in its own pass anyway."""
 
 
 def main(argv=None):
