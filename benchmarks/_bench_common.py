@@ -221,49 +221,51 @@ def gemma_cached_count(train: Split, test: Split) -> tuple[int, int]:
 
 
 def tfidf_answers(name: str, train: Split, test: Split, fraction=TEACHER_FRACTION) -> TeacherAnswers:
-    """Logistic regression on TF-IDF fitted on ``fraction`` of the pool's gold labels.
+    """Logistic regression on TF-IDF fitted on ``fraction`` of the gold training labels.
 
-    The rows are drawn at random (seed 0); a class that drew none gets one random row
-    of its own, so that the teacher's distribution covers every class. TF-IDF is fitted
-    on the (unlabeled) texts of the whole pool. Cached as .npz.
+    The labeled rows are ``fraction`` of the dataset's FULL training split, drawn at random
+    (seed 1234); a class that drew none gets one random row of its own. TF-IDF is fitted
+    on the texts of the full training split (no labels). The teacher then answers for the
+    benchmark's pool and test texts; pool texts that were among its labeled rows are
+    counted in the description. Cached as .npz.
     """
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
     CACHE.mkdir(parents=True, exist_ok=True)
     key = _digest(train.texts + ["\0test\0"] + test.texts)
-    path = CACHE / f"teacher-tfidf-{name}-{len(train.texts)}-{len(test.texts)}-{fraction}-{key}.npz"
+    path = CACHE / f"teacher-tfidf-full-{name}-{len(train.texts)}-{len(test.texts)}-{fraction}-{key}.npz"
     C = len(train.names)
     if path.exists():
         z = np.load(path)
-        gold = z["gold_rows"]
-        tr_p, te_p = z["train_proba"], z["test_proba"]
+        tr_p, te_p, n_gold, overlap = z["train_proba"], z["test_proba"], int(z["n_gold"]), int(z["overlap"])
     else:
-        rng = np.random.RandomState(0)
-        n = len(train.texts)
+        full = _fetch(name, "train")
+        texts, y = list(full.data), np.asarray(full.target)
+        rng = np.random.RandomState(1234)
+        n = len(texts)
         gold = list(rng.choice(n, size=max(1, int(round(fraction * n))), replace=False))
         for k in range(C):
-            if not np.any(train.y[gold] == k):
-                members = np.flatnonzero(train.y == k)
-                if len(members):
-                    gold.append(int(rng.choice(members)))
+            if not np.any(y[gold] == k):
+                gold.append(int(rng.choice(np.flatnonzero(y == k))))
         gold = np.array(sorted(gold))
         vec = TfidfVectorizer(sublinear_tf=True, min_df=2, max_df=0.9, stop_words="english")
-        Xtr = vec.fit_transform(train.texts)
-        Xte = vec.transform(test.texts)
+        X_full = vec.fit_transform(texts)
         lr = LogisticRegression(C=10.0, max_iter=2000)
-        lr.fit(Xtr[gold], train.y[gold])
-        tr_p = np.zeros((n, C))
+        lr.fit(X_full[gold], y[gold])
+        tr_p = np.zeros((len(train.texts), C))
         te_p = np.zeros((len(test.texts), C))
-        tr_p[:, lr.classes_] = lr.predict_proba(Xtr)
-        te_p[:, lr.classes_] = lr.predict_proba(Xte)
-        np.savez(path, gold_rows=gold, train_proba=tr_p, test_proba=te_p)
+        tr_p[:, lr.classes_] = lr.predict_proba(vec.transform(train.texts))
+        te_p[:, lr.classes_] = lr.predict_proba(vec.transform(test.texts))
+        gold_texts = {texts[i] for i in gold}
+        n_gold, overlap = len(gold), sum(t in gold_texts for t in train.texts)
+        np.savez(path, train_proba=tr_p, test_proba=te_p, n_gold=n_gold, overlap=overlap)
     desc = (
-        f"logistic regression (C=10) on TF-IDF, trained on {len(gold)} gold labels "
-        f"({100 * len(gold) / len(train.texts):.1f} % of the {len(train.texts)} training texts; "
-        f"{fraction:.0%} at random + 1 per missing class)"
+        f"logistic regression (C=10) on TF-IDF trained on {n_gold} gold labels = {fraction:.0%} of the full "
+        f"training split, drawn at random (+1 per class that drew none); {overlap} of the pool's texts were "
+        f"among them"
     )
-    return TeacherAnswers(tr_p, te_p, desc, len(gold), gold)
+    return TeacherAnswers(tr_p, te_p, desc, n_gold)
 
 
 # ----------------------------------------------------------------------------- misc
