@@ -17,7 +17,7 @@ Example::
 
     teacher = TransformersTeacher.from_packaged_gemma(labels=["negative", "positive"])
     raw = label_in_batches(teacher, texts, batch_size=64, cache=True)   # ~/.cache/llkd
-    answers = calibrate(raw)              # unsupervised prior correction ("em")
+    answers = calibrate(raw)              # unsupervised prior correction ("center")
 
     teacher = OpenAITeacher("gpt-4o-mini", ["negative", "positive"],
                             api_key_env="OPENAI_API_KEY")           # or base_url=vLLM/Ollama
