@@ -245,8 +245,8 @@ costs the class sums, the mask and the weight, which are memory traffic of their
 about 60 bytes per row). Measured alone on one core of this machine, the exp runs at about
 3 ns per 8 floats, i.e. ~10 GB/s of float32 input before anything else is done, and the
 whole row pass at ~15 ns per 20-class row (~5 GB/s); the two threads give about 1.5x, as
-the per-sample passes run at memory speed. Hence ~30 % of a plain streaming read at C=20
-and more at C=100, where the row work dominates. At C=2 there is one exp per row (8 rows
+the per-sample passes run at memory speed. Hence a quarter to a third of a plain
+streaming read at C=20 and C=100, where the row work dominates. At C=2 there is one exp per row (8 rows
 per vector, through |z0 - z1|) and the per-sample work and its traffic dominate, hence the
 low GB/s of logits. The NumPy reference makes about ten float64 passes over copies of
 the logits; torch eager makes about six float32 passes, and on this VM every fresh
