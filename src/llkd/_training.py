@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass
@@ -241,7 +240,7 @@ def train_student(model, data, rows, targets, cfg: TrainConfig, *, device, rng) 
             record["val_score"] = score
             if score > best_score:
                 best_score, since_best = score, 0
-                best_state = copy.deepcopy({k: v.detach().clone() for k, v in model.state_dict().items()})
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
                 since_best += 1
         history.append(record)

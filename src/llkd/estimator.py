@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import numbers
 import os
 import time
@@ -542,8 +541,6 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         if enc is not None and isinstance(self.encoder, (str, os.PathLike)):
             state["_frozen_encoder_"] = None  # reloaded lazily from the path
         state.pop("_device_", None)
-        if "selector_" in state and state["selector_"] is not None:
-            state["selector_"] = copy.copy(state["selector_"])
         return state
 
     def __setstate__(self, state):
