@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from .selection import AdaptiveSelector
+from .students import length_bucketed_batches
 
 
 @dataclass
@@ -66,6 +67,9 @@ def _split_validation(rows, labels, fraction, rng):
 def _accuracy(model, data, rows, labels, device, batch_size):
     model.eval()
     correct = 0
+    lengths = getattr(data, "lengths", None)
+    if lengths is not None:
+        rows = rows[np.argsort(lengths[rows], kind="stable")]
     for start in range(0, len(rows), batch_size):
         idx = rows[start : start + batch_size]
         pred = model(data.batch(idx, device)).argmax(1).cpu().numpy()
@@ -155,8 +159,7 @@ def train_student(model, data, rows, targets, cfg: TrainConfig, *, device, rng) 
         loss_sum, loss_weight, n_backprop, n_selected, skipped = 0.0, 0.0, 0, 0, 0
         per_class = np.zeros(cfg.n_classes, dtype=np.int64)
         res = None
-        for start in range(0, n, cfg.batch_size):
-            idx = order[start : start + cfg.batch_size]
+        for idx in length_bucketed_batches(order, cfg.batch_size, getattr(data, "lengths", None), rng):
             x = data.batch(idx, device)
             idx_t = torch.from_numpy(idx).to(labels_t.device)
             y_b = labels_t[idx_t]
