@@ -1,0 +1,170 @@
+"""Which student configuration should the demo use? Quality against training time.
+
+The demo (``llkd demo``) must finish a cached run in under 2 minutes on 2 CPU cores, so
+the fine-tuned MiniLM student gets roughly one minute of training. This script trains
+the student on the Gemma teacher's answers for the demo's reviews (the same random
+permutation of the Rotten Tomatoes training split, the first N of it) under several
+configurations and reports held-out accuracy on the demo's 1,000 test reviews together
+with the fit time, so configurations can be compared at equal time.
+
+Teacher answers come from the teacher cache of ``llkd demo`` (``$LLKD_HOME``); missing
+ones are labelled first (about 15 reviews/s). Run::
+
+    python benchmarks/study_demo_student.py --write          # the default grid, ~15 min
+    python benchmarks/study_demo_student.py --configs llkd:4000:1:1e-4 all:3000:1:1e-4
+
+A configuration is ``selection:n_train:epochs:learning_rate`` with optional suffixes
+``:soft`` (soft targets) and ``:gold`` (gold labels instead of the teacher's: the
+student's own ceiling at that budget).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+import _bench_common as common
+
+DEFAULT_GRID = [
+    "llkd:2000:3:5e-5",  # the previous demo setting (estimator defaults)
+    "llkd:4000:1:1e-4",  # the demo now
+    "llkd:6000:1:1e-4",
+    "teacher:4000:1:1e-4",
+    "all:3000:1:1e-4",
+    "all:6000:1:1e-4",
+    "all:4000:1:1e-4:gold",
+]
+
+
+def parse(spec: str) -> dict:
+    parts = spec.split(":")
+    if len(parts) < 4:
+        raise SystemExit(f"bad config {spec!r}: use selection:n_train:epochs:lr[:soft][:gold]")
+    flags = set(parts[4:])
+    unknown = flags - {"soft", "gold"}
+    if unknown:
+        raise SystemExit(f"bad config {spec!r}: unknown flags {sorted(unknown)}")
+    return {
+        "spec": spec,
+        "selection": parts[0],
+        "n": int(parts[1]),
+        "epochs": int(parts[2]),
+        "lr": float(parts[3]),
+        "soft": "soft" in flags,
+        "gold": "gold" in flags,
+    }
+
+
+def demo_split(n_train: int, n_test: int, seed: int = 0):
+    """The reviews ``llkd demo --seed 0`` uses (cli.demo: one permutation per split)."""
+    from llkd.datasets import fetch_rotten_tomatoes
+
+    train = fetch_rotten_tomatoes(subset="train")
+    test = fetch_rotten_tomatoes(subset="test")
+    rng = np.random.RandomState(seed)
+    tr = rng.permutation(len(train.data))[:n_train]
+    te = rng.permutation(len(test.data))[:n_test]
+    names = list(train.target_names)
+    return (
+        [train.data[i] for i in tr], train.target[tr],
+        [test.data[i] for i in te], test.target[te], names,
+    )
+
+
+def run_one(cfg, X, y_gold, P, X_test, y_test, names, seed: int) -> dict:
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from llkd import LLKDClassifier
+    from llkd.teachers import PrecomputedTeacher
+
+    n = cfg["n"]
+    X, y_gold = X[:n], y_gold[:n]
+    proba = np.eye(len(names))[y_gold] if cfg["gold"] else P[:n]
+    teacher = PrecomputedTeacher(X, proba=proba, classes=names)
+    clf = LLKDClassifier(
+        teacher, selection=cfg["selection"], max_epochs=cfg["epochs"], learning_rate=cfg["lr"],
+        soft_targets=cfg["soft"], calibration="none" if cfg["gold"] else "auto", random_state=seed,
+    )
+    t0 = time.perf_counter()
+    clf.fit(X)
+    fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pred = clf.predict(X_test)
+    predict_s = time.perf_counter() - t0
+    truth = np.asarray(names)[y_test]
+    hist = clf.history_
+    return {
+        **cfg,
+        "seed": seed,
+        "accuracy": float(accuracy_score(truth, pred)),
+        "macro_f1": float(f1_score(truth, pred, average="macro")),
+        "pseudo_label_accuracy": float(np.mean(clf.teacher_labels_ == y_gold)),
+        "selected_per_step": sum(h["n_selected"] for h in hist) / sum(h["n_backprop_all"] for h in hist),
+        "distinct_selected": int(hist[-1]["distinct_selected"]),
+        "fit_s": fit_s,
+        "predict_s": predict_s,
+    }
+
+
+def table(rows, teacher_cal, n_test) -> str:
+    lines = [
+        f"Held-out: the demo's {n_test} gold test reviews. Calibrated teacher on them: "
+        f"accuracy {teacher_cal:.3f}.",
+        "",
+        "| config (selection:N:epochs:lr) | accuracy | macro-F1 | pseudo-label acc. | selected/step | fit s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| `{r['spec']}` | {r['accuracy']:.3f} | {r['macro_f1']:.3f} | {r['pseudo_label_accuracy']:.3f} "
+            f"| {r['selected_per_step']:.2f} | {r['fit_s']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--configs", nargs="+", default=DEFAULT_GRID)
+    ap.add_argument("--n-test", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--write", action="store_true", help="write the table into benchmarks/RESULTS.md")
+    ap.add_argument("--json", default=None, help="append one JSON line per configuration here")
+    args = ap.parse_args()
+    configs = [parse(s) for s in args.configs]
+
+    from llkd.teachers import PriorCorrection, label_in_batches
+
+    n_max = max(c["n"] for c in configs)
+    X, y, X_test, y_test, names = demo_split(n_max, args.n_test)
+    teacher = common.gemma_teacher(names)
+    cache = str(common.gemma_cache_path())
+    P = label_in_batches(teacher, X, cache=cache, progress=True).proba
+    P_test = label_in_batches(teacher, X_test, cache=cache, progress=True).proba
+    del teacher
+    teacher_cal = float(np.mean(PriorCorrection().fit(P).transform(P_test).argmax(1) == y_test))
+    print(f"calibrated teacher accuracy on the {len(y_test)} test reviews: {teacher_cal:.3f}", flush=True)
+
+    rows = []
+    for cfg in configs:
+        row = run_one(cfg, X, y, P, X_test, y_test, names, args.seed)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if args.json:
+            with open(args.json, "a") as f:
+                f.write(json.dumps(row) + "\n")
+    body = table(rows, teacher_cal, len(y_test))
+    print(body)
+    if args.write:
+        header = (
+            "## Demo student: configurations at the demo's time budget (`study_demo_student.py`)\n\n"
+            f"{time.strftime('%Y-%m-%d')}, {common.machine()}, commit {common.git_rev()}, "
+            f"seed {args.seed}; configurations run one after another on an otherwise quiet machine.\n\n"
+        )
+        common.write_section("study_demo_student", header + body)
+
+
+if __name__ == "__main__":
+    main()
