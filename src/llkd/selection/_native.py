@@ -3,8 +3,8 @@
 The kernel (``csrc/selection_cpu.cpp``) makes one fused, multi-threaded pass over the
 logits with the GIL released. It checks its arguments itself (types, shapes, labels in
 range, confidences in [0, 1], finite logits) and raises ``ValueError``/``TypeError``
-naming the argument; the selector's cheap Python checks run first, so through
-:class:`AdaptiveSelector` only the finiteness of the logits is left to it. The state
+naming the argument and the row. Through :class:`AdaptiveSelector` Python checks only
+shapes and dtypes first; every value check is the kernel's. The state
 arrays are updated in place, and only when the whole step succeeded.
 """
 

@@ -1,8 +1,9 @@
 """Boundary checks for selection inputs (spec section 5).
 
-Cheap checks (shapes, dtypes, label range, confidence range) run here for every
-backend. The O(B*C) finiteness check of the logits is left to each backend, which
-does it inside its own pass over the logits.
+Shapes and dtypes are checked here for every backend. The value checks (labels in
+range, confidences finite and in [0, 1], finite logits) are left to the compiled
+kernels, which do them inside their own pass over the data and name the offending
+row; for the NumPy backend (and host data bound for the GPU) they run here.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def check_logits(logits: np.ndarray, n_classes: int) -> np.ndarray:
     return np.ascontiguousarray(logits)
 
 
-def check_labels(labels: np.ndarray, n_rows: int, n_classes: int) -> np.ndarray:
+def check_labels(labels: np.ndarray, n_rows: int, n_classes: int, *, values: bool = True) -> np.ndarray:
     if labels.ndim != 1 or labels.shape[0] != n_rows:
         raise ValueError(
             f"pseudo_labels must have shape ({n_rows},) to match student_logits, "
@@ -82,7 +83,7 @@ def check_labels(labels: np.ndarray, n_rows: int, n_classes: int) -> np.ndarray:
                 f"pseudo_labels must hold integer class indices, got dtype {labels.dtype}"
             )
     labels = np.ascontiguousarray(labels, dtype=np.int64)
-    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+    if values and labels.size and (labels.min() < 0 or labels.max() >= n_classes):
         bad = labels[(labels < 0) | (labels >= n_classes)][0]
         raise ValueError(
             f"pseudo_labels must lie in [0, {n_classes - 1}], found {bad}"
@@ -90,7 +91,7 @@ def check_labels(labels: np.ndarray, n_rows: int, n_classes: int) -> np.ndarray:
     return labels
 
 
-def check_confidence(confidence: np.ndarray, n_rows: int) -> np.ndarray:
+def check_confidence(confidence: np.ndarray, n_rows: int, *, values: bool = True) -> np.ndarray:
     if confidence.ndim != 1 or confidence.shape[0] != n_rows:
         raise ValueError(
             f"teacher_confidence must have shape ({n_rows},) to match student_logits, "
@@ -101,6 +102,8 @@ def check_confidence(confidence: np.ndarray, n_rows: int) -> np.ndarray:
             f"teacher_confidence must be a float array, got dtype {confidence.dtype}"
         )
     confidence = np.ascontiguousarray(confidence, dtype=np.float64)
+    if not values:
+        return confidence
     if not np.all(np.isfinite(confidence)):
         raise ValueError("teacher_confidence contains NaN or infinite values")
     if confidence.size and (confidence.min() < 0.0 or confidence.max() > 1.0):
