@@ -158,7 +158,8 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
     history_ : list of dict
         Per epoch: ``loss``, ``selected_fraction``, ``n_backprop`` (samples
         back-propagated), ``n_backprop_all`` (what ``selection="all"`` would have),
-        ``distinct_selected`` (samples selected at least once so far),
+        ``distinct_selected`` (samples trained on at least once so far; during
+        ``warmup_epochs`` every sample is, so they count),
         ``teacher_threshold``, ``student_threshold``, ``selected_per_class``,
         ``skipped_steps``, ``val_score``, ``seconds``.
     selector_ : AdaptiveSelector
