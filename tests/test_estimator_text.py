@@ -92,6 +92,21 @@ def test_same_seed_same_finetuned_predictions(tiny_encoder_dir):
     np.testing.assert_array_equal(a, b)
 
 
+def test_finetuned_predictions_follow_the_input_order(tiny_encoder_dir):
+    # Prediction groups texts by length internally; the rows must come back in input order.
+    texts, _ = make_texts(120, 6)
+    clf = LLKDClassifier(
+        keyword_teacher, labels=["negative", "positive"], student="finetune", encoder=tiny_encoder_dir,
+        max_epochs=1, random_state=0,
+    ).fit(texts)
+    test = texts[:70] + ["good", "the movie was very very very bad and the plot was dull and boring"]
+    proba = clf.predict_proba(test)
+    perm = np.random.RandomState(0).permutation(len(test))
+    np.testing.assert_allclose(clf.predict_proba([test[i] for i in perm]), proba[perm], atol=1e-6)
+    singles = np.vstack([clf.predict_proba([t]) for t in test[-5:]])
+    np.testing.assert_allclose(singles, proba[-5:], atol=1e-5)
+
+
 def test_text_model_rejects_numeric_input_and_mixed_lists():
     texts, _ = make_texts(60, 6)
     clf = LLKDClassifier(keyword_teacher, labels=["n", "p"], student="mlp", encoder=static_encoder(), max_epochs=1).fit(texts)
