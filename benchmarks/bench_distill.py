@@ -434,7 +434,7 @@ def report(results, args, cmd, total) -> str:
         "## Distillation benchmark (`benchmarks/bench_distill.py`)",
         "",
         f"Date {datetime.date.today().isoformat()}, commit {bc.git_rev()}; machine: {bc.machine()} "
-        "(shared with other jobs, so wall times are noisy). Command: "
+        "(see the wall times for how busy it was). Command: "
         f"`{cmd}` (fits are cached in `.cache/bench/runs-bench_distill-<dataset>.jsonl` and were computed by "
         f"earlier invocations of the same script, per dataset; this report run took {total:.0f} s; the fits' own wall "
         "times are in the tables).",
@@ -444,12 +444,12 @@ def report(results, args, cmd, total) -> str:
         f"{args.epochs} epochs over the pool. Seeds 0..{args.seeds - 1}; mean ± std over seeds "
         "(self-training and the teacher are deterministic: one run). *used per step*: samples with a non-zero "
         "loss weight / samples seen (what `selection=\"all\"` uses); *back-prop vs all*: rows that went through "
-        "the backward pass relative to `all` (with the default `uncertainty_pass=\"train\"` the whole batch is "
-        "forwarded and back-propagated with zero weights on unselected rows, so only skipped steps save compute); "
+        "the backward pass relative to `all` (the default `uncertainty_pass=\"eval\"` scores each batch in a "
+        "no-grad forward pass and back-propagates only the selected rows); "
         "*distinct ever selected*: samples selected at least once in training / pool size. "
         "*raw*: `calibration=\"none\"`; *center*: centre each class's log-probability over the pool (the "
-        "library default `\"auto\"` when this benchmark started); *em*: centring then the Saerens EM re-estimate of "
-        "the pool prior (the default `\"auto\"` since commit 3441430, made while these runs were going).",
+        "library default, `\"auto\"`); *em*: centring then the Saerens EM re-estimate of the pool prior (the "
+        "default for a while during development, until this benchmark showed it collapsing the multi-class teachers).",
         "",
     ]
     for name, (rows, bench) in results.items():
