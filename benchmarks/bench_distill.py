@@ -481,70 +481,70 @@ def report(results, args, cmd, total) -> str:
 # Written after reading the numbers of the full run (see the tables above them).
 NOTES = """### Reading the results
 
+Numbers below are from the run of 2026-11-28 with the library defaults of that day
+(`uncertainty_pass="eval"`, centring); they are quoted, so check them against the tables
+after a rerun.
+
 **The target is not reached.** On none of the three sets, with none of the three teacher
 calibrations, does LLKD have the best macro-F1 of the non-gold methods. It does train on a
-minority of the samples per step (30-39 % with the centred teacher), but see *compute* below.
+minority of the samples: with the default centred teacher it back-propagates 30 % (RT), 39 %
+(20NG) and 36 % (R8) of the rows that `all` back-propagates.
 
-- **Rotten Tomatoes (Gemma teacher).** Among the students LLKD (center 0.722 ± 0.008) is 2nd, above
-  `all` (0.711), random at its rate (0.715), fixed@median (0.718), student-only (0.703) and
-  self-training (0.658), but teacher-only is as good or better (0.730 ± 0.003) and every student is
-  ~15 points below the teacher itself (0.870). The student, not the labels, is the bottleneck: the MLP
-  on frozen MiniLM reaches only 0.712 **with all gold labels**, so no selection rule can approach
-  the teacher; this is the frozen-encoder cap the spec measured (74 %), and the reason the demo
-  needs the fine-tuned student. (This Gemma teacher is far better than the spec's 52-59 % raw: the
-  current few-shot prompt is nearly unbiased, 0.878 raw.)
-- **Reuters R8 (imbalanced, 8 classes).** With the centred teacher LLKD is 6th of 7 students
-  (0.629 ± 0.004; fixed@median 0.698, student-only 0.669, random@LLKD 0.652, all 0.639). Cause:
-  the class-normalised teacher threshold `tau_T[k] = g_T * m_T[k] / max_j m_T[j]` gives the class
-  with the highest mean confidence the highest threshold. On R8 that is *earn*, whose
-  pseudo-labels are 99.7 % precise, while the low-confidence classes (interest, money-fx, trade:
-  53-59 % precise) get thresholds about half as high. In seed 0, earn is 38 % of the pseudo-labels
-  but 22 % of what LLKD selected, acq (76 % precise) 38 % -> 46 %: LLKD moves its budget from clean
-  labels to noisy ones. One global threshold (fixed@median: the 50 % most confident, 98 % precise)
-  does not have this problem and wins (the thresholds plot shows it: earn, green, has the top
-  teacher threshold and the lowest selected fraction). With the *raw* teacher (biased to the two big classes,
-  F1 0.343) the same class-wise normalisation helps (LLKD 0.488 vs all 0.316), because it rescues
-  the classes the teacher rarely predicts, but the global median threshold is still better (0.535).
-  LLKD *with soft targets* is the best student on R8 (0.734 ± 0.010, above the teacher's 0.697; see
-  the study section).
+- **Rotten Tomatoes (Gemma teacher).** LLKD (center 0.715 ± 0.008) is 3rd of the 7 students,
+  level with `all` (0.711), random at its rate (0.714) and fixed@median (0.717) within the spread.
+  Teacher-only is better (0.728 ± 0.002), and every student is about 15 points below the teacher
+  itself (0.870). The student, not the labels, is the bottleneck: the MLP on frozen MiniLM reaches
+  only 0.712 **with all gold labels**, so no selection rule can approach the teacher. This is the
+  frozen-encoder cap the spec measured (74 %), and the reason the demo uses the fine-tuned student.
+  The Gemma teacher here is far better than the spec's 52-59 % raw: the current few-shot prompt
+  is nearly unbiased, at 0.878 raw.
+- **Reuters R8 (imbalanced, 8 classes).** With the centred teacher LLKD is 5th of 7 students
+  (0.628 ± 0.003). Ahead of it: fixed@median 0.699, student-only 0.667, random@LLKD 0.653 and
+  all 0.639.
+  - Cause: the class-normalised teacher threshold `tau_T[k] = g_T * m_T[k] / max_j m_T[j]` gives
+    the class with the highest mean confidence the highest threshold. On R8 that is *earn*,
+    whose pseudo-labels are 99.7 % precise. The low-confidence classes (interest, money-fx,
+    trade: 53-59 % precise) get thresholds about half as high. So LLKD moves its budget from
+    clean labels to noisy ones. The thresholds plot shows it: earn, green, has the top teacher
+    threshold and the lowest selected fraction.
+  - One global threshold (fixed@median: the 50 % most confident) does not have this problem
+    and wins.
+  - With the *raw* teacher, which is biased to the two big classes (F1 0.343), the same
+    class-wise normalisation helps: LLKD 0.487 vs all 0.316, because it rescues the classes the
+    teacher rarely predicts. The global median threshold is still better there (0.537).
+  - LLKD *with soft targets* was the best R8 student in the selection study (0.734, above the
+    teacher's 0.697).
 - **20 Newsgroups (20 classes, teacher 42 % raw / 64 % centred on the pool).** All selection rules
-  are within ~0.015 of each other (LLKD 0.633 ± 0.009, teacher-only 0.638, student-only 0.631,
-  random@LLKD 0.626, all 0.624); `SelfTrainingClassifier` with logistic regression on the same
-  embeddings is best (0.653). With batches of 32 and 20 classes a class appears ~1.6 times per
-  batch, so the class levels are noisy, and the student threshold keeps ~70 % of the samples anyway.
+  are within about 0.015 of each other: LLKD 0.630 ± 0.011, teacher-only 0.637, student-only 0.630,
+  random@LLKD 0.627, all 0.624, fixed@median 0.620. `SelfTrainingClassifier` with logistic
+  regression on the same embeddings is best (0.653). With batches of 32 and 20 classes a class
+  appears about 1.6 times per batch, so the class levels are noisy.
 - **Calibration matters more than selection on the topic sets.** Centring lifts the teacher's
-  macro-F1 from 0.343 to 0.697 (R8) and 0.379 to 0.555 (20NG); every student follows. The EM
-  correction, the library default since commit 3441430 (made while this benchmark ran), collapses
-  both: R8 0.220, 20NG 0.162 (pool accuracy 0.644 -> 0.290, 3 of 20 classes never predicted), and
-  no selection rule recovers from it (all students 0.16-0.24). On the binary Gemma teacher the
-  three are equal within noise (0.870-0.876).
-- **Compute.** "used per step" counts samples with a non-zero loss weight. With the default
-  `uncertainty_pass="train"` the uncertainty comes from the training forward pass, so every row
-  is forwarded and back-propagated (with weight 0): back-prop stays at ~100 % of `all` and the
-  selection saves nothing but skipped steps. `uncertainty_pass="eval"` back-propagates only the
-  selected rows (28-48 %) at the same macro-F1 (study section). Wall times here are dominated by
-  the machine being shared with other jobs; per fit they are 1-25 s for every method.
-- **Why the paper's gain does not show here (best explanation).** (1) The paper fine-tunes RoBERTa;
-  here the student is a small head on frozen embeddings whose ceiling is at or below the teacher
-  (RT gold bound 0.712 < teacher 0.870). (2) The student test and the product weight favour samples
-  the student finds hard; under label noise the hard samples are disproportionately the mislabeled
-  ones (on RT student-only, 0.703, is below `all`, 0.711). (3) Class-normalised
-  thresholds assume a class's mean confidence tracks its reliability; on R8 it does not. (4) At the
-  10-epoch budget there is little memorisation for the selection to prevent; with longer training
-  LLKD's margin over `all` grows (RT: `all` falls from 0.714 at 5 epochs to 0.659 at 100, LLKD stays
-  0.710-0.722).
+  macro-F1 from 0.343 to 0.697 (R8) and from 0.379 to 0.555 (20NG), and every student follows.
+  The EM correction collapses both: R8 0.225, 20NG 0.167 for LLKD; the pool accuracy on 20NG
+  falls from 0.644 to 0.290. No selection rule recovers from it. On the binary Gemma teacher
+  the three calibrations are equal within noise.
+- **Compute.** With the eval uncertainty pass, the back-propagated fraction equals the selected
+  fraction. The price is one extra no-grad forward pass per batch. For these MLP heads every
+  fit takes 1-4 s whatever the method. For the fine-tuned MiniLM, the forward pass is about 40 %
+  of the cost of forward plus backward, so at 25-30 % selected LLKD costs about 0.65x of `all`
+  per epoch (`study_demo_student` above).
+- **Why the paper's gain does not show here (best explanation).**
+  1. The paper fine-tunes RoBERTa. Here the student is a small head on frozen embeddings, whose
+     ceiling is at or below the teacher (RT gold bound 0.712 < teacher 0.870).
+  2. The student test and the product weight favour samples the student finds hard. Under
+     label noise, the hard samples are disproportionately the mislabeled ones.
+  3. Class-normalised thresholds assume a class's mean confidence tracks its reliability. On
+     R8 it does not.
+  4. At the 10-epoch budget there is little memorisation for the selection to prevent. With
+     longer training LLKD's margin over `all` grows (study section: RT `all` falls from 0.714 at
+     5 epochs to 0.659 at 100, while LLKD stays at 0.710-0.722).
 
-What I tried (all measured, see the study section): momentum 0.5/0.9/0.99, weighting product/none,
-1 warm-up epoch, soft targets, eval-mode uncertainty, 5/10/30/100 epochs, combinations; three
-teacher corrections; fixed global thresholds; random selection at LLKD's rate.
-
-Compute spent: the fits in the run cache sum to 1,261 s of wall time (R8 714 s over 136 fits incl.
-an earlier teacher variant, RT 251 s / 105, 20NG 297 s / 78), plus MiniLM embeddings (~27 min of
-wall time for 8,000 topic texts on the shared machine) and Gemma labelling of 1,500 reviews (~40 min
-of wall time at 1-6 reviews/s on the shared machine; answers in the SQLite teacher cache). Rotten
-Tomatoes uses 1,000 training / 500 test reviews for that reason; 752 reviews were answered both by
-the TransformersTeacher before and after commit cb98499 (whose new identity missed the cache), with
-identical labels and at most 3e-6 difference in probability, so answers from either are used.
+What I tried (all measured, see the study section): momentum 0.5/0.9/0.99, weighting
+product/none, 1 warm-up epoch, soft targets, eval-mode uncertainty, 5/10/30/100 epochs and
+combinations of these; three teacher corrections; fixed global thresholds; random selection at
+LLKD's rate. The first version of this section was written from a run with
+`uncertainty_pass="train"` (the default then); the verdicts were the same.
 """
 
 
