@@ -269,3 +269,50 @@ def test_predict_before_fit_and_wrong_input_kind():
         clf.predict(["some text"])
     with pytest.raises(TypeError, match="single string"):
         clf.fit("one text")
+
+
+@pytest.mark.parametrize("kind", ["rows", "texts"])
+def test_failing_teacher_is_reported_with_its_batch_and_a_refit_asks_only_the_rest(kind):
+    from llkd.teachers import TeacherError
+
+    X, _, _, _, _, _ = noisy_teacher_task(0, n=100)
+    if kind == "texts":
+        X = [" ".join(f"w{int(v > 0)}{i}" for i, v in enumerate(row)) for row in X]
+    asked = []
+    fail = {"at": 3}
+
+    def flaky(batch):
+        asked.append(len(batch))
+        if len(asked) == fail["at"]:
+            raise ConnectionError("server went away")
+        first = np.array([float(str(r).split()[0][1]) if kind == "texts" else float(r[0] > 0) for r in batch])
+        return np.stack([0.9 - 0.8 * first, 0.1 + 0.8 * first], axis=1)
+
+    clf = LLKDClassifier(flaky, labels=["a", "b"], teacher_batch_size=16, max_epochs=1, random_state=0)
+    with pytest.raises(TeacherError) as info:
+        clf.fit(X)
+    msg = str(info.value)
+    assert "batch 2" in msg and "ConnectionError" in msg and "server went away" in msg, msg
+    assert not hasattr(clf, "student_")
+    assert sum(asked[:2]) == 32
+    fail["at"] = -1
+    asked.clear()
+    clf.fit(X)  # the same teacher object: the 32 answers already paid for are not asked again
+    n_distinct = len(set(X)) if kind == "texts" else len(np.unique(X, axis=0))
+    assert sum(asked) == n_distinct - 32
+    assert clf.n_teacher_queries_ == n_distinct - 32
+
+
+@pytest.mark.parametrize(
+    "answer, exc, words",
+    [
+        (lambda rows: np.full((len(rows) - 1, 2), 0.5), ValueError, "answers"),
+        (lambda rows: np.full((len(rows), 2), np.nan), ValueError, "NaN"),
+        (lambda rows: (np.full(len(rows), 5), np.full(len(rows), 0.9)), ValueError, "5"),
+    ],
+)
+def test_bad_teacher_answers_on_feature_rows_are_rejected(answer, exc, words):
+    X, _, _, _, _, _ = noisy_teacher_task(0, n=40)
+    with pytest.raises(exc) as info:
+        LLKDClassifier(answer, labels=["a", "b"], max_epochs=1).fit(X)
+    assert words in str(info.value), str(info.value)

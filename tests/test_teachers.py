@@ -214,6 +214,19 @@ def test_label_in_batches_order_dedupe_and_identity(tmp_path):
     assert TeacherCache(db).stats()["rows"] == 8
 
 
+def test_label_in_batches_reports_each_answered_batch(tmp_path):
+    db = tmp_path / "c.sqlite"
+    label_in_batches(CountingTeacher(identity="A"), ["a", "cc"], cache=db)
+    seen = []
+    out = label_in_batches(CountingTeacher(identity="A"), ["a", "bbbb", "cc", "dddddd", "eee"], batch_size=2,
+                           cache=db, on_batch=lambda texts, o: seen.append((list(texts), o.proba.copy())))
+    # Only what the teacher answered (not the cached "a" and "cc"), batch by batch, after caching.
+    assert [texts for texts, _ in seen] == [["eee", "bbbb"], ["dddddd"]]
+    for texts, proba in seen:
+        np.testing.assert_allclose(proba, proba_fn(texts))
+    np.testing.assert_allclose(out.proba, proba_fn(["a", "bbbb", "cc", "dddddd", "eee"]))
+
+
 def test_label_in_batches_input_checks():
     t = CountingTeacher()
     with pytest.raises(ValueError, match="texts is empty"):

@@ -116,27 +116,30 @@ def _answers(est, teacher, X, distinct: dict[str, int]):
     n_queries = 0
     if missing:
         rows = [distinct[k] for k in missing]
-        if isinstance(X, list):
-            items = [X[i] for i in rows]
-        else:
-            items = X[np.asarray(rows)]
+
+        def remember(keys, out):
+            # Batch by batch: when a later batch fails, a new fit with the same teacher
+            # object asks only for what is still missing.
+            for j, k in enumerate(keys):
+                memo[k] = (
+                    int(out.labels[j]),
+                    float(out.confidence[j]),
+                    None if out.proba is None else np.asarray(out.proba[j], dtype=np.float64),
+                )
+
         if isinstance(X, list):
             out = label_in_batches(
                 teacher,
-                items,
+                [X[i] for i in rows],
                 batch_size=int(est.teacher_batch_size),
                 cache=est.teacher_cache,
                 progress=bool(est.verbose),
+                on_batch=remember,  # texts are their own memo keys
             )
+            remember(missing, out)  # answers that came from the durable cache too
         else:
-            out = _label_rows(teacher, items, int(est.teacher_batch_size))
+            _label_rows(teacher, X[np.asarray(rows)], missing, int(est.teacher_batch_size), remember)
         n_queries = len(missing)
-        for j, k in enumerate(missing):
-            memo[k] = (
-                int(out.labels[j]),
-                float(out.confidence[j]),
-                None if out.proba is None else np.asarray(out.proba[j], dtype=np.float64),
-            )
     entries = [memo[k] for k in distinct]
     has_proba = all(e[2] is not None for e in entries) and len(entries) > 0
     return (
@@ -149,13 +152,12 @@ def _answers(est, teacher, X, distinct: dict[str, int]):
     )
 
 
-def _label_rows(teacher, rows: np.ndarray, batch_size: int):
-    """Teacher answers for rows of a feature matrix (no text cache applies)."""
-    from .teachers import CallableTeacher, TeacherError, TeacherOutput
+def _label_rows(teacher, rows: np.ndarray, keys: list, batch_size: int, remember) -> None:
+    """Ask the teacher about rows of a feature matrix, batch by batch (no text cache applies)."""
+    from .teachers import CallableTeacher, TeacherError
     from .teachers._base import check_teacher_output, output_from_answer
 
     C = len(teacher.classes)
-    parts = []
     for b, start in enumerate(range(0, len(rows), batch_size)):
         batch = rows[start : start + batch_size]
         what = f"teacher (batch {b}, rows {start}-{start + len(batch) - 1})"
@@ -168,13 +170,8 @@ def _label_rows(teacher, rows: np.ndarray, batch_size: int):
             raise
         except Exception as exc:
             raise TeacherError(
-                f"{what} raised {type(exc).__name__}: {exc}",
+                f"{what} raised {type(exc).__name__}: {exc} ({start} answers before it are kept "
+                "for this teacher object: fitting again asks only for the rest)",
                 batch_index=b, start=start, stop=start + len(batch), n_done=start,
             ) from exc
-        parts.append(out)
-    proba = None
-    if all(p.proba is not None for p in parts):
-        proba = np.concatenate([p.proba for p in parts])
-    return TeacherOutput(
-        np.concatenate([p.labels for p in parts]), np.concatenate([p.confidence for p in parts]), proba
-    )
+        remember(keys[start : start + len(batch)], out)

@@ -139,7 +139,10 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         Texts per teacher call.
     teacher_cache : str, path or None, default=None
         SQLite file where teacher answers are written as each batch completes, so an
-        interrupted fit resumes without paying again.
+        interrupted fit resumes without paying again. Without it, answers are still
+        remembered in memory per teacher object, batch by batch: when the teacher fails
+        part-way (a ``TeacherError`` naming the batch), fitting again with the same
+        teacher asks only for the rest.
     device : {"auto", "cpu", "cuda", "cuda:N"}, default="auto"
     selection_backend : {"auto", "native", "cuda", "numpy"}, default="auto"
     random_state : int, RandomState instance or None, default=None

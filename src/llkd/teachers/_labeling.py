@@ -62,6 +62,7 @@ def label_in_batches(
     *,
     labels=None,
     sort_by_length: bool = True,
+    on_batch=None,
 ) -> TeacherOutput:
     """Label ``texts`` with ``teacher``, batch by batch, paying only for what is not cached.
 
@@ -85,6 +86,10 @@ def label_in_batches(
         Send the texts in order of length (shortest first) so that batches hold texts of
         similar length (less padding for local models). Answers come back in the
         original order either way.
+    on_batch : callable, optional
+        Called as ``on_batch(batch_texts, output)`` after each batch the teacher answered
+        (and after it was cached): a caller can keep what was paid for even when a later
+        batch fails.
 
     Returns
     -------
@@ -110,7 +115,7 @@ def label_in_batches(
     teacher = as_teacher(teacher, labels=labels)
     if isinstance(teacher, CalibratedTeacher):
         raw = label_in_batches(teacher.teacher, texts, batch_size, cache, progress,
-                               sort_by_length=sort_by_length)
+                               sort_by_length=sort_by_length, on_batch=on_batch)
         return teacher.calibrate_output(raw)
 
     texts = check_texts(texts)
@@ -183,6 +188,8 @@ def label_in_batches(
                 raise type(exc)(str(exc)) from None
             if store is not None:
                 store.put(tkey, batch, out)
+            if on_batch is not None:
+                on_batch(batch, out)
             for j, t in enumerate(batch):
                 done[t] = (int(out.labels[j]), float(out.confidence[j]),
                            None if out.proba is None else out.proba[j])
