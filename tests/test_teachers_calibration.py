@@ -152,8 +152,12 @@ def test_calibrated_teacher_pool_and_fit():
         return np.stack([lookup[t] for t in ts])
 
     t = CalibratedTeacher(CallableTeacher(fn, ["neg", "pos"], identity="biased"), method="center")
-    pooled = label_in_batches(t, texts, batch_size=16)  # fitted over the whole pool, not per batch
+    seen = []
+    pooled = label_in_batches(t, texts, batch_size=16,  # fitted over the whole pool, not per batch
+                              on_batch=lambda ts, out: seen.append((list(ts), out)))
     np.testing.assert_allclose(pooled.proba, calibrate_pool(proba, "center"), atol=1e-12)
+    assert len(seen) == 1 and seen[0][0] == list(texts)  # calibrated answers: one call, whole pool
+    np.testing.assert_allclose(seen[0][1].proba, pooled.proba)
     y_gold = np.where(np.arange(len(y)) < 50, y, -1)
     t.fit(texts, y_gold)
     assert t.report_["calibrated"]["accuracy"] > t.report_["raw"]["accuracy"]

@@ -89,7 +89,8 @@ def label_in_batches(
     on_batch : callable, optional
         Called as ``on_batch(batch_texts, output)`` after each batch the teacher answered
         (and after it was cached): a caller can keep what was paid for even when a later
-        batch fails.
+        batch fails. For a :class:`~llkd.teachers.CalibratedTeacher` it is called once,
+        with the whole pool, since its answers are calibrated over the pool.
 
     Returns
     -------
@@ -115,8 +116,11 @@ def label_in_batches(
     teacher = as_teacher(teacher, labels=labels)
     if isinstance(teacher, CalibratedTeacher):
         raw = label_in_batches(teacher.teacher, texts, batch_size, cache, progress,
-                               sort_by_length=sort_by_length, on_batch=on_batch)
-        return teacher.calibrate_output(raw)
+                               sort_by_length=sort_by_length)
+        out = teacher.calibrate_output(raw)
+        if on_batch is not None:  # calibrated answers exist only for the whole pool
+            on_batch(list(texts), out)
+        return out
 
     texts = check_texts(texts)
     if batch_size is None:
