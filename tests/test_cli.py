@@ -57,3 +57,45 @@ def test_distill_rejects_bad_arguments(tmp_path, capsys):
     assert "at least two" in capsys.readouterr().err
     assert main(["distill", "--data", str(data), "--labels", "a,b", "--teacher", "magic", "--out", str(tmp_path / "m")]) == 2
     assert "--teacher 'magic'" in capsys.readouterr().err
+
+
+def test_distill_then_predict_end_to_end(tiny_encoder_dir, tmp_path, capsys):
+    from _openai_server import FakeOpenAIServer
+
+    # Sentiment words the fake server knows (tests/_openai_server.py) and the tiny tokenizer has.
+    rng = np.random.default_rng(7)
+    filler = ["the", "movie", "plot", "actor", "scene", "was", "very", "quite", "and", "story"]
+    texts = []
+    for label in rng.integers(0, 2, 240):
+        words = list(rng.choice(filler, 5)) + [rng.choice(["good", "great"] if label else ["bad", "awful", "dull"])]
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+    data = tmp_path / "reviews.csv"
+    pd.DataFrame({"review": texts}).to_csv(data, index=False)
+    model_dir, cache = tmp_path / "student", tmp_path / "answers.sqlite"
+    with FakeOpenAIServer() as srv:
+        argv = ["distill", "--data", str(data), "--text-column", "review", "--labels", "negative,positive",
+                "--teacher", f"openai:fake-model@{srv.url}", "--student", "finetune",
+                "--encoder", tiny_encoder_dir, "--epochs", "4", "--lr", "3e-3", "--cache", str(cache),
+                "--out", str(model_dir)]
+        assert main(argv) == 0
+        first = capsys.readouterr().out
+        n_requests = len(srv.requests)
+        assert n_requests > 0
+        assert main(argv) == 0  # the same texts again: every answer comes from the cache
+        second = capsys.readouterr().out
+        assert len(srv.requests) == n_requests
+    n_distinct = len(set(texts))
+    assert f"240 texts, {n_distinct} new teacher answers" in first
+    assert "240 texts, 0 new teacher answers" in second
+    assert "model saved to" in second and (model_dir / "config.json").is_file()
+
+    preds = tmp_path / "preds.csv"
+    assert main(["predict", "--model", str(model_dir), "--data", str(data), "--text-column", "review",
+                 "--output", str(preds)]) == 0
+    out = pd.read_csv(preds)
+    assert out["text"].tolist() == texts
+    from _openai_server import p_positive
+
+    teacher_says = np.where([p_positive(t) > 0.5 for t in texts], "positive", "negative")
+    assert (out["label"].to_numpy() == teacher_says).mean() > 0.85

@@ -127,6 +127,12 @@ def _answers(est, teacher, X, distinct: dict[str, int]):
                     None if out.proba is None else np.asarray(out.proba[j], dtype=np.float64),
                 )
 
+        asked = []
+
+        def on_batch(keys, out):
+            asked.append(len(keys))
+            remember(keys, out)
+
         if isinstance(X, list):
             out = label_in_batches(
                 teacher,
@@ -134,12 +140,12 @@ def _answers(est, teacher, X, distinct: dict[str, int]):
                 batch_size=int(est.teacher_batch_size),
                 cache=est.teacher_cache,
                 progress=bool(est.verbose),
-                on_batch=remember,  # texts are their own memo keys
+                on_batch=on_batch,  # texts are their own memo keys
             )
             remember(missing, out)  # answers that came from the durable cache too
         else:
-            _label_rows(teacher, X[np.asarray(rows)], missing, int(est.teacher_batch_size), remember)
-        n_queries = len(missing)
+            _label_rows(teacher, X[np.asarray(rows)], missing, int(est.teacher_batch_size), on_batch)
+        n_queries = sum(asked)
     entries = [memo[k] for k in distinct]
     has_proba = all(e[2] is not None for e in entries) and len(entries) > 0
     return (

@@ -172,6 +172,8 @@ def _make_teacher(spec: str, labels: list[str]):
 
 
 def distill(args) -> None:
+    import numpy as np
+
     from . import LLKDClassifier
 
     frame = _read_table(args.data)
@@ -187,14 +189,18 @@ def distill(args) -> None:
     teacher = _make_teacher(args.teacher, labels)
     cache = args.cache or str(_default_home() / "teacher-cache.sqlite")
     clf = LLKDClassifier(
-        teacher, student=args.student, selection=args.selection, max_epochs=args.epochs,
-        teacher_cache=cache, random_state=args.seed, verbose=1,
+        teacher, student=args.student, encoder=args.encoder, selection=args.selection, max_epochs=args.epochs,
+        learning_rate=args.lr, teacher_cache=cache, random_state=args.seed, verbose=1,
     )
     clf.fit(texts, y)
     clf.save(args.out)
-    last = clf.history_[-1]
-    print(f"trained on {len(texts)} texts; last epoch selected {100 * last['selected_fraction']:.1f} %; "
-          f"model saved to {args.out}")
+    hist = clf.history_
+    per_step = sum(h["n_selected"] for h in hist) / max(1, sum(h["n_backprop_all"] for h in hist))
+    counts = np.bincount(clf.teacher_labels_[clf.teacher_labels_ >= 0], minlength=len(labels))
+    print(f"{len(texts)} texts, {clf.n_teacher_queries_} new teacher answers (the rest from {cache}); "
+          f"labels: " + ", ".join(f"{c} {n}" for c, n in zip(clf.classes_, counts)))
+    print(f"student ({clf._kind_}) trained for {clf.n_iter_} epoch(s) in {clf.fit_seconds_:.0f} s on "
+          f"{100 * per_step:.1f} % of the samples per step; model saved to {args.out}")
 
 
 def predict(args) -> None:
@@ -244,7 +250,10 @@ def main(argv=None) -> int:
     p.add_argument("--teacher", default="gemma", help="gemma | hf:<path> | openai:<model>@<base url>")
     p.add_argument("--student", default="auto", choices=["auto", "mlp", "finetune"])
     p.add_argument("--selection", default="llkd")
+    p.add_argument("--encoder", default="auto",
+                   help="student encoder: 'auto' (the packaged MiniLM) or a local Hugging Face model folder")
     p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None, help="student learning rate (default: the estimator's)")
     p.add_argument("--cache", default=None, help="SQLite file for teacher answers")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="directory to save the student")
