@@ -197,7 +197,7 @@ def distill(args) -> None:
     hist = clf.history_
     per_step = sum(h["n_selected"] for h in hist) / max(1, sum(h["n_backprop_all"] for h in hist))
     counts = np.bincount(clf.teacher_labels_[clf.teacher_labels_ >= 0], minlength=len(labels))
-    print(f"{len(texts)} texts, {clf.n_teacher_queries_} new teacher answers (the rest from {cache}); "
+    print(f"{len(texts)} texts, {clf.n_teacher_queries_} new teacher answers (the others reused; cache {cache}); "
           f"labels: " + ", ".join(f"{c} {n}" for c, n in zip(clf.classes_, counts)))
     print(f"student ({clf._kind_}) trained for {clf.n_iter_} epoch(s) in {clf.fit_seconds_:.0f} s on "
           f"{100 * per_step:.1f} % of the samples per step; model saved to {args.out}")
