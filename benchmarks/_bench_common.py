@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _results_md import write_section  # noqa: F401  (re-exported for the benchmark scripts)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -288,22 +290,6 @@ def git_rev() -> str:
         return subprocess.check_output(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], text=True).strip()
     except Exception:
         return "unknown"
-
-
-def write_section(name: str, body: str) -> None:
-    """Replace the text between ``<!-- BEGIN name -->`` and ``<!-- END name -->``."""
-    begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    block = f"{begin}\n{body.rstrip()}\n{end}"
-    if begin in text and end in text:
-        pre, rest = text.split(begin, 1)
-        _, post = rest.split(end, 1)
-        text = pre + block + post
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    tmp = RESULTS.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, RESULTS)
 
 
 def mean_std(values) -> str:

@@ -30,8 +30,10 @@ import sys
 import time
 from pathlib import Path
 
-BEGIN = "<!-- BEGIN bench_selection_cuda -->"
-END = "<!-- END bench_selection_cuda -->"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results_md import write_section  # noqa: E402
+
+SECTION = "bench_selection_cuda"
 
 # Options other than ``quick`` are read from ``args.cuda_<name>`` when present (so that a
 # caller's own options of the same name do not leak in), else from these defaults.
@@ -272,20 +274,6 @@ def _markdown(rows, sweep, device, when):
     return "\n".join(lines)
 
 
-def splice_section(path, text):
-    """Replace this module's section of RESULTS.md (created if missing)."""
-    p = Path(path)
-    old = p.read_text() if p.exists() else "# Benchmark results\n"
-    block = f"{BEGIN}\n{text.rstrip()}\n{END}"
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        new = head + block + tail
-    else:
-        new = old.rstrip() + "\n\n" + block + "\n"
-    p.write_text(new)
-
-
 def run(args=None):
     """Run the benchmark; returns {"rows", "sweep", "markdown"}. Needs a CUDA device."""
     import torch
@@ -332,7 +320,7 @@ def run(args=None):
             json.dumps({"device": device, "date": when, "rows": rows, "sweep": sweep}, indent=1))
         Path(out, "results_section.md").write_text(md + "\n")
     if _opt(args, "results"):
-        splice_section(_opt(args, "results"), md)
+        write_section(SECTION, md, _opt(args, "results"))
     if logf:
         logf.close()
     print()

@@ -35,10 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
+from _results_md import write_section
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
-BEGIN = "<!-- BEGIN bench_selection_cpu -->"
-END = "<!-- END bench_selection_cpu -->"
+SECTION = "bench_selection_cpu"
 THREADS = 2
 MOMENTUM = 0.9
 
@@ -204,19 +205,6 @@ def machine_line():
     return f"{cpu_model()}, {cores} cores available, {platform.system()} {platform.machine()}"
 
 
-def splice(path, block):
-    path = Path(path)
-    old = path.read_text() if path.exists() else "# Benchmark results\n"
-    section = f"{BEGIN}\n{block.rstrip()}\n{END}"
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        new = head + section + tail
-    else:
-        new = old.rstrip() + "\n\n" + section + "\n"
-    path.write_text(new)
-
-
 def summary(rows):
     key = {(r["n"], r["c"]): r for r in rows}
     r = key.get((10**6, 20))
@@ -325,7 +313,7 @@ def main(argv=None):
         "",
         EXPLAIN,
     ])
-    splice(args.results, block)
+    write_section(SECTION, block, args.results)
     print(f"\nwrote {args.results}")
     return 0
 

@@ -40,7 +40,8 @@ import numpy as np  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
-BEGIN, END = "<!-- BEGIN bench_teacher -->", "<!-- END bench_teacher -->"
+sys.path.insert(0, str(REPO / "benchmarks"))
+from _results_md import write_section  # noqa: E402
 LABELS = ["negative", "positive"]
 
 
@@ -316,7 +317,7 @@ def speed_only(args, argv):
 
 def write_results(res: dict):
     a = res["accuracy"]
-    lines = [BEGIN, "## Teacher: packaged Gemma 3 270M on movie reviews (`bench_teacher.py`)", ""]
+    lines = ["## Teacher: packaged Gemma 3 270M on movie reviews (`bench_teacher.py`)", ""]
     lines += [f"- Date: {res['date']}; machine: {res['machine']}",
               f"- Command: `{res['command']}`",
               f"- Load average (1 min) at start {res['load_start'][0]:.2f}, at end {res['load_end'][0]:.2f} "
@@ -379,17 +380,8 @@ def write_results(res: dict):
                   "| setting | reviews/s | load |", "|---|---|---|"]
         for r in ab["parallel"]:
             lines.append(f"| {r['setting']} | {r['texts_per_s']} | {r['load'][0]} -> {r['load'][1]} |")
-    lines += ["", "Raw JSON: `benchmarks/bench_teacher.json`.", END]
-    section = "\n".join(lines)
-    text = RESULTS.read_text() if RESULTS.exists() else "# Results\n\nMeasured numbers; each section is written by the script it names.\n"
-    if BEGIN in text and END in text:
-        pre, rest = text.split(BEGIN, 1)
-        _, post = rest.split(END, 1)
-        text = pre + section + post
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    RESULTS.write_text(text)
-
+    lines += ["", "Raw JSON: `benchmarks/bench_teacher.json`."]
+    write_section("bench_teacher", "\n".join(lines), RESULTS)
 
 if __name__ == "__main__":
     main()
