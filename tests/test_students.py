@@ -59,3 +59,26 @@ def test_bucketed_batches_group_similar_lengths():
     # Not sorted overall: the batch order is shuffled.
     firsts = [lengths[b].min() for b in bucketed]
     assert firsts != sorted(firsts)
+
+
+@pytest.mark.parametrize("progress", [False, True])
+def test_loading_the_encoder_draws_a_bar_only_when_asked(tiny_encoder_dir, capfd, progress):
+    from transformers.utils import logging as hf_logging
+
+    from llkd.students import load_hf_encoder
+
+    assert hf_logging.is_progress_bar_enabled()
+    load_hf_encoder(tiny_encoder_dir, progress=progress)
+    err = capfd.readouterr().err
+    assert ("Loading weights" in err) == progress
+    assert hf_logging.is_progress_bar_enabled()  # the caller's setting is restored
+
+
+def test_a_failed_quiet_load_restores_the_progress_setting(tmp_path):
+    from transformers.utils import logging as hf_logging
+
+    from llkd.students import load_hf_encoder
+
+    with pytest.raises(OSError):
+        load_hf_encoder(str(tmp_path / "missing"))
+    assert hf_logging.is_progress_bar_enabled()

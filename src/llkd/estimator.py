@@ -450,7 +450,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         self._kind_ = kind
         if kind == "finetune":
             path = students.resolve_encoder_path(self.encoder)
-            encoder, tokenizer = students.load_hf_encoder(path)
+            encoder, tokenizer = students.load_hf_encoder(path, progress=self.verbose > 0)
             model = students.EncoderClassifier(encoder, n_classes, float(self.dropout))
             self._tokenizer_ = tokenizer
             self._encoder_config_ = encoder.config.to_dict()

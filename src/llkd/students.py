@@ -7,6 +7,7 @@ batch of row indices into model inputs (a feature tensor, or tokenised texts).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Sequence
 
@@ -85,13 +86,34 @@ class EncoderClassifier(nn.Module):
         return self.head(self.dropout(pooled))
 
 
-def load_hf_encoder(path: str):
-    """(AutoModel, AutoTokenizer) from a local directory or a cached model name."""
+def load_hf_encoder(path: str, *, progress: bool = False):
+    """(AutoModel, AutoTokenizer) from a local directory or a cached model name.
+
+    transformers draws a "Loading weights" bar for every load; a quiet estimator
+    (``verbose=0``) would print one per fit, so it is hidden unless ``progress``.
+    """
     from transformers import AutoModel, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModel.from_pretrained(path)
+    with _hf_progress_bars(progress):
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModel.from_pretrained(path)
     return model, tokenizer
+
+
+@contextlib.contextmanager
+def _hf_progress_bars(enabled: bool):
+    """Turn transformers' progress bars off for the block when ``enabled`` is False,
+    restoring the caller's setting afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    if was and not enabled:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was and not enabled:
+            hf_logging.enable_progress_bar()
 
 
 def build_hf_encoder_from_config(config_dict: dict):
