@@ -258,6 +258,18 @@ def test_mixed_proba_and_pairs_give_none(tmp_path):
 # --------------------------------------------------------------------------- the cache
 
 
+def test_identity_key_is_stable_across_releases():
+    # Cached answers are paid for: a change to this digest orphans every user's cache.
+    # Pinned values, computed once; a failure here means old caches would stop matching.
+    ident = {"template": "Review: {text}", "model": "m", "n": 1}
+    assert identity_key(ident, ["neg", "pos"]) == "46da4aeea7e64f06cd0ffda3e55d7ebac5a946a745e6f6b6c20f46d2c74770fb"
+    assert identity_key("counting-v1", ["neg", "pos"]) == "151bbf799a498b99b744ea7cac8036be16b0b7a571c3756ee2597df220f6ed71"
+    # key order and numpy scalars do not matter; the class order does
+    assert identity_key({"n": np.int64(1), "model": "m", "template": "Review: {text}"}, ["neg", "pos"]) == \
+        identity_key(ident, ["neg", "pos"])
+    assert identity_key(ident, ["pos", "neg"]) != identity_key(ident, ["neg", "pos"])
+
+
 def test_cache_roundtrip_clear_stats_pickle(tmp_path):
     c = TeacherCache(tmp_path / "sub" / "c.sqlite")
     key = identity_key({"model": "m"}, LABELS)

@@ -7,6 +7,9 @@ A *teacher* is any object with
 
 It may also expose ``identity`` (a string or a JSON-able dict naming the model, the
 prompt and every option that changes its answers); the durable cache keys answers by it.
+Answers are paid for, so keys must outlive releases: an option added to a teacher later
+belongs in ``identity`` only when it differs from the old behaviour, and
+:func:`identity_key` itself never changes (a test pins it).
 A plain callable is turned into a teacher by :func:`as_teacher` given the class names.
 """
 
