@@ -303,6 +303,52 @@ def test_failing_teacher_is_reported_with_its_batch_and_a_refit_asks_only_the_re
     assert clf.n_teacher_queries_ == n_distinct - 32
 
 
+def _biased_teacher(asked, fail_at=None):
+    """Right about the sign of the first feature (texts: its first word), but biased to "b"."""
+
+    def answer(batch):
+        asked.append(len(batch))
+        if fail_at is not None and len(asked) == fail_at[0]:
+            raise ConnectionError("server went away")
+        first = np.array([str(r).startswith("w1") if isinstance(r, str) else r[0] > 0 for r in batch], float)
+        p_b = np.where(first > 0, 0.95, 0.6)
+        return np.stack([1 - p_b, p_b], axis=1)
+
+    return answer
+
+
+@pytest.mark.parametrize("kind", ["rows", "texts"])
+def test_calibrated_teacher_is_calibrated_over_the_whole_pool_and_keeps_raw_answers(kind):
+    from llkd.teachers import CalibratedTeacher, TeacherError, TeacherOutput
+
+    X, _, _, _, _, _ = noisy_teacher_task(1, n=100)
+    if kind == "texts":  # distinct texts, so that the pool is the 100 rows
+        X = [" ".join(f"w{int(v > 0)}{i}" for i, v in enumerate(row)) + f" r{j}" for j, row in enumerate(X)]
+    asked, fail_at = [], [3]
+    teacher = CalibratedTeacher(_biased_teacher(asked, fail_at), method="center", labels=["a", "b"])
+    clf = LLKDClassifier(teacher, teacher_batch_size=16, calibration="none", max_epochs=1, random_state=0)
+    with pytest.raises(TeacherError, match="server went away"):
+        clf.fit(X)
+    fail_at[0] = -1
+    asked.clear()
+    clf.fit(X)
+    # the two batches answered before the failure were kept (raw) and not asked again
+    assert sum(asked) == 100 - 32 and clf.n_teacher_queries_ == 100 - 32
+    # ... and the calibration was fitted on the pool of 100, not batch by batch
+    raw = _biased_teacher([])(X if kind == "texts" else list(X))
+    expected = CalibratedTeacher(_biased_teacher([]), method="center", labels=["a", "b"]).calibrate_output(
+        TeacherOutput.from_proba(np.asarray(raw)))
+    np.testing.assert_array_equal(clf.teacher_labels_, expected.labels)
+    np.testing.assert_allclose(clf.teacher_confidence_, expected.confidence)
+    # a refit on part of the pool recalibrates over that part, from the remembered raw answers
+    asked.clear()
+    clf.fit(X[:50])
+    assert asked == [] and clf.n_teacher_queries_ == 0
+    part = CalibratedTeacher(_biased_teacher([]), method="center", labels=["a", "b"]).calibrate_output(
+        TeacherOutput.from_proba(np.asarray(raw)[:50]))
+    np.testing.assert_allclose(clf.teacher_confidence_, part.confidence)
+
+
 @pytest.mark.parametrize(
     "answer, exc, words",
     [

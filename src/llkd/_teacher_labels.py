@@ -107,9 +107,18 @@ def make_targets(est, X, y) -> Targets:
 
 
 def _answers(est, teacher, X, distinct: dict[str, int]):
-    """Raw teacher answers for each distinct key (memo first, then the teacher)."""
-    from .teachers import label_in_batches
+    """Teacher answers for each distinct key (memo first, then the teacher).
 
+    A :class:`~llkd.teachers.CalibratedTeacher` is unwrapped: its inner teacher's raw
+    answers are asked and remembered batch by batch like any teacher's, and its
+    calibration is applied once, over this fit's whole pool (never per batch, and never
+    reusing answers calibrated over an earlier fit's pool).
+    """
+    from .teachers import CalibratedTeacher, TeacherOutput, label_in_batches
+
+    calibrated = teacher if isinstance(teacher, CalibratedTeacher) else None
+    if calibrated is not None:
+        teacher = calibrated.teacher
     memo = memo_for(est.teacher)
     memo = {} if memo is None else memo
     missing = [k for k in distinct if k not in memo]
@@ -148,14 +157,14 @@ def _answers(est, teacher, X, distinct: dict[str, int]):
         n_queries = sum(asked)
     entries = [memo[k] for k in distinct]
     has_proba = all(e[2] is not None for e in entries) and len(entries) > 0
-    return (
-        {
-            "labels": np.array([e[0] for e in entries], dtype=np.int64),
-            "confidence": np.array([e[1] for e in entries], dtype=np.float64),
-            "proba": np.stack([e[2] for e in entries]) if has_proba else None,
-        },
-        n_queries,
+    out = TeacherOutput(
+        np.array([e[0] for e in entries], dtype=np.int64),
+        np.array([e[1] for e in entries], dtype=np.float64),
+        np.stack([e[2] for e in entries]) if has_proba else None,
     )
+    if calibrated is not None and len(entries):
+        out = calibrated.calibrate_output(out)
+    return {"labels": out.labels, "confidence": out.confidence, "proba": out.proba}, n_queries
 
 
 def _label_rows(teacher, rows: np.ndarray, keys: list, batch_size: int, remember) -> None:

@@ -62,7 +62,10 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         pair (class names then come from ``labels``). ``None`` trains on ``y``.
         The teacher is passed through :func:`~sklearn.base.clone` by reference: a
         loaded model is never copied. It is not pickled or saved with the fitted
-        model (it comes back as None).
+        model (it comes back as None). A :class:`~llkd.teachers.CalibratedTeacher`
+        is calibrated over each fit's whole pool; its inner teacher's raw answers are
+        the ones remembered between fits and cached (pair it with
+        ``calibration="none"`` to avoid correcting twice).
     labels : list of str or None, default=None
         Class names, in order, for a callable teacher; with ``teacher=None`` the
         classes (default: the sorted distinct labels of ``y``).
