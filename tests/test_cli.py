@@ -57,6 +57,10 @@ def test_distill_rejects_bad_arguments(tmp_path, capsys):
     assert "at least two" in capsys.readouterr().err
     assert main(["distill", "--data", str(data), "--labels", "a,b", "--teacher", "magic", "--out", str(tmp_path / "m")]) == 2
     assert "--teacher 'magic'" in capsys.readouterr().err
+    # an unknown selection rule is refused by the parser, before any teacher is loaded or asked
+    with pytest.raises(SystemExit) as info:
+        main(["distill", "--data", str(data), "--labels", "a,b", "--selection", "best", "--out", str(tmp_path / "m")])
+    assert info.value.code == 2 and "invalid choice: 'best'" in capsys.readouterr().err
 
 
 def test_distill_then_predict_end_to_end(tiny_encoder_dir, tmp_path, capsys):

@@ -236,7 +236,8 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=None,
                    help="student learning rate (default 1e-4 for the fine-tuned student, else the estimator's)")
     p.add_argument("--student", default="auto", choices=["auto", "mlp", "finetune"])
-    p.add_argument("--selection", default="llkd")
+    p.add_argument("--selection", default="llkd", choices=["llkd", "teacher", "student", "all", "fixed", "random"],
+                   help="sample selection rule (default llkd; the others are the baselines of the benchmarks)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--home", default=str(_default_home()), help="cache directory (teacher answers, model)")
     p.add_argument("--out", default=None, help="where to save the student (default <home>/demo-model)")
@@ -244,25 +245,29 @@ def main(argv=None) -> int:
 
     p = sub.add_parser("distill", help="distil a teacher into a student on your own texts")
     p.add_argument("--data", required=True, help="a .csv, .jsonl or .parquet file")
-    p.add_argument("--text-column", default="text")
+    p.add_argument("--text-column", default="text", help="column holding the texts (default text)")
     p.add_argument("--label-column", default=None, help="optional gold labels (empty = unlabeled)")
     p.add_argument("--labels", required=True, help="comma-separated class names")
-    p.add_argument("--teacher", default="gemma", help="gemma | hf:<path> | openai:<model>@<base url>")
-    p.add_argument("--student", default="auto", choices=["auto", "mlp", "finetune"])
-    p.add_argument("--selection", default="llkd")
+    p.add_argument("--teacher", default="gemma", help="gemma | hf:<path> | openai:<model>@<base url> (default gemma)")
+    p.add_argument("--student", default="auto", choices=["auto", "mlp", "finetune"],
+                   help="auto (default) fine-tunes the encoder; mlp trains a head on frozen embeddings")
+    p.add_argument("--selection", default="llkd", choices=["llkd", "teacher", "student", "all", "fixed", "random"],
+                   help="sample selection rule (default llkd; the others are the baselines of the benchmarks)")
     p.add_argument("--encoder", default="auto",
                    help="student encoder: 'auto' (the packaged MiniLM) or a local Hugging Face model folder")
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=None,
+                   help="student epochs (default: the estimator's, 3 fine-tuning, 10 for the MLP)")
     p.add_argument("--lr", type=float, default=None, help="student learning rate (default: the estimator's)")
-    p.add_argument("--cache", default=None, help="SQLite file for teacher answers")
+    p.add_argument("--cache", default=None,
+                   help="SQLite file for teacher answers (default <LLKD_HOME or ~/.cache/llkd>/teacher-cache.sqlite)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="directory to save the student")
     p.set_defaults(func=distill)
 
     p = sub.add_parser("predict", help="label texts with a saved student")
-    p.add_argument("--model", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--text-column", default="text")
+    p.add_argument("--model", required=True, help="a directory written by distill or demo")
+    p.add_argument("--data", required=True, help="a .csv, .jsonl or .parquet file")
+    p.add_argument("--text-column", default="text", help="column holding the texts (default text)")
     p.add_argument("--output", default=None, help=".csv or .jsonl (default: JSON lines on stdout)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=predict)
