@@ -62,13 +62,17 @@ def test_bucketed_batches_group_similar_lengths():
 
 
 @pytest.mark.parametrize("progress", [False, True])
-def test_loading_the_encoder_draws_a_bar_only_when_asked(tiny_encoder_dir, capfd, progress):
+@pytest.mark.parametrize("loader", ["load_hf_encoder", "load_sentence_encoder"])
+def test_loading_the_encoder_draws_a_bar_only_when_asked(tiny_encoder_dir, capfd, progress, loader):
     from transformers.utils import logging as hf_logging
 
-    from llkd.students import load_hf_encoder
+    from llkd import students
 
     assert hf_logging.is_progress_bar_enabled()
-    load_hf_encoder(tiny_encoder_dir, progress=progress)
+    if loader == "load_hf_encoder":
+        students.load_hf_encoder(tiny_encoder_dir, progress=progress)
+    else:
+        students.load_sentence_encoder(tiny_encoder_dir, "cpu", progress=progress)
     err = capfd.readouterr().err
     assert ("Loading weights" in err) == progress
     assert hf_logging.is_progress_bar_enabled()  # the caller's setting is restored

@@ -481,7 +481,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         if enc is None:
             if isinstance(self.encoder, (str, os.PathLike)):
                 path = students.resolve_encoder_path(self.encoder)
-                enc = students.load_sentence_encoder(path, device or torch.device("cpu"))
+                enc = students.load_sentence_encoder(path, device or torch.device("cpu"), progress=self.verbose > 0)
             else:
                 enc = self.encoder
             self._frozen_encoder_ = enc

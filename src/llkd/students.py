@@ -217,7 +217,8 @@ def encode_texts(encoder, texts: Sequence[str], batch_size: int, device, verbose
     return emb
 
 
-def load_sentence_encoder(path: str, device):
+def load_sentence_encoder(path: str, device, *, progress: bool = False):
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(path, device=str(device))
+    with _hf_progress_bars(progress):
+        return SentenceTransformer(path, device=str(device))
