@@ -1,6 +1,7 @@
 """The llkd command line: predict with a saved model, argument errors."""
 
 import json
+import sys
 
 import numpy as np
 import pandas as pd
@@ -103,3 +104,16 @@ def test_distill_then_predict_end_to_end(tiny_encoder_dir, tmp_path, capsys):
 
     teacher_says = np.where([p_positive(t) > 0.5 for t in texts], "positive", "negative")
     assert (out["label"].to_numpy() == teacher_says).mean() > 0.85
+
+
+def test_a_closed_output_pipe_ends_quietly(monkeypatch, capsys):
+    class ClosedPipe:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    assert main(["show-config"]) == 1
+    assert capsys.readouterr().err == ""

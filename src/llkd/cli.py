@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
@@ -223,6 +224,14 @@ def predict(args) -> None:
         out.to_json(sys.stdout, orient="records", lines=True)
 
 
+def _stdout_to_devnull() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass  # not a real file (tests, notebooks): nothing will be flushed to it
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="llkd", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -278,6 +287,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         args.func(args)
+    except BrokenPipeError:
+        # The reader went away (`llkd predict ... | head`): stop quietly, as Python's
+        # documentation advises, instead of reporting an error at exit too.
+        _stdout_to_devnull()
+        return 1
     except (ValueError, TypeError, FileNotFoundError, OSError) as exc:
         print(f"llkd {args.command}: error: {exc}", file=sys.stderr)
         return 2
