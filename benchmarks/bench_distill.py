@@ -159,10 +159,14 @@ class Bench:
             "label_share": np.bincount(lab, minlength=len(self.names)).tolist(),
         }
 
+    def student_params(self) -> dict:
+        """The student every method trains (the MLP head on the cached frozen embeddings)."""
+        return {"student": "mlp", "encoder": self.encoder}
+
     def fit_student(self, method, calib, seed, **extra):
         from llkd import LLKDClassifier
 
-        kw = dict(student="mlp", encoder=self.encoder, max_epochs=self.epochs, random_state=seed,
+        kw = dict(self.student_params(), max_epochs=self.epochs, random_state=seed,
                   calibration=calib, selection_backend="auto")
         kw.update(extra)
         if method == "gold":
@@ -265,10 +269,10 @@ def _agg(rows, method, calib, field):
     return [r[field] for r in rows if r["method"] == method and r["calib"] == calib]
 
 
-def table(rows, bench) -> str:
+def table(rows, bench, calibs=CALIBRATIONS) -> str:
     out = ["| method | teacher | accuracy | macro-F1 | used per step | back-prop vs all | distinct ever selected | wall s/fit |",
            "|---|---|---|---|---|---|---|---|"]
-    for calib in CALIBRATIONS:
+    for calib in calibs:
         for m in METHODS:
             acc = _agg(rows, m, calib, "acc")
             if not acc:
@@ -279,7 +283,7 @@ def table(rows, bench) -> str:
             cal = cal_name(calib)
             if m == "gold":
                 cal = "—"
-                if calib != "none":
+                if calib != calibs[0]:
                     continue
             pct = lambda v: "—" if m == "teacher" or np.all(np.isnan(v)) else f"{100 * np.nanmean(v):.1f} %"
             out.append(
@@ -289,10 +293,10 @@ def table(rows, bench) -> str:
     return "\n".join(out)
 
 
-def verdict(rows) -> list[str]:
+def verdict(rows, calibs=CALIBRATIONS) -> list[str]:
     """Per calibration: LLKD's rank among the non-gold methods, and among the students, by mean macro-F1."""
     lines = []
-    for calib in CALIBRATIONS:
+    for calib in calibs:
         means = {m: np.mean(_agg(rows, m, calib, "f1")) for m in METHODS if m != "gold" and _agg(rows, m, calib, "f1")}
         order = sorted(means, key=lambda m: -means[m])
         students = [m for m in order if m != "teacher"]
