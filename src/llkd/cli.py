@@ -233,6 +233,8 @@ def _stdout_to_devnull() -> None:
 
 
 def main(argv=None) -> int:
+    from .selection._reference import MODES  # numpy only: the parser stays quick
+
     parser = argparse.ArgumentParser(prog="llkd", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -245,7 +247,7 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=None,
                    help="student learning rate (default 1e-4 for the fine-tuned student, else the estimator's)")
     p.add_argument("--student", default="auto", choices=["auto", "mlp", "finetune"])
-    p.add_argument("--selection", default="llkd", choices=["llkd", "teacher", "student", "all", "fixed", "random"],
+    p.add_argument("--selection", default="llkd", choices=MODES,
                    help="sample selection rule (default llkd; the others are the baselines of the benchmarks)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--home", default=str(_default_home()), help="cache directory (teacher answers, model)")
@@ -260,7 +262,7 @@ def main(argv=None) -> int:
     p.add_argument("--teacher", default="gemma", help="gemma | hf:<path> | openai:<model>@<base url> (default gemma)")
     p.add_argument("--student", default="auto", choices=["auto", "mlp", "finetune"],
                    help="auto (default) fine-tunes the encoder; mlp trains a head on frozen embeddings")
-    p.add_argument("--selection", default="llkd", choices=["llkd", "teacher", "student", "all", "fixed", "random"],
+    p.add_argument("--selection", default="llkd", choices=MODES,
                    help="sample selection rule (default llkd; the others are the baselines of the benchmarks)")
     p.add_argument("--encoder", default="auto",
                    help="student encoder: 'auto' (the packaged MiniLM) or a local Hugging Face model folder")
