@@ -233,7 +233,7 @@ def _stdout_to_devnull() -> None:
 
 
 def main(argv=None) -> int:
-    from .selection._reference import MODES  # numpy only: the parser stays quick
+    from .selection import MODES
 
     parser = argparse.ArgumentParser(prog="llkd", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
