@@ -156,9 +156,9 @@ bench_distill's reading). Here the student can learn the task, and:
 What this means for users: when the teacher is good (here 86 % on the pool) and the pool is
 small, `selection="all"` (or teacher-only) is the better choice for accuracy; LLKD's selection
 is a way to spend less compute per epoch at a small cost in accuracy. The paper's setting
-differs in ways that could favour selection, none of which I could test on 2 cores: much
-larger pools (PubMed-RCT-20k has about 180,000 training sentences, so a selected minority is
-still a lot of data), and harder tasks on which the teacher is less accurate than 86 %.
+differs in ways that could favour selection and that 2 cores cannot reach: pools far larger
+than 6,000 texts (PubMed-RCT-20k has about 180,000 training sentences, so a selected minority
+is still a lot of data), and harder tasks on which the teacher is less accurate than 86 %.
 """
 
 
