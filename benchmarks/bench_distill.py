@@ -113,24 +113,28 @@ def _history_summary(h, n):
 # --------------------------------------------------------------------------- one set
 class Bench:
     def __init__(self, name, n_train, n_test, epochs, store, log=print):
-        from llkd.teachers import PrecomputedTeacher
-
         self.name, self.epochs, self.store, self.log = name, epochs, store, log
         self.train, self.test = bc.load(name, n_train, n_test)
         t0 = time.perf_counter()
         self.emb_tr = bc.embed(self.train.texts, f"{name}-train")
         self.emb_te = bc.embed(self.test.texts, f"{name}-test")
         self.encoder = bc.CachedEncoder(self.train.texts, self.emb_tr).add(self.test.texts, self.emb_te)
-        if name == "rotten_tomatoes":
-            self.answers = bc.gemma_answers(self.train, self.test, progress=True)
-        else:
-            self.answers = bc.tfidf_answers(name, self.train, self.test)
-        self.prep_seconds = time.perf_counter() - t0
         self.names = np.asarray(self.train.names)
-        self.teacher = PrecomputedTeacher(self.train.texts, proba=self.answers.train_proba, classes=list(self.names))
         self.n = len(self.train.texts)
-        tdig = bc.hashlib.sha1(np.ascontiguousarray(self.answers.train_proba).tobytes()).hexdigest()[:10]
-        self.tag = f"{name}|{len(self.train.texts)}|{len(self.test.texts)}|{tdig}"
+        if name == "rotten_tomatoes":
+            self.use_answers(bc.gemma_answers(self.train, self.test, progress=True))
+        else:
+            self.use_answers(bc.tfidf_answers(name, self.train, self.test))
+        self.prep_seconds = time.perf_counter() - t0
+
+    def use_answers(self, answers):
+        """Make ``answers`` (a bc.TeacherAnswers) the teacher of every fit; fits are keyed by them."""
+        from llkd.teachers import PrecomputedTeacher
+
+        self.answers = answers
+        self.teacher = PrecomputedTeacher(self.train.texts, proba=answers.train_proba, classes=list(self.names))
+        tdig = bc.hashlib.sha1(np.ascontiguousarray(answers.train_proba).tobytes()).hexdigest()[:10]
+        self.tag = f"{self.name}|{len(self.train.texts)}|{len(self.test.texts)}|{tdig}"
 
     # teacher distributions as the estimator sees them
     def pool_proba(self, calib):
