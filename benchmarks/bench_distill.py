@@ -229,38 +229,52 @@ class Bench:
         return {"acc": acc, "f1": f1, "wall": wall, "used": used, "backprop": float("nan"),
                 "distinct": used, "seed_labeled": float(np.mean(y >= 0)), "n_iter": int(st.n_iter_)}
 
+    def references(self, calib):
+        """The teacher's own test predictions and self-training: deterministic, one row each."""
+        stats = self.teacher_stats(calib)
+        teacher = {"method": "teacher", "calib": calib, "seed": None, "acc": stats["test_acc"],
+                   "f1": stats["test_f1"], "used": 0.0, "backprop": 0.0, "distinct": 0.0, "wall": 0.0,
+                   "stats": stats}
+        self.log(f"[{self.name}] teacher ({calib}): acc {stats['test_acc']:.3f} F1 {stats['test_f1']:.3f}; "
+                 f"pool acc {stats['pool_acc']:.3f} (top half {stats['pool_acc_top_half']:.3f}, "
+                 f"bottom half {stats['pool_acc_bottom_half']:.3f}), median conf {stats['median_conf']:.3f}")
+        key = f"{self.tag}|self-training|{calib}|{bc.TEACHER_FRACTION}"
+        st = self.store.get(key) or self.store.put(key, {"method": "self-training", "calib": calib, "seed": None,
+                                                         **self.self_training(calib)})
+        self.log(f"[{self.name}] self-training ({calib}): F1 {st['f1']:.3f} used {st['used']:.2f} {st['wall']:.1f}s")
+        return [teacher, st]
+
+    def fit_methods(self, methods, calib, seed, epochs, median_conf, keep_history=False):
+        """One (cached) fit per method, in order; "random@LLKD" takes the rate of the "llkd"
+        fit before it in ``methods``."""
+        fixed = {"llkd": {}, "gold": {}, "all": {"selection": "all"}, "teacher-only": {"selection": "teacher"},
+                 "student-only": {"selection": "student"},
+                 "fixed@median": {"selection": "fixed", "fixed_threshold": median_conf}}
+        rows = []
+        for method in methods:
+            if method == "random@LLKD":
+                rate = next(r["used"] for r in rows if r["method"] == "llkd")
+                extra = {"selection": "random", "random_rate": float(rate)}
+            else:
+                extra = fixed[method]
+            r = self.cached_fit(method, calib, seed, epochs, extra, keep_history=keep_history and method == "llkd")
+            rows.append(r)
+            self.log(f"[{self.name}] {method:13s} {calib:4s} {epochs:3d} ep seed {seed}: acc {r['acc']:.3f} "
+                     f"F1 {r['f1']:.3f} used {r['used']:.3f} backprop {r['backprop']:.3f} "
+                     f"distinct {r['distinct']:.3f} {r['wall']:.1f}s")
+        return rows
+
     def run(self, seeds, keep_history_seed=0):
         rows = []
         for calib in CALIBRATIONS:
-            stats = self.teacher_stats(calib)
-            rows.append({"method": "teacher", "calib": calib, "seed": None, "acc": stats["test_acc"],
-                         "f1": stats["test_f1"], "used": 0.0, "backprop": 0.0, "distinct": 0.0, "wall": 0.0,
-                         "stats": stats})
-            self.log(f"[{self.name}] teacher ({calib}): acc {stats['test_acc']:.3f} F1 {stats['test_f1']:.3f}; "
-                     f"pool acc {stats['pool_acc']:.3f} (top half {stats['pool_acc_top_half']:.3f}, "
-                     f"bottom half {stats['pool_acc_bottom_half']:.3f}), median conf {stats['median_conf']:.3f}")
-            key = f"{self.tag}|self-training|{calib}|{bc.TEACHER_FRACTION}"
-            r = self.store.get(key) or self.store.put(key, {"method": "self-training", "calib": calib, "seed": None,
-                                                            **self.self_training(calib)})
-            rows.append(r)
-            self.log(f"[{self.name}] self-training ({calib}): F1 {r['f1']:.3f} used {r['used']:.2f} {r['wall']:.1f}s")
+            refs = self.references(calib)
+            rows += refs
+            methods = ["llkd", "all", "teacher-only", "student-only", "fixed@median"]
+            if calib == CALIBRATIONS[0]:
+                methods.append("gold")
             for seed in seeds:
-                plan = [("llkd", {}), ("all", {"selection": "all"}), ("teacher-only", {"selection": "teacher"}),
-                        ("student-only", {"selection": "student"}),
-                        ("fixed@median", {"selection": "fixed", "fixed_threshold": stats["median_conf"]})]
-                if calib == CALIBRATIONS[0]:
-                    plan.append(("gold", {}))
-                for method, extra in plan + [("random@LLKD", None)]:
-                    if method == "random@LLKD":
-                        rate = next(r["used"] for r in rows if r["method"] == "llkd" and r["calib"] == calib
-                                    and r["seed"] == seed)
-                        extra = {"selection": "random", "random_rate": float(rate)}
-                    r = self.cached_fit(method, calib, seed, self.epochs, extra,
-                                        keep_history=(method == "llkd" and seed == keep_history_seed))
-                    rows.append(r)
-                    self.log(f"[{self.name}] {method:13s} {calib:4s} seed {seed}: acc {r['acc']:.3f} F1 {r['f1']:.3f} "
-                             f"used {r['used']:.3f} backprop {r['backprop']:.3f} distinct {r['distinct']:.3f} "
-                             f"{r['wall']:.1f}s")
+                rows += self.fit_methods(methods + ["random@LLKD"], calib, seed, self.epochs,
+                                         refs[0]["stats"]["median_conf"], keep_history=seed == keep_history_seed)
         gold = [r for r in rows if r["method"] == "gold"]
         for r in gold:  # the gold bound does not depend on the teacher's calibration
             for calib in CALIBRATIONS[1:]:

@@ -49,38 +49,10 @@ class FinetunedBench(bd.Bench):
     def student_params(self) -> dict:
         return {"student": "finetune"}  # the library defaults: all-MiniLM-L6-v2, lr 5e-5
 
-    def references(self):
-        """The teacher itself and self-training over frozen embeddings (deterministic)."""
-        stats = self.teacher_stats(CALIB)
-        rows = [{"method": "teacher", "calib": CALIB, "seed": None, "acc": stats["test_acc"],
-                 "f1": stats["test_f1"], "used": 0.0, "backprop": 0.0, "distinct": 0.0, "wall": 0.0,
-                 "stats": stats}]
-        self.log(f"[{self.name}] teacher ({CALIB}): acc {stats['test_acc']:.3f} F1 {stats['test_f1']:.3f}")
-        key = f"{self.tag}|self-training|{CALIB}|{bc.TEACHER_FRACTION}"
-        rows.append(self.store.get(key) or self.store.put(
-            key, {"method": "self-training", "calib": CALIB, "seed": None, **self.self_training(CALIB)}))
-        return rows
-
     def run_methods(self, seeds, epochs, methods):
         """Fits of ``methods`` at ``epochs``, seed by seed (a partial run holds whole seeds)."""
         median = self.teacher_stats(CALIB)["median_conf"]
-        params = {"llkd": {}, "all": {"selection": "all"}, "teacher-only": {"selection": "teacher"},
-                  "student-only": {"selection": "student"},
-                  "fixed@median": {"selection": "fixed", "fixed_threshold": median}, "gold": {}}
-        rows = []
-        for seed in seeds:
-            for method in methods:
-                if method == "random@LLKD":
-                    rate = next(r["used"] for r in rows if r["method"] == "llkd" and r["seed"] == seed)
-                    extra = {"selection": "random", "random_rate": float(rate)}
-                else:
-                    extra = params[method]
-                r = self.cached_fit(method, CALIB, seed, epochs, extra)
-                rows.append(r)
-                self.log(f"[{self.name}] {method:13s} {epochs:2d} ep seed {seed}: acc {r['acc']:.3f} F1 {r['f1']:.3f} "
-                         f"used {r['used']:.3f} backprop {r['backprop']:.3f} distinct {r['distinct']:.3f} "
-                         f"{r['wall']:.0f}s")
-        return rows
+        return [r for seed in seeds for r in self.fit_methods(methods, CALIB, seed, epochs, median)]
 
 
 METHODS = ["llkd", "all", "teacher-only", "student-only", "fixed@median", "random@LLKD", "gold"]
@@ -211,7 +183,7 @@ def main(argv=None):
     bench = FinetunedBench("rotten_tomatoes", args.n_train, args.n_test, args.epochs, store)
     print(f"[rotten_tomatoes] {bench.n} training texts, {len(bench.test.texts)} test texts; teacher: "
           f"{bench.answers.description}", flush=True)
-    refs = bench.references()
+    refs = bench.references(CALIB)
     seeds = list(range(args.seeds))
     rows = bench.run_methods(seeds, args.epochs, METHODS)
     print(bd.table(refs + rows, bench, calibs=(CALIB,)))
@@ -224,7 +196,7 @@ def main(argv=None):
         nb = FinetunedBench("rotten_tomatoes", args.n_train, args.n_test, args.epochs, store)
         nb.use_answers(bc.tfidf_answers("rotten_tomatoes", nb.train, nb.test))
         print(f"[rotten_tomatoes] noisier teacher: {nb.answers.description}", flush=True)
-        noisy = (nb, nb.references(), nb.run_methods(seeds, args.epochs, NOISY_METHODS))
+        noisy = (nb, nb.references(CALIB), nb.run_methods(seeds, args.epochs, NOISY_METHODS))
         print(bd.table(noisy[1] + noisy[2], nb, calibs=(CALIB,)))
         print("\n".join(bd.verdict(noisy[1] + noisy[2], calibs=(CALIB,))), flush=True)
     total = time.perf_counter() - started
