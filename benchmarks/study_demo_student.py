@@ -58,22 +58,6 @@ def parse(spec: str) -> dict:
     }
 
 
-def demo_split(n_train: int, n_test: int, seed: int = 0):
-    """The reviews ``llkd demo --seed 0`` uses (cli.demo: one permutation per split)."""
-    from llkd.datasets import fetch_rotten_tomatoes
-
-    train = fetch_rotten_tomatoes(subset="train")
-    test = fetch_rotten_tomatoes(subset="test")
-    rng = np.random.RandomState(seed)
-    tr = rng.permutation(len(train.data))[:n_train]
-    te = rng.permutation(len(test.data))[:n_test]
-    names = list(train.target_names)
-    return (
-        [train.data[i] for i in tr], train.target[tr],
-        [test.data[i] for i in te], test.target[te], names,
-    )
-
-
 def run_one(cfg, X, y_gold, P, X_test, y_test, names, seed: int) -> dict:
     from sklearn.metrics import accuracy_score, f1_score
 
@@ -135,15 +119,13 @@ def main():
     args = ap.parse_args()
     configs = [parse(s) for s in args.configs]
 
-    from llkd.teachers import PriorCorrection, label_in_batches
+    from llkd.teachers import PriorCorrection
 
-    n_max = max(c["n"] for c in configs)
-    X, y, X_test, y_test, names = demo_split(n_max, args.n_test)
-    teacher = common.gemma_teacher(names)
-    cache = str(common.gemma_cache_path())
-    P = label_in_batches(teacher, X, cache=cache, progress=True).proba
-    P_test = label_in_batches(teacher, X_test, cache=cache, progress=True).proba
-    del teacher
+    # The reviews of ``llkd demo --seed 0``: common.load draws the same permutations.
+    train, test = common.load("rotten_tomatoes", max(c["n"] for c in configs), args.n_test)
+    X, y, X_test, y_test, names = train.texts, train.y, test.texts, test.y, train.names
+    answers = common.gemma_answers(train, test, progress=True)
+    P, P_test = answers.train_proba, answers.test_proba
     teacher_cal = float(np.mean(PriorCorrection().fit(P).transform(P_test).argmax(1) == y_test))
     print(f"calibrated teacher accuracy on the {len(y_test)} test reviews: {teacher_cal:.3f}", flush=True)
 
