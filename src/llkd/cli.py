@@ -101,8 +101,6 @@ def demo(args) -> dict:
     student = _metrics(y_test, pred)
     stages.run("saving the student", clf.save, out_dir)
 
-    n_all = sum(h["n_backprop_all"] for h in clf.history_)
-    n_sel = sum(h["n_selected"] for h in clf.history_)
     distinct = clf.history_[-1]["distinct_selected"]
     pseudo_acc = float(np.mean(np.asarray(names)[clf.teacher_labels_] == y_train_gold))
     report = {
@@ -112,7 +110,7 @@ def demo(args) -> dict:
         "teacher_calibrated": teacher_cal,
         "pseudo_label_accuracy_train": pseudo_acc,
         "student": student,
-        "selected_per_step_fraction": n_sel / max(1, n_all),
+        "selected_per_step_fraction": _selected_per_step(clf.history_),
         "distinct_selected_fraction": distinct / len(X_train),
         "seconds": stages.times,
         "model_dir": str(out_dir),
@@ -172,6 +170,11 @@ def _make_teacher(spec: str, labels: list[str]):
     )
 
 
+def _selected_per_step(history) -> float:
+    """Samples trained on per step, over all epochs, as a fraction of what "all" uses."""
+    return sum(h["n_selected"] for h in history) / max(1, sum(h["n_backprop_all"] for h in history))
+
+
 def distill(args) -> None:
     import numpy as np
 
@@ -195,8 +198,7 @@ def distill(args) -> None:
     )
     clf.fit(texts, y)
     clf.save(args.out)
-    hist = clf.history_
-    per_step = sum(h["n_selected"] for h in hist) / max(1, sum(h["n_backprop_all"] for h in hist))
+    per_step = _selected_per_step(clf.history_)
     counts = np.bincount(clf.teacher_labels_[clf.teacher_labels_ >= 0], minlength=len(labels))
     print(f"{len(texts)} texts, {clf.n_teacher_queries_} new teacher answers (the others reused; cache {cache}); "
           f"labels: " + ", ".join(f"{c} {n}" for c, n in zip(clf.classes_, counts)))
