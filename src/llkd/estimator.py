@@ -14,7 +14,8 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _labels, students
-from ._training import TrainConfig, train_student
+from ._threads import run_with_threads
+from ._trainer import Targets, TrainConfig, Trainer
 from .selection import MODES, WEIGHTINGS
 
 _STUDENTS = ("auto", "mlp", "finetune")
@@ -153,6 +154,14 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         teacher asks only for the rest.
     device : {"auto", "cpu", "cuda", "cuda:N"}, default="auto"
     selection_backend : {"auto", "native", "cuda", "numpy"}, default="auto"
+    n_threads : int or None, default=None
+        Torch threads for training and predicting with the student. ``None``: one
+        thread for the MLP student on CPU (a small head on mini-batches, where thread
+        hand-offs cost more than they save) and torch's current count otherwise. The
+        caller's own ``torch.get_num_threads()`` is never changed: work on another count
+        runs in a thread of its own (torch's OpenMP backend keeps the count per thread),
+        so fits in parallel threads (joblib's threading backend) do not disturb each
+        other. The frozen encoder and the teacher use the caller's count.
     random_state : int, RandomState instance or None, default=None
     verbose : int, default=0
         1 shows progress bars and a line per epoch.
@@ -221,6 +230,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         "teacher_cache": [None, str, os.PathLike],
         "device": [str],
         "selection_backend": [StrOptions({"auto", "native", "cuda", "numpy"})],
+        "n_threads": [Interval(numbers.Integral, 1, None, closed="left"), None],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -256,6 +266,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         teacher_cache=None,
         device="auto",
         selection_backend="auto",
+        n_threads=None,
         random_state=None,
         verbose=0,
     ):
@@ -287,6 +298,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         self.teacher_cache = teacher_cache
         self.device = device
         self.selection_backend = selection_backend
+        self.n_threads = n_threads
         self.random_state = random_state
         self.verbose = verbose
 
@@ -361,47 +373,42 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         self.n_teacher_queries_ = targets.n_teacher_queries
 
         kind = self._student_kind()
-        n_threads = torch.get_num_threads()
-        if kind == "mlp" and device.type == "cpu":
-            # A small head on mini-batches: thread hand-offs cost more than they save.
-            torch.set_num_threads(1)
-        try:
-            self._fit_student(X, targets, train_rows, kind, C, device, seed)
-        finally:
-            torch.set_num_threads(n_threads)
+        self._fit_student(X, targets, train_rows, kind, C, device, seed)
         self.fit_seconds_ = time.perf_counter() - started
         self._device_ = device
         return self
+
+    def _torch_threads(self, device) -> int | None:
+        """Torch threads for the student's work (None: the caller's count).
+
+        The caller's own ``torch.get_num_threads()`` is never changed: work on another
+        count runs in a thread of its own (:func:`llkd._threads.run_with_threads`).
+        """
+        if self.n_threads is not None:
+            return int(self.n_threads)
+        if self._kind_ == "mlp" and device.type == "cpu":
+            return 1  # a small head on mini-batches: thread hand-offs cost more than they save
+        return None
 
     def _fit_student(self, X, targets, train_rows, kind, C, device, seed):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             data, model = self._build_student(X, kind, C, device)
-            config = TrainConfig(
+            config = TrainConfig.from_params(
+                self.get_params(deep=False),
                 n_classes=C,
-                selection=self.selection,
-                weighting=self.weighting,
-                momentum=self.momentum,
-                fixed_threshold=self.fixed_threshold,
-                random_rate=self.random_rate,
-                warmup_epochs=float(self.warmup_epochs),
-                uncertainty_pass=self.uncertainty_pass,
-                soft_targets=self.soft_targets,
-                temperature=float(self.temperature),
                 max_epochs=self._max_epochs(kind),
-                batch_size=self.batch_size,
                 learning_rate=self._learning_rate(kind),
-                weight_decay=self.weight_decay,
                 lr_schedule="linear" if kind == "finetune" else "constant",
-                early_stopping=self.early_stopping,
-                validation_fraction=self.validation_fraction,
-                n_iter_no_change=self.n_iter_no_change,
-                selection_backend=self.selection_backend,
+                warmup_epochs=float(self.warmup_epochs),
+                temperature=float(self.temperature),
                 verbose=int(self.verbose),
             )
-            result = train_student(
-                model, data, train_rows, targets, config, device=device, rng=np.random.RandomState(seed)
+            trainer = Trainer(
+                model, data, Targets(targets.labels, targets.confidence, targets.proba), config,
+                device=device, rng=np.random.RandomState(seed),
             )
+            result = run_with_threads(self._torch_threads(device), trainer.fit_loop, train_rows)
         self.student_ = result.model.eval()
         self.selector_ = result.selector
         self.history_ = result.history
@@ -510,18 +517,21 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
             return list(X)
         return validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
 
-    @torch.inference_mode()
     def _logits(self, X) -> torch.Tensor:
         X = self._check_predict_X(X)
-        model = self.student_
-        device = next(model.parameters()).device
-        model.eval()
         if self._kind_ == "finetune":
             data = students.TextData(X, self._tokenizer_, int(self.max_length))
         elif self._is_text:
             data = students.FeatureData(self._encode(X))
         else:
             data = students.FeatureData(X)
+        device = next(self.student_.parameters()).device
+        return run_with_threads(self._torch_threads(device), self._forward, data, device)
+
+    @torch.inference_mode()
+    def _forward(self, data, device) -> torch.Tensor:
+        model = self.student_
+        model.eval()
         n = len(data)
         out = []
         if self._kind_ == "mlp":
