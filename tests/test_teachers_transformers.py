@@ -5,6 +5,8 @@ import pickle
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -163,9 +165,22 @@ def test_parallel_workers_same_answers(tok, llama):
         T = TransformersTeacher(llama, ["negative", "neutral", "positive"], tokenizer=tok, verbalizers=MULTI,
                                 batch_size=2, **KW)
         assert T._n_workers(10) == 2 and T._n_workers(1) == 1
-        par = T.score(TEXTS * 3)
+        callers = []
+        real = torch.set_num_threads
+
+        def recording(n):
+            callers.append(threading.current_thread())
+            real(n)
+
+        torch.set_num_threads = recording
+        try:
+            par = T.score(TEXTS * 3)
+        finally:
+            torch.set_num_threads = real
         np.testing.assert_allclose(T.score(TEXTS[:3]), par[:3], atol=1e-10)  # 3 texts: batches of 2 and 1
-        assert torch.get_num_threads() == 2  # restored
+        assert torch.get_num_threads() == 2
+        # Only the workers set their own count; the caller's thread never changes it.
+        assert callers and threading.main_thread() not in callers
     finally:
         torch.set_num_threads(1)
     T1 = TransformersTeacher(llama, ["negative", "neutral", "positive"], tokenizer=tok, verbalizers=MULTI,

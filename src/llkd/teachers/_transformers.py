@@ -205,8 +205,8 @@ class TransformersTeacher:
     num_threads : int, optional
         Calls ``torch.set_num_threads`` (process-wide) when given.
     workers : "auto" or int
-        Batches scored at the same time, each by one torch thread (torch's thread count
-        is set to 1 during ``label`` and restored after); a ``label`` call with fewer
+        Batches scored at the same time, each by one torch thread (set in each worker
+        thread; the caller's thread count is not changed); a ``label`` call with fewer
         than ``workers * batch_size`` texts is split evenly over the workers.
         ``"auto"``: as many as torch has threads (on CPU). On 2 cores shared with other
         jobs this was 2-3x faster than one batch at a time on 2 torch threads, whose
@@ -704,14 +704,14 @@ class TransformersTeacher:
                 # other jobs share the machine.
                 from concurrent.futures import ThreadPoolExecutor
 
-                prev = torch.get_num_threads()
-                torch.set_num_threads(1)
-                try:
-                    with ThreadPoolExecutor(max_workers=n_workers) as pool:
-                        for f in [pool.submit(run, idx) for idx in batches]:
-                            f.result()
-                finally:
-                    torch.set_num_threads(prev)
+                from .._threads import per_thread_counts
+
+                # The count is set in each worker thread only: the caller's is untouched
+                # (with a backend whose count is process-wide, workers keep torch's).
+                init = (lambda: torch.set_num_threads(1)) if per_thread_counts() else None
+                with ThreadPoolExecutor(max_workers=n_workers, initializer=init) as pool:
+                    for f in [pool.submit(run, idx) for idx in batches]:
+                        f.result()
         finally:
             if bar is not None:
                 bar.close()

@@ -1,0 +1,148 @@
+"""The student trainer: callbacks, hooks between epochs, the schedule, and thread counts."""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from llkd import LLKDClassifier
+from llkd._callbacks import Callback
+from llkd._trainer import Targets, TrainConfig, Trainer, linear_warmup_decay
+from llkd.students import FeatureData, MLPHead
+
+
+def _task(n=200, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 6)).astype(np.float32)
+    y = (X[:, 0] + 0.5 * X[:, 1] > 0).astype(np.int64)
+    return X, y
+
+
+def _trainer(X, labels, callbacks=(), **cfg):
+    torch.manual_seed(0)
+    config = TrainConfig(n_classes=2, max_epochs=cfg.pop("max_epochs", 4), learning_rate=1e-2,
+                         lr_schedule=cfg.pop("lr_schedule", "constant"), selection=cfg.pop("selection", "all"),
+                         **cfg)
+    model = MLPHead(X.shape[1], 2, 16, 0.0)
+    targets = Targets(labels, np.ones(len(labels)), None)
+    return Trainer(model, FeatureData(X), targets, config, device=torch.device("cpu"),
+                   rng=np.random.RandomState(0), callbacks=callbacks)
+
+
+class Recorder(Callback):
+    def __init__(self):
+        self.events = []
+
+    def on_train_begin(self, trainer, **kw):
+        self.events.append("train_begin")
+
+    def on_epoch_begin(self, trainer, *, epoch, **kw):
+        self.events.append(f"epoch_begin:{epoch}")
+
+    def on_batch_end(self, trainer, *, batch, **kw):
+        self.events.append("batch")
+
+    def on_epoch_end(self, trainer, *, record, **kw):
+        # The built-in History runs first: the record is complete when a hook sees it.
+        assert "loss" in record and "selected_fraction" in record
+        self.events.append(f"epoch_end:{record['epoch']}")
+
+    def on_train_end(self, trainer, **kw):
+        self.events.append("train_end")
+
+
+def test_callbacks_are_notified_at_every_stage_in_order():
+    X, y = _task(64)
+    rec = Recorder()
+    result = _trainer(X, y, [rec], max_epochs=2, batch_size=32).fit_loop(np.arange(64))
+    assert rec.events == ["train_begin", "epoch_begin:0", "batch", "batch", "epoch_end:1",
+                          "epoch_begin:1", "batch", "batch", "epoch_end:2", "train_end"]
+    assert [r["epoch"] for r in result.history] == [1, 2]
+    assert all(r["n_backprop"] == r["n_backprop_all"] == 64 for r in result.history)
+
+
+def test_a_hook_between_epochs_can_relabel_add_rows_and_stop():
+    """Re-labelling and a round of new rows are callbacks, not edits of the loop."""
+    X, y = _task(120)
+
+    class Relabel(Callback):
+        def on_epoch_end(self, trainer, *, record, **kw):
+            if record["epoch"] == 1:
+                trainer.add_rows(np.arange(60, 120))  # newly labelled rows join the pool
+                trainer.set_targets(Targets(1 - y, np.ones(len(y)), None))  # flipped targets
+            if record["epoch"] == 6:
+                trainer.stop_training = True
+
+    trainer = _trainer(X, y, [Relabel()], max_epochs=20, batch_size=8)
+    result = trainer.fit_loop(np.arange(60))
+    assert [r["n_backprop_all"] for r in result.history] == [60] + [120] * 5  # stopped after epoch 6
+    assert result.history[1]["loss"] > result.history[0]["loss"]  # the new targets disagree at first
+    pred = result.model(torch.from_numpy(X)).argmax(1).numpy()
+    assert (pred == 1 - y).mean() > 0.8  # and then it learned them
+
+
+def test_early_stopping_restores_the_best_epoch_and_stops_on_a_plateau():
+    X, y = _task(200)
+    noisy = y.copy()
+    trainer = _trainer(X, noisy, max_epochs=30, early_stopping=True, validation_fraction=0.2, n_iter_no_change=2)
+    result = trainer.fit_loop(np.arange(200))
+    scores = [r["val_score"] for r in result.history]
+    assert len(scores) < 30 and all(s is not None for s in scores)
+    best = int(np.argmax(scores))
+    assert len(scores) - 1 - best == 2  # stopped two epochs after the best one
+    es = [cb for cb in trainer.callbacks if type(cb).__name__ == "EarlyStopping"][0]
+    assert trainer.accuracy(es.val_rows) == pytest.approx(max(scores))  # best weights restored
+
+
+def test_linear_schedule_warms_up_then_decays_to_zero():
+    f = linear_warmup_decay(3, 10)
+    assert [round(f(s), 6) for s in range(11)] == [
+        round(v, 6) for v in [1 / 3, 2 / 3, 1, 1, 6 / 7, 5 / 7, 4 / 7, 3 / 7, 2 / 7, 1 / 7, 0]
+    ]
+    X, y = _task(64)
+    trainer = _trainer(X, y, max_epochs=2, batch_size=16, lr_schedule="linear")
+    seen = []
+
+    class LR(Callback):
+        def on_batch_end(self, trainer, *, batch, **kw):
+            seen.append(trainer.optimizer.param_groups[0]["lr"])
+
+    trainer.extra_callbacks.append(LR())
+    trainer.fit_loop(np.arange(64))
+    # 8 steps, 1 warm-up step: after step s the next step's rate is lr * f(s + 1).
+    g = linear_warmup_decay(1, 8)
+    np.testing.assert_allclose(seen, [1e-2 * g(s + 1) for s in range(8)])
+
+
+def test_train_config_takes_the_estimators_parameters_by_name():
+    est = LLKDClassifier(selection="teacher", momentum=0.5, batch_size=7, early_stopping=True)
+    cfg = TrainConfig.from_params(est.get_params(deep=False), n_classes=3, max_epochs=2, learning_rate=1.0,
+                                  lr_schedule="constant")
+    assert (cfg.selection, cfg.momentum, cfg.batch_size, cfg.early_stopping, cfg.n_classes) == (
+        "teacher", 0.5, 7, True, 3)
+
+
+@pytest.mark.parametrize("n_threads", [None, 1, 2])
+def test_fit_and_predict_never_change_the_callers_thread_count(n_threads, monkeypatch):
+    X, y = _task(100)
+    callers = []
+    real = torch.set_num_threads
+
+    def recording(n):
+        callers.append(threading.current_thread())
+        real(n)
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(torch, "set_num_threads", recording)
+    clf = LLKDClassifier(max_epochs=2, random_state=0, n_threads=n_threads).fit(X, y)
+    clf.predict_proba(X)
+    assert torch.get_num_threads() == before
+    assert threading.current_thread() not in callers
+
+
+def test_n_threads_is_validated_in_fit():
+    X, y = _task(20)
+    est = LLKDClassifier(n_threads=0)  # __init__ only stores it
+    with pytest.raises(ValueError, match="n_threads"):
+        est.fit(X, y)
