@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ._callbacks import EarlyStopping, History, ProgressBar
+from ._targets import Targets
 from .selection import AdaptiveSelector
 from .students import length_bucketed_batches
 
@@ -61,15 +62,6 @@ class TrainConfig:
         values = {k: v for k, v in params.items() if k in names}
         values.update(explicit)
         return cls(**values)
-
-
-@dataclass
-class Targets:
-    """Per-row training targets: labels (-1: no label), confidence, proba or None."""
-
-    labels: np.ndarray
-    confidence: np.ndarray
-    proba: np.ndarray | None = None
 
 
 @dataclass

@@ -13,9 +13,10 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import _labels, students
+from . import students
+from ._targets import Targets, make_targets
 from ._threads import run_with_threads
-from ._trainer import Targets, TrainConfig, Trainer
+from ._trainer import TrainConfig, Trainer
 from .selection import MODES, WEIGHTINGS
 
 _STUDENTS = ("auto", "mlp", "finetune")
@@ -405,7 +406,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
                 verbose=int(self.verbose),
             )
             trainer = Trainer(
-                model, data, Targets(targets.labels, targets.confidence, targets.proba), config,
+                model, data, targets, config,
                 device=device, rng=np.random.RandomState(seed),
             )
             result = run_with_threads(self._torch_threads(device), trainer.fit_loop, train_rows)
@@ -456,10 +457,13 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
             return float(self.learning_rate)
         return 5e-5 if kind == "finetune" else 1e-3
 
-    def _targets(self, X, y) -> _labels.Targets:
-        from . import _teacher_labels
-
-        return _teacher_labels.make_targets(self, X, y)
+    def _targets(self, X, y) -> Targets:
+        classes, targets = make_targets(
+            X, y, teacher=self.teacher, labels=self.labels, calibration=self.calibration,
+            batch_size=int(self.teacher_batch_size), cache=self.teacher_cache, progress=bool(self.verbose),
+        )
+        self.classes_ = classes
+        return targets
 
     def _build_student(self, X, kind: str, n_classes: int, device):
         self._kind_ = kind

@@ -9,7 +9,8 @@ A teacher has ``classes`` (the class names, in order) and ``label(texts)`` retur
 - :class:`OpenAITeacher`: any OpenAI-compatible server (chat or completions);
 - :class:`CallableTeacher`, :class:`PrecomputedTeacher`;
 - :func:`label_in_batches` with a durable :class:`TeacherCache`;
-- calibration: :func:`calibrate`, :func:`calibrate_pool`, :class:`CalibratedTeacher`.
+- calibration: :func:`calibrate`, :func:`calibrate_pool` (:class:`CalibratedTeacher` is
+  deprecated: the estimator calibrates over the pool with ``calibration=``).
 
 Example::
 
@@ -25,12 +26,13 @@ Example::
 
 from __future__ import annotations
 
-from ._base import Teacher, TeacherError, TeacherOutput, as_teacher, check_teacher_output, identity_key
+from ._base import Teacher, TeacherError, TeacherOutput, check_teacher_output, identity_key
+from ._batching import label_in_batches
 from ._cache import TeacherCache, default_cache_path, llkd_home
+from ._calibrated import CalibratedTeacher
 from ._calibration import (
     DEFAULT_PRIOR_METHOD,
     PRIOR_METHODS,
-    CalibratedTeacher,
     PriorCorrection,
     TeacherCalibrator,
     TemperatureScaling,
@@ -39,8 +41,7 @@ from ._calibration import (
     calibration_report,
     expected_calibration_error,
 )
-from ._callable import CallableTeacher
-from ._labeling import label_in_batches
+from ._callable import CallableTeacher, as_teacher
 from ._precomputed import PrecomputedTeacher
 
 __all__ = [

@@ -10,7 +10,7 @@ prompt and every option that changes its answers); the durable cache keys answer
 Answers are paid for, so keys must outlive releases: an option added to a teacher later
 belongs in ``identity`` only when it differs from the old behaviour, and
 :func:`identity_key` itself never changes (a test pins it).
-A plain callable is turned into a teacher by :func:`as_teacher` given the class names.
+A plain callable is turned into a teacher by :func:`~llkd.teachers.as_teacher` given the class names.
 """
 
 from __future__ import annotations
@@ -29,10 +29,12 @@ __all__ = [
     "TeacherOutput",
     "Teacher",
     "TeacherError",
-    "as_teacher",
     "check_teacher_output",
     "check_texts",
     "identity_key",
+    "input_key",
+    "split_calibration",
+    "teacher_error",
 ]
 
 #: How far a row of a probability array may be from summing to one.
@@ -342,39 +344,55 @@ def identity_key(identity, classes: Sequence[str]) -> str | None:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
-# --------------------------------------------------------------------------- as_teacher
+# --------------------------------------------------------------------------- inputs and errors
 
 
-def as_teacher(teacher, labels=None):
-    """A teacher object from ``teacher``.
+def input_key(x) -> str:
+    """The key of one input in answer memories and caches: a text itself, or a digest of a row.
 
-    - An object with ``classes`` and ``label`` is returned as is (``labels``, if given,
-      must equal its classes).
-    - A plain callable becomes a :class:`~llkd.teachers.CallableTeacher` with ``labels``
-      as its class names (required then).
-
-    Raises ``TypeError`` for anything else, and when a callable comes without labels.
+    A feature row's key is ``"row:" + sha1(row bytes + dtype name)``, so equal rows of the
+    same dtype share their answers (and their cache entries) whatever array they came from.
     """
-    if teacher is None:
-        raise TypeError("teacher is None: pass a teacher object or a callable")
-    if hasattr(teacher, "label") and callable(getattr(teacher, "label")) and hasattr(teacher, "classes"):
-        classes = list(teacher.classes)
-        if labels is not None and [str(c) for c in labels] != [str(c) for c in classes]:
-            # Compared as strings: labels=[0, 1] for classes ["0", "1"] is the same choice.
-            raise ValueError(
-                f"labels {list(labels)!r} do not match the teacher's classes {classes!r}"
-            )
-        return teacher
-    if callable(teacher):
-        if labels is None:
-            raise TypeError(
-                "a callable teacher needs the class names: pass labels=[...] "
-                "(the estimator's `labels` parameter)"
-            )
-        from ._callable import CallableTeacher
+    if isinstance(x, str):
+        return x
+    row = np.ascontiguousarray(x)
+    return "row:" + hashlib.sha1(row.tobytes() + str(row.dtype).encode()).hexdigest()
 
-        return CallableTeacher(teacher, labels)
-    raise TypeError(
-        f"teacher must have `classes` and `label(texts)`, or be a callable; "
-        f"got {type(teacher).__name__}"
-    )
+
+_WRAPPED: dict = {}
+
+
+def teacher_error(exc: BaseException, message: str, **info) -> TeacherError:
+    """The one place a TeacherError is built: also an instance of the teacher's exception type.
+
+    ``except ValueError`` still catches a teacher's ValueError, ``except TeacherError``
+    catches every teacher failure, and ``__cause__`` (set by ``raise ... from exc``) is
+    the original. Types whose C layout cannot be combined with RuntimeError (OSError and
+    subclasses) give a plain TeacherError. ``info``: ``batch_index``, ``start``, ``stop``,
+    ``n_done``.
+    """
+    cls = type(exc)
+    if cls not in _WRAPPED:
+        try:
+            _WRAPPED[cls] = type(f"TeacherError[{cls.__name__}]", (TeacherError, cls), {"__module__": __name__})
+        except TypeError:
+            _WRAPPED[cls] = TeacherError
+    try:
+        return _WRAPPED[cls](message, **info)
+    except Exception:
+        return TeacherError(message, **info)
+
+
+def split_calibration(teacher):
+    """``(base teacher, calibrate)`` of a teacher whose answers depend on their whole pool.
+
+    Such a teacher (the deprecated :class:`~llkd.teachers.CalibratedTeacher`) has
+    ``base_teacher`` and ``calibrate_output(raw_answers_for_the_pool)``: the base is
+    asked (and cached) batch by batch, and ``calibrate`` is applied once to the pool's
+    raw answers. Every other teacher answers per input: ``(teacher, None)``.
+    """
+    base = getattr(teacher, "base_teacher", None)
+    calibrate = getattr(teacher, "calibrate_output", None)
+    if base is not None and callable(calibrate):
+        return base, calibrate
+    return teacher, None

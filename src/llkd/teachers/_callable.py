@@ -1,12 +1,14 @@
-"""CallableTeacher: a plain function as a teacher."""
+"""CallableTeacher, and as_teacher: a plain function as a teacher."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 from ._base import TeacherOutput, check_classes, check_texts, output_from_answer
 
-__all__ = ["CallableTeacher"]
+__all__ = ["CallableTeacher", "as_teacher"]
 
 
 class CallableTeacher:
@@ -15,7 +17,8 @@ class CallableTeacher:
     Parameters
     ----------
     fn : callable
-        Called with a list of texts (one batch). It returns either an
+        Called with one batch: a list of texts, or a 2-D array of feature rows when the
+        estimator is fitted on features. It returns either an
         ``(n_texts, n_classes)`` probability array (label = argmax, confidence = max,
         ``proba`` kept), or a pair ``(labels, confidence)`` where ``labels`` are class
         indices or class names (then ``proba`` is None, and calibration leaves these
@@ -42,8 +45,10 @@ class CallableTeacher:
         self.batch_size = batch_size
 
     def label(self, texts: Sequence[str]) -> TeacherOutput:
-        texts = check_texts(texts, allow_empty=True)
-        if not texts:
+        """Answers for a batch of texts (a list of str) or of feature rows (a 2-D array)."""
+        if not (isinstance(texts, np.ndarray) and texts.ndim == 2):
+            texts = check_texts(texts, allow_empty=True)
+        if len(texts) == 0:
             return TeacherOutput([], [], None)
         name = getattr(self.fn, "__qualname__", type(self.fn).__name__)
         return output_from_answer(self.fn(texts), len(texts), self.classes, f"teacher {name!r}")
@@ -51,3 +56,36 @@ class CallableTeacher:
     def __repr__(self) -> str:
         name = getattr(self.fn, "__qualname__", type(self.fn).__name__)
         return f"CallableTeacher({name}, labels={self.classes!r})"
+
+
+def as_teacher(teacher, labels=None):
+    """A teacher object from ``teacher``.
+
+    - An object with ``classes`` and ``label`` is returned as is (``labels``, if given,
+      must equal its classes).
+    - A plain callable becomes a :class:`~llkd.teachers.CallableTeacher` with ``labels``
+      as its class names (required then).
+
+    Raises ``TypeError`` for anything else, and when a callable comes without labels.
+    """
+    if teacher is None:
+        raise TypeError("teacher is None: pass a teacher object or a callable")
+    if hasattr(teacher, "label") and callable(getattr(teacher, "label")) and hasattr(teacher, "classes"):
+        classes = list(teacher.classes)
+        if labels is not None and [str(c) for c in labels] != [str(c) for c in classes]:
+            # Compared as strings: labels=[0, 1] for classes ["0", "1"] is the same choice.
+            raise ValueError(
+                f"labels {list(labels)!r} do not match the teacher's classes {classes!r}"
+            )
+        return teacher
+    if callable(teacher):
+        if labels is None:
+            raise TypeError(
+                "a callable teacher needs the class names: pass labels=[...] "
+                "(the estimator's `labels` parameter)"
+            )
+        return CallableTeacher(teacher, labels)
+    raise TypeError(
+        f"teacher must have `classes` and `label(texts)`, or be a callable; "
+        f"got {type(teacher).__name__}"
+    )

@@ -127,7 +127,7 @@ def _convert(gguf_path: Path, folder: Path, sha: str) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ._transformers import _FastGGUF
+    from ._gguf import FastGGUF
 
     try:
         import accelerate  # noqa: F401  (transformers reads GGUF files through it)
@@ -136,7 +136,7 @@ def _convert(gguf_path: Path, folder: Path, sha: str) -> None:
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     t0 = time.time()
-    with _FastGGUF.patched():
+    with FastGGUF.patched():
         tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,
                                             local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(

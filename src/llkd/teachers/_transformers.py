@@ -49,57 +49,13 @@ from pathlib import Path
 import numpy as np
 
 from ._base import TeacherOutput, check_classes, check_texts
+from ._gguf import FastGGUF
 from ._prompts import SENTIMENT_PROMPT, TOPIC_PROMPT, default_prompt
 
 __all__ = ["TransformersTeacher", "SENTIMENT_PROMPT", "TOPIC_PROMPT", "default_prompt"]
 
 
 # --------------------------------------------------------------------------- GGUF loading
-
-
-class _FastGGUF:
-    """Speeds up ``gguf.GGUFReader`` for the duration of a GGUF load.
-
-    The reader parses every metadata array element through ``numpy.memmap`` slicing,
-    which is slow (Gemma's 262k-token vocabulary: ~40 s per parse, and transformers
-    parses the file three times). Reading through a plain ndarray view of the same
-    memory map gives the same fields ~3x faster. Only used while converting a GGUF file.
-    """
-
-    _lock = threading.Lock()
-
-    @classmethod
-    @contextlib.contextmanager
-    def patched(cls):
-        try:
-            import gguf
-            from gguf.gguf_reader import GGUFReader
-        except ImportError:
-            yield
-            return
-        params = list(inspect.signature(GGUFReader._get).parameters)
-        if params[:4] != ["self", "offset", "dtype", "count"]:  # unknown gguf version: leave it
-            yield
-            return
-
-        class FastReader(GGUFReader):
-            def _get(self, offset, dtype, count=1, override_order=None):
-                plain = self.__dict__.get("_llkd_plain")
-                if plain is None:
-                    plain = self.__dict__["_llkd_plain"] = self.data.view(np.ndarray)
-                count = int(count)
-                itemsize = int(np.empty([], dtype=dtype).itemsize)
-                arr = plain[offset : offset + itemsize * count].view(dtype=dtype)[:count]
-                order = self.byte_order if override_order is None else override_order
-                return arr.view(arr.dtype.newbyteorder(order))
-
-        with cls._lock:
-            orig = gguf.GGUFReader
-            gguf.GGUFReader = FastReader
-            try:
-                yield
-            finally:
-                gguf.GGUFReader = orig
 
 
 def _load_model_and_tokenizer(model, tokenizer, gguf_file, dtype, model_kwargs):
@@ -114,7 +70,7 @@ def _load_model_and_tokenizer(model, tokenizer, gguf_file, dtype, model_kwargs):
         kw = {"gguf_file": gguf_file} if gguf_file else {}
         if Path(src).is_dir():  # a local folder: never ask the hub
             kw["local_files_only"] = True
-        ctx = _FastGGUF.patched() if gguf_file else contextlib.nullcontext()
+        ctx = FastGGUF.patched() if gguf_file else contextlib.nullcontext()
         with ctx:
             if tokenizer is None:
                 tokenizer = AutoTokenizer.from_pretrained(src, **kw)

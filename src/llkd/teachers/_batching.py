@@ -1,0 +1,207 @@
+"""label_in_batches: ask a teacher about a pool of inputs, batch by batch, paying once per input.
+
+One function serves texts and feature rows. Each distinct input is asked once; answers
+are looked up first in ``memory`` (a dict the caller keeps, e.g. per teacher object),
+then in the durable :class:`~llkd.teachers.TeacherCache`; whatever the teacher answers
+is written to both as each batch completes, before the next batch is asked.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+
+from ._base import check_teacher_output, check_texts, identity_key, input_key, split_calibration, teacher_error
+from ._cache import TeacherCache
+from ._callable import as_teacher
+
+__all__ = ["label_in_batches"]
+
+
+def open_cache(cache) -> TeacherCache | None:
+    """``cache`` as a TeacherCache (None, False: no cache; True: the default file)."""
+    if cache is None or cache is False:
+        return None
+    if isinstance(cache, TeacherCache):
+        return cache
+    if cache is True:
+        return TeacherCache()
+    if isinstance(cache, (str, os.PathLike)):
+        return TeacherCache(cache)
+    raise TypeError(f"cache must be None, True, a path or a TeacherCache, got {type(cache).__name__}")
+
+
+def _check_inputs(inputs):
+    """A list of texts or a 2-D float array of rows; ``kind`` says which."""
+    if isinstance(inputs, np.ndarray) and inputs.ndim == 2 and inputs.dtype.kind in "biuf":
+        if inputs.shape[0] == 0:
+            raise ValueError("inputs is empty: there is nothing to label")
+        return inputs, "rows"
+    return check_texts(inputs), "texts"
+
+
+def label_in_batches(
+    teacher,
+    texts,
+    batch_size: int | None = None,
+    cache=None,
+    progress: bool = False,
+    *,
+    labels=None,
+    sort_by_length: bool = True,
+    on_batch=None,
+    memory: dict | None = None,
+):
+    """Label ``texts`` (or feature rows) with ``teacher``, batch by batch, paying only for what is new.
+
+    Parameters
+    ----------
+    teacher : teacher object or callable
+        Passed through :func:`as_teacher` (with ``labels`` for a callable).
+    texts : sequence of str, or ndarray of shape (n_rows, n_features)
+        Non-empty. Feature rows are sent to ``teacher.label`` as 2-D arrays and keyed
+        by a digest of their bytes (:func:`~llkd.teachers._base.input_key`).
+    batch_size : int, optional
+        Inputs per ``teacher.label`` call; default: the teacher's ``batch_size``
+        attribute, else 16.
+    cache : None, True, path or TeacherCache
+        Durable cache. Answers are read from it first; each batch the teacher answers is
+        written in its own transaction before the next batch is asked, so answers already
+        paid for survive a crash or an exception. A teacher whose ``identity`` is None is
+        not cached (a warning says so).
+    progress : bool
+        Show a progress bar (tqdm) over the inputs sent to the teacher.
+    sort_by_length : bool
+        Send texts in order of length (shortest first) so that batches hold texts of
+        similar length (less padding for local models). Answers come back in the
+        original order either way.
+    on_batch : callable, optional
+        Called as ``on_batch(keys, output)`` after each batch the teacher answered (and
+        after it was cached), with the batch's input keys (the texts themselves, or the
+        rows' digests). For a deprecated
+        :class:`~llkd.teachers.CalibratedTeacher` it is called once, with the whole pool.
+    memory : dict, optional
+        ``input key -> (label, confidence, proba or None)``: answers the caller already
+        has (checked first) and where each new answer is added as its batch completes.
+
+    Returns
+    -------
+    TeacherOutput
+        One answer per input, in the order given. ``proba`` is None unless every answer
+        (remembered, cached or new) has a distribution.
+
+    Raises
+    ------
+    TeacherError
+        The teacher raised; its exception is the ``__cause__`` (and the error is also an
+        instance of its type), and the message says which batch (index and range) failed
+        and how many answers were saved before it.
+    ValueError, TypeError
+        Empty or non-string inputs; a teacher answer with the wrong count, labels out of
+        range, confidence outside [0, 1] or NaN.
+    """
+    teacher = as_teacher(teacher, labels=labels)
+    base, calibrate = split_calibration(teacher)
+    if calibrate is not None:  # answers calibrated over the pool: ask the base teacher, then correct
+        raw = label_in_batches(base, texts, batch_size, cache, progress, sort_by_length=sort_by_length,
+                               memory=memory)
+        out = calibrate(raw)
+        if on_batch is not None:
+            on_batch([input_key(x) for x in _check_inputs(texts)[0]], out)
+        return out
+
+    inputs, kind = _check_inputs(texts)
+    if batch_size is None:
+        batch_size = getattr(teacher, "batch_size", None) or 16
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = int(batch_size)
+    classes = list(teacher.classes)
+    C = len(classes)
+    name = type(teacher).__name__
+    store = open_cache(cache)
+    tkey = None
+    if store is not None:
+        tkey = identity_key(getattr(teacher, "identity", None), classes)
+        if tkey is None:
+            warnings.warn(
+                f"{name} has no `identity`, so its answers are not cached; "
+                "give it an identity (e.g. CallableTeacher(fn, labels, identity='my-model-v1'))",
+                UserWarning,
+                stacklevel=2,
+            )
+            store = None
+
+    keys = [input_key(x) for x in inputs]
+    first: dict[str, int] = {}
+    for i, k in enumerate(keys):
+        first.setdefault(k, i)
+    done: dict[str, tuple] = {}
+    if memory:
+        done.update((k, memory[k]) for k in first if k in memory)
+    if store is not None:
+        uniq = [k for k in first if k not in done]
+        for j, ans in store.get(tkey, uniq, n_classes=C).items():
+            if 0 <= ans[0] < C and (ans[2] is None or ans[2].shape == (C,)):
+                done[uniq[j]] = ans
+                if memory is not None:
+                    memory[uniq[j]] = ans
+    todo = [k for k in first if k not in done]
+    if sort_by_length and kind == "texts":
+        todo.sort(key=len)
+
+    bar = None
+    if progress and todo:
+        try:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(todo), desc=f"labeling with {name}", unit="text" if kind == "texts" else "row")
+        except ImportError:  # pragma: no cover
+            bar = None
+    n_batches = (len(todo) + batch_size - 1) // batch_size
+    what = "texts" if kind == "texts" else "rows"
+    try:
+        for b in range(n_batches):
+            s, e = b * batch_size, min(len(todo), (b + 1) * batch_size)
+            batch_keys = todo[s:e]
+            batch = [inputs[first[k]] for k in batch_keys] if kind == "texts" else inputs[[first[k] for k in batch_keys]]
+            try:
+                out = teacher.label(batch)
+            except Exception as exc:
+                raise teacher_error(
+                    exc,
+                    f"{name} raised {type(exc).__name__} on batch {b} of {n_batches} "
+                    f"({what} {s}..{e - 1} of the {len(todo)} sent to the teacher; "
+                    f"{s} answers before it are kept{' in the cache' if store is not None else ''}): {exc}",
+                    batch_index=b, start=s, stop=e, n_done=s,
+                ) from exc
+            try:
+                out = check_teacher_output(out, len(batch_keys), C, f"{name} (batch {b}, {what} {s}..{e - 1})")
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(str(exc)) from None
+            if store is not None:
+                store.put(tkey, batch_keys, out)
+            for j, k in enumerate(batch_keys):
+                ans = (int(out.labels[j]), float(out.confidence[j]), None if out.proba is None else out.proba[j])
+                done[k] = ans
+                if memory is not None:
+                    memory[k] = ans
+            if on_batch is not None:
+                on_batch(batch_keys, out)
+            if bar is not None:
+                bar.update(len(batch_keys))
+    finally:
+        if bar is not None:
+            bar.close()
+
+    from ._base import TeacherOutput
+
+    answers = [done[k] for k in keys]
+    lab = np.array([a[0] for a in answers], dtype=np.int64)
+    conf = np.array([a[1] for a in answers], dtype=np.float64)
+    proba = None
+    if all(a[2] is not None for a in answers):
+        proba = np.stack([a[2] for a in answers]).astype(np.float64)
+    return TeacherOutput(lab, conf, proba)

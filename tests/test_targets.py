@@ -1,0 +1,127 @@
+"""Target-making: one teacher protocol for texts and feature rows, the cache, calibration."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from llkd import LLKDClassifier
+from llkd.teachers import CallableTeacher, TeacherCache, TeacherError, label_in_batches
+
+
+def _rows(n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 4))
+
+
+def _proba(rows):
+    p = 1 / (1 + np.exp(-3 * rows[:, 0]))
+    return np.stack([1 - p, p], axis=1)
+
+
+def test_feature_rows_are_cached_by_digest_and_a_new_process_pays_nothing(tmp_path):
+    X = _rows()
+    asked = []
+
+    def fn(batch):
+        assert isinstance(batch, np.ndarray) and batch.ndim == 2  # rows reach the teacher as rows
+        asked.append(len(batch))
+        return _proba(batch)
+
+    path = tmp_path / "answers.sqlite"
+    clf = LLKDClassifier(CallableTeacher(fn, ["a", "b"], identity="rows-v1"), teacher_cache=path, max_epochs=1,
+                         random_state=0).fit(X)
+    assert path.exists() and len(TeacherCache(path)) == len(X)
+    assert sum(asked) == clf.n_teacher_queries_ == len(X)
+    # Another teacher object with the same identity (as in a new process): all from the cache.
+    asked.clear()
+    clf2 = LLKDClassifier(CallableTeacher(fn, ["a", "b"], identity="rows-v1"), teacher_cache=path, max_epochs=1,
+                          random_state=0).fit(X[::-1])
+    assert asked == [] and clf2.n_teacher_queries_ == 0
+    np.testing.assert_array_equal(clf2.teacher_labels_, clf.teacher_labels_[::-1])
+
+
+def test_a_cache_for_rows_of_a_teacher_without_identity_warns():
+    X = _rows(20)
+    with pytest.warns(UserWarning, match="identity"):
+        LLKDClassifier(lambda b: _proba(b), labels=["a", "b"], teacher_cache="unused.sqlite", max_epochs=1).fit(X)
+
+
+@pytest.mark.parametrize("kind", ["rows", "texts"])
+def test_a_teachers_value_error_names_the_batch_on_rows_as_on_texts(kind):
+    X = _rows(40)
+    if kind == "texts":
+        X = [f"text {i}" for i in range(40)]
+    calls = []
+
+    def fn(batch):
+        calls.append(len(batch))
+        if len(calls) == 2:
+            raise ValueError("the model refused")
+        return np.full((len(batch), 2), 0.5)
+
+    with pytest.raises(TeacherError, match=r"batch 1 of 3.*the model refused") as info:
+        LLKDClassifier(fn, labels=["a", "b"], teacher_batch_size=16, max_epochs=1).fit(X)
+    assert isinstance(info.value, ValueError) and info.value.batch_index == 1 and info.value.n_done == 16
+
+
+def test_a_teacher_object_is_asked_through_label_for_rows():
+    class RowTeacher:
+        classes = ["a", "b"]
+
+        def __init__(self):
+            self.calls = 0
+
+        def label(self, batch):
+            from llkd.teachers import TeacherOutput
+
+            self.calls += 1
+            return TeacherOutput.from_proba(_proba(np.asarray(batch)))
+
+    t = RowTeacher()
+    X = _rows(40)
+    out = label_in_batches(t, X, batch_size=16)
+    assert t.calls == 3 and len(out) == 40
+    np.testing.assert_allclose(out.proba, _proba(X))
+
+
+def test_calibrated_teacher_is_deprecated_but_works():
+    from llkd.teachers import CalibratedTeacher
+
+    with pytest.warns(FutureWarning, match="calibration="):
+        t = CalibratedTeacher(lambda b: _proba(b) * 0 + [0.2, 0.8], labels=["a", "b"], method="none")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # using it does not warn again
+        out = label_in_batches(t, _rows(10))
+    assert out.labels.tolist() == [1] * 10
+
+
+def test_the_teachers_modules_import_each_other_without_cycles():
+    """Every relative import between llkd.teachers modules (module level or inside functions)
+    forms an acyclic graph."""
+    import ast
+    from pathlib import Path
+
+    import llkd.teachers
+
+    folder = Path(llkd.teachers.__file__).parent
+    graph = {}
+    for f in folder.glob("_*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+                deps.add(node.module.split(".")[0])
+        graph[f.stem] = deps & {g.stem for g in folder.glob("_*.py")}
+    state = {}
+
+    def visit(m, path):
+        if state.get(m) == "done":
+            return
+        assert state.get(m) != "active", f"import cycle: {' -> '.join(path + [m])}"
+        state[m] = "active"
+        for d in sorted(graph[m]):
+            visit(d, path + [m])
+        state[m] = "done"
+
+    for m in sorted(graph):
+        visit(m, [])
