@@ -100,71 +100,129 @@ def classes_from_y(y_lab, labels) -> np.ndarray:
     return classes
 
 
+class PoolLabeler:
+    """The training targets of one fit, filled in by asking the teacher for parts of the pool.
+
+    Gold rows are set at construction. :meth:`label` asks the teacher for the given
+    distinct inputs (batch by batch, remembered per teacher object and cached) and writes
+    the answers into :attr:`targets` for every row holding one of them. Calibration is
+    fitted on the first call's answers (the whole pool, or a random seed set under a
+    query budget) and applied to later calls.
+
+    Parameters
+    ----------
+    X : list of str or ndarray of shape (n, n_features)
+    y : array-like or None
+        Gold labels, -1 / None for unlabeled rows.
+    teacher, labels, calibration, batch_size, cache, progress
+        As the estimator's ``teacher``, ``labels``, ``calibration``,
+        ``teacher_batch_size``, ``teacher_cache`` and ``verbose``.
+
+    Attributes
+    ----------
+    classes : ndarray
+    targets : Targets
+        Rows without a gold label or an answer yet have label -1.
+    pool : dict
+        Distinct input key -> the rows (without gold label) that hold it, in first-seen order.
+    n_queries : int
+        Inputs the teacher answered so far (answers remembered or cached are not counted).
+    """
+
+    def __init__(self, X, y, *, teacher, labels=None, calibration="auto", batch_size=16, cache=None,
+                 progress=False):
+        from .teachers._base import split_calibration
+        from .teachers._callable import as_teacher
+
+        n = len(X)
+        if n == 0:
+            raise ValueError("X is empty: fit needs at least one sample")
+        gold_y, unl = (None, np.ones(n, dtype=bool)) if y is None else gold_labels(y, n)
+        self.X = X
+        self.n_queries = 0
+        self.pool: dict[str, list[int]] = {}
+        if teacher is None:
+            if gold_y is None:
+                raise ValueError("LLKDClassifier requires y to be passed, but the target y is None "
+                                 "(pass a teacher to train on unlabeled data)")
+            y_lab = gold_y[~unl]
+            self.classes = classes_from_y(y_lab, labels)
+            target_labels = np.full(n, -1, dtype=np.int64)
+            target_labels[~unl] = encode_gold(y_lab, self.classes)
+            self.targets = Targets(target_labels, (~unl).astype(np.float64), None, ~unl, 0)
+            self.teacher = None
+            return
+        self.memory = memory_for(teacher)
+        self.teacher = as_teacher(teacher, labels=labels)
+        self.classes = np.asarray(list(self.teacher.classes))
+        if len(self.classes) < 2:
+            raise ValueError(f"the teacher must have at least 2 classes, got {self.classes.tolist()!r}")
+        # A deprecated CalibratedTeacher: its base teacher's raw answers are the ones
+        # remembered and cached; its calibration replaces `calibration`.
+        self._base, self._pool_calibration = split_calibration(self.teacher)
+        self._correction = None
+        self.calibration = calibration
+        self.batch_size, self.cache, self.progress = int(batch_size), cache, bool(progress)
+        target_labels = np.full(n, -1, dtype=np.int64)
+        confidence = np.zeros(n)
+        is_gold = ~unl
+        if gold_y is not None and is_gold.any():
+            target_labels[is_gold] = encode_gold(gold_y[is_gold], self.classes)
+            confidence[is_gold] = 1.0
+        for i in np.flatnonzero(unl):
+            self.pool.setdefault(input_key(X[i]), []).append(int(i))
+        self.targets = Targets(target_labels, confidence, None, is_gold, 0)
+
+    def inputs(self, keys):
+        rows = [self.pool[k][0] for k in keys]
+        return [self.X[i] for i in rows] if isinstance(self.X, list) else self.X[np.asarray(rows, dtype=np.int64)]
+
+    def label(self, keys) -> np.ndarray:
+        """Ask for the distinct inputs ``keys`` (keys of :attr:`pool`); returns the rows now labelled."""
+        from .teachers import PriorCorrection
+        from .teachers._batching import label_in_batches
+
+        keys = list(keys)
+        if not keys:
+            return np.zeros(0, dtype=np.int64)
+        asked = []
+        answers = label_in_batches(self._base, self.inputs(keys), batch_size=self.batch_size, cache=self.cache,
+                                   progress=self.progress, memory=self.memory,
+                                   on_batch=lambda k, out: asked.append(len(k)))
+        self.n_queries += sum(asked)
+        self.targets.n_teacher_queries = self.n_queries
+        labels, conf, proba = answers.labels, answers.confidence, answers.proba
+        if self._pool_calibration is not None:
+            out = self._pool_calibration(answers)
+            labels, conf, proba = out.labels, out.confidence, out.proba
+        elif proba is not None:
+            if self._correction is None:
+                self._correction = PriorCorrection(self.calibration).fit(proba)
+            proba = self._correction.transform(proba)
+            labels, conf = proba.argmax(axis=1), proba.max(axis=1)
+        t = self.targets
+        if proba is None:
+            self._hard_only = True  # distributions only when every answer has one
+            t.proba = None
+        elif t.proba is None and not getattr(self, "_hard_only", False):
+            t.proba = np.zeros((len(t.labels), len(self.classes)))
+            t.proba[t.is_gold, t.labels[t.is_gold]] = 1.0
+        rows_done = []
+        for j, k in enumerate(keys):
+            rows = self.pool[k]
+            t.labels[rows] = labels[j]
+            t.confidence[rows] = min(1.0, max(0.0, float(conf[j])))
+            if t.proba is not None:
+                t.proba[rows] = proba[j]
+            rows_done.extend(rows)
+        return np.asarray(sorted(rows_done), dtype=np.int64)
+
+
 def make_targets(X, y, *, teacher, labels=None, calibration="auto", batch_size=16, cache=None,
                  progress=False) -> tuple[np.ndarray, Targets]:
-    """``(classes, targets)`` for every row of ``X`` (a list of texts or a 2-D array)."""
-    from .teachers import calibrate_pool
-    from .teachers._batching import label_in_batches
-    from .teachers._base import split_calibration
-    from .teachers._callable import as_teacher
-
-    n = len(X)
-    if n == 0:
-        raise ValueError("X is empty: fit needs at least one sample")
-    gold_y, unl = (None, np.ones(n, dtype=bool)) if y is None else gold_labels(y, n)
-
-    if teacher is None:
-        if gold_y is None:
-            raise ValueError("LLKDClassifier requires y to be passed, but the target y is None "
-                             "(pass a teacher to train on unlabeled data)")
-        y_lab = gold_y[~unl]
-        classes = classes_from_y(y_lab, labels)
-        target_labels = np.full(n, -1, dtype=np.int64)
-        target_labels[~unl] = encode_gold(y_lab, classes)
-        return classes, Targets(target_labels, (~unl).astype(np.float64), None, ~unl, 0)
-
-    memory = memory_for(teacher)
-    teacher = as_teacher(teacher, labels=labels)
-    classes = np.asarray(list(teacher.classes))
-    if len(classes) < 2:
-        raise ValueError(f"the teacher must have at least 2 classes, got {classes.tolist()!r}")
-    C = len(classes)
-    target_labels = np.full(n, -1, dtype=np.int64)
-    confidence = np.zeros(n)
-    is_gold = ~unl
-    if gold_y is not None and is_gold.any():
-        target_labels[is_gold] = encode_gold(gold_y[is_gold], classes)
-        confidence[is_gold] = 1.0
-
-    ask_rows = np.flatnonzero(unl)
-    keys = [input_key(X[i]) for i in ask_rows]
-    distinct: dict[str, int] = {}
-    for i, k in zip(ask_rows, keys):
-        distinct.setdefault(k, int(i))
-    proba = None
-    n_queries = 0
-    if distinct:
-        # A deprecated CalibratedTeacher: its base teacher's raw answers are the ones
-        # remembered and cached; its calibration replaces `calibration` below.
-        base, pool_calibration = split_calibration(teacher)
-        asked = []
-        rows = list(distinct.values())
-        pool_inputs = [X[i] for i in rows] if isinstance(X, list) else X[np.asarray(rows)]
-        answers = label_in_batches(base, pool_inputs, batch_size=int(batch_size), cache=cache, progress=progress,
-                                   memory=memory, on_batch=lambda k, out: asked.append(len(k)))
-        n_queries = sum(asked)
-        if pool_calibration is not None:
-            answers = pool_calibration(answers)
-        pool_labels, pool_conf, pool_proba = answers.labels, answers.confidence, answers.proba
-        if pool_calibration is None and pool_proba is not None:
-            pool_proba = calibrate_pool(pool_proba, method=calibration)
-            pool_labels, pool_conf = pool_proba.argmax(axis=1), pool_proba.max(axis=1)
-        position = {k: j for j, k in enumerate(distinct)}
-        where = np.array([position[k] for k in keys], dtype=np.int64)
-        target_labels[ask_rows] = pool_labels[where]
-        confidence[ask_rows] = pool_conf[where]
-        if pool_proba is not None:
-            proba = np.zeros((n, C))
-            proba[is_gold, target_labels[is_gold]] = 1.0
-            proba[ask_rows] = pool_proba[where]
-    return classes, Targets(target_labels, np.clip(confidence, 0.0, 1.0), proba, is_gold, n_queries)
+    """``(classes, targets)`` for every row of ``X``: the teacher labels the whole pool."""
+    labeler = PoolLabeler(X, y, teacher=teacher, labels=labels, calibration=calibration, batch_size=batch_size,
+                          cache=cache, progress=progress)
+    if labeler.teacher is not None:
+        labeler.label(list(labeler.pool))
+    return labeler.classes, labeler.targets

@@ -155,9 +155,15 @@ class Trainer:
     callbacks : list of Callback, optional
         Extra callbacks, notified after the built-in ones (history, early stopping,
         progress).
+    epoch_sizes : list of int, optional
+        Rows expected per epoch when a callback grows the pool (:meth:`add_rows`), so the
+        learning-rate schedule spans the steps that will really be taken; default: every
+        epoch the size of the initial rows.
     """
 
-    def __init__(self, model, data, targets: Targets, config: TrainConfig, *, device, rng, callbacks=()):
+    def __init__(self, model, data, targets: Targets, config: TrainConfig, *, device, rng, callbacks=(),
+                 epoch_sizes=None):
+        self.epoch_sizes = epoch_sizes
         self.model = model
         self.data = data
         self.config = config
@@ -224,7 +230,10 @@ class Trainer:
             weight_decay=cfg.weight_decay,
         )
         self.steps_per_epoch = max(1, math.ceil(len(self.rows) / cfg.batch_size))
-        self.total_steps = self.steps_per_epoch * cfg.max_epochs
+        if self.epoch_sizes is not None:
+            self.total_steps = sum(max(1, math.ceil(r / cfg.batch_size)) for r in self.epoch_sizes)
+        else:
+            self.total_steps = self.steps_per_epoch * cfg.max_epochs
         if cfg.lr_schedule == "linear":
             factor = linear_warmup_decay(max(1, int(0.1 * self.total_steps)), self.total_steps)
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)

@@ -14,10 +14,12 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import students
-from ._targets import Targets, make_targets
+from ._active import ActiveRounds, resolve_budget, round_sizes
+from ._targets import PoolLabeler
 from ._threads import run_with_threads
 from ._trainer import TrainConfig, Trainer
 from .selection import MODES, WEIGHTINGS
+from .selection._acquisition import ACQUISITIONS
 
 _STUDENTS = ("auto", "mlp", "finetune")
 
@@ -153,6 +155,19 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         remembered in memory per teacher object, batch by batch: when the teacher fails
         part-way (a ``TeacherError`` naming the batch), fitting again with the same
         teacher asks only for the rest.
+    teacher_budget : int, float or None, default=None
+        Ask the teacher about at most this many distinct inputs (an int, clamped to the
+        pool), or this fraction of them (a float in (0, 1]); gold labels in ``y`` never
+        cost a query. ``None`` labels every input. With a budget, ``fit`` runs in rounds
+        (see :mod:`llkd._active`): a random seed set, then after each epoch the inputs
+        the student is least sure of, until the budget is spent, then ``max_epochs``
+        more epochs. Rows the teacher was never asked about keep label -1 in
+        ``teacher_labels_``. What a budget costs in accuracy: ``benchmarks/RESULTS.md``.
+    acquisition : {"uncertainty", "margin", "random", "diverse"}, default="uncertainty"
+        How a round chooses what to ask under ``teacher_budget``: the student's
+        normalised entropy, one minus the gap between its two most probable classes,
+        uniform draws, or the entropy taken one per k-means cluster of the candidates'
+        features (MLP student; the fine-tuned student falls back to the entropy).
     device : {"auto", "cpu", "cuda", "cuda:N"}, default="auto"
     selection_backend : {"auto", "native", "cuda", "numpy"}, default="auto"
     n_threads : int or None, default=None
@@ -190,6 +205,11 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         Epochs run.
     n_teacher_queries_ : int
         Distinct inputs sent to the teacher during this fit (0 when all were cached).
+        Under ``teacher_budget`` the epoch records of ``history_`` at which a round ran
+        carry an ``"acquisition"`` dict: ``round``, ``teacher_queries`` (so far),
+        ``acquired``, ``pool_scored``, ``scoring_seconds``, the mean acquisition score of
+        the batch and of the pool, and ``agreement_before`` (the student's agreement with
+        the teacher on the new batch before training on it).
 
     Examples
     --------
@@ -229,6 +249,9 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
         "teacher_batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "teacher_cache": [None, str, os.PathLike],
+        "teacher_budget": [None, Interval(numbers.Integral, None, None, closed="neither"),
+                           Interval(numbers.Real, None, None, closed="neither")],
+        "acquisition": [StrOptions(set(ACQUISITIONS))],
         "device": [str],
         "selection_backend": [StrOptions({"auto", "native", "cuda", "numpy"})],
         "n_threads": [Interval(numbers.Integral, 1, None, closed="left"), None],
@@ -265,6 +288,8 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         n_iter_no_change=5,
         teacher_batch_size=16,
         teacher_cache=None,
+        teacher_budget=None,
+        acquisition="uncertainty",
         device="auto",
         selection_backend="auto",
         n_threads=None,
@@ -297,6 +322,8 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         self.n_iter_no_change = n_iter_no_change
         self.teacher_batch_size = teacher_batch_size
         self.teacher_cache = teacher_cache
+        self.teacher_budget = teacher_budget
+        self.acquisition = acquisition
         self.device = device
         self.selection_backend = selection_backend
         self.n_threads = n_threads
@@ -361,20 +388,35 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
                 X = validate_data(self, X, dtype=[np.float64, np.float32])
         self._is_text = is_text
 
-        targets = self._targets(X, y)
+        labeler = PoolLabeler(
+            X, y, teacher=self.teacher, labels=self.labels, calibration=self.calibration,
+            batch_size=int(self.teacher_batch_size), cache=self.teacher_cache, progress=bool(self.verbose),
+        )
+        self.classes_ = labeler.classes
+        C = len(self.classes_)
+        sizes = None
+        if self.teacher_budget is not None:
+            if labeler.teacher is None:
+                raise ValueError("teacher_budget limits the queries to a teacher, but teacher is None")
+            sizes = round_sizes(resolve_budget(self.teacher_budget, len(labeler.pool), C)) if labeler.pool else []
+            seed_keys = list(labeler.pool)
+            pick = np.sort(np.random.RandomState(seed).permutation(len(seed_keys))[: sizes[0]]) if sizes else []
+            labeler.label([seed_keys[i] for i in pick])
+            sizes = sizes[1:]
+        elif labeler.teacher is not None:
+            labeler.label(list(labeler.pool))
+        targets = labeler.targets
         train_rows = np.flatnonzero(targets.labels >= 0)
         if train_rows.size == 0:
             raise ValueError("no training rows: every row of y is unlabeled and there is no teacher")
-        C = len(self.classes_)
 
+        kind = self._student_kind()
+        self._fit_student(X, labeler, train_rows, kind, C, device, seed, sizes)
         self.teacher_labels_ = targets.labels
         self.teacher_confidence_ = targets.confidence
         self.teacher_proba_ = targets.proba
         self.is_gold_ = targets.is_gold
-        self.n_teacher_queries_ = targets.n_teacher_queries
-
-        kind = self._student_kind()
-        self._fit_student(X, targets, train_rows, kind, C, device, seed)
+        self.n_teacher_queries_ = labeler.n_queries
         self.fit_seconds_ = time.perf_counter() - started
         self._device_ = device
         return self
@@ -391,24 +433,35 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
             return 1  # a small head on mini-batches: thread hand-offs cost more than they save
         return None
 
-    def _fit_student(self, X, targets, train_rows, kind, C, device, seed):
+    def _fit_student(self, X, labeler, train_rows, kind, C, device, seed, rounds=None):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             data, model = self._build_student(X, kind, C, device)
+            epochs = self._max_epochs(kind)
+            callbacks, epoch_sizes = [], None
+            if rounds is not None:  # a teacher budget: one epoch per round, then `epochs` more
+                features = data.features.numpy() if isinstance(data, students.FeatureData) else None
+                active = ActiveRounds(labeler, rounds, self.acquisition, np.random.default_rng(seed), features)
+                callbacks.append(active)
+                per_key = len(train_rows) / max(1, labeler.n_queries + int(labeler.targets.is_gold.sum()))
+                sizes, n = [], len(train_rows)
+                for r in rounds:
+                    sizes.append(n)
+                    n += int(round(r * max(1.0, per_key)))
+                epoch_sizes = sizes + [n] * epochs
+                epochs += len(rounds)
             config = TrainConfig.from_params(
                 self.get_params(deep=False),
                 n_classes=C,
-                max_epochs=self._max_epochs(kind),
+                max_epochs=epochs,
                 learning_rate=self._learning_rate(kind),
                 lr_schedule="linear" if kind == "finetune" else "constant",
                 warmup_epochs=float(self.warmup_epochs),
                 temperature=float(self.temperature),
                 verbose=int(self.verbose),
             )
-            trainer = Trainer(
-                model, data, targets, config,
-                device=device, rng=np.random.RandomState(seed),
-            )
+            trainer = Trainer(model, data, labeler.targets, config, device=device, rng=np.random.RandomState(seed),
+                              callbacks=callbacks, epoch_sizes=epoch_sizes)
             result = run_with_threads(self._torch_threads(device), trainer.fit_loop, train_rows)
         self.student_ = result.model.eval()
         self.selector_ = result.selector
@@ -456,14 +509,6 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         if self.learning_rate is not None:
             return float(self.learning_rate)
         return 5e-5 if kind == "finetune" else 1e-3
-
-    def _targets(self, X, y) -> Targets:
-        classes, targets = make_targets(
-            X, y, teacher=self.teacher, labels=self.labels, calibration=self.calibration,
-            batch_size=int(self.teacher_batch_size), cache=self.teacher_cache, progress=bool(self.verbose),
-        )
-        self.classes_ = classes
-        return targets
 
     def _build_student(self, X, kind: str, n_classes: int, device):
         self._kind_ = kind

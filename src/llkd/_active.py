@@ -1,0 +1,123 @@
+"""Active distillation: ask the teacher only where the student needs it (``teacher_budget``).
+
+With a budget of ``B`` distinct inputs, ``fit`` proceeds in ``n_rounds`` rounds of about
+``B / n_rounds`` queries each:
+
+1. the teacher labels a random seed set (the calibration is fitted on it);
+2. the student trains one epoch on what is labelled (gold rows included, which never
+   cost a query);
+3. the student scores the unlabeled remainder (:func:`~llkd.selection.acquisition_scores`);
+4. the teacher labels the next batch, chosen by the acquisition rule;
+5. training continues, warm-started, until the budget is spent; then the student trains
+   ``max_epochs`` more epochs on everything labelled.
+
+Rounds 3-4 are a trainer callback (:class:`ActiveRounds`) run at the end of each epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import time
+
+import numpy as np
+import torch
+
+from ._callbacks import Callback
+from .selection._acquisition import acquisition_scores, choose_batch
+
+N_ROUNDS = 5
+
+
+def resolve_budget(budget, n_pool: int, n_classes: int) -> int:
+    """Queries allowed: an int (clamped to the pool), or a fraction in (0, 1] of the pool.
+
+    Raises ValueError for 0, a negative budget, a fraction above 1, or a budget smaller
+    than the number of classes (the seed set could not hold one input per class).
+    """
+    if isinstance(budget, bool) or not isinstance(budget, numbers.Real):
+        raise TypeError(f"teacher_budget must be None, an int or a float, got {type(budget).__name__}")
+    if isinstance(budget, numbers.Integral):
+        if budget <= 0:
+            raise ValueError(f"teacher_budget must be a positive number of queries, got {budget}")
+        b = min(int(budget), n_pool)
+    else:
+        if not 0 < budget <= 1:
+            raise ValueError(f"a float teacher_budget is a fraction of the distinct inputs, in (0, 1]; got {budget}")
+        b = int(math.ceil(budget * n_pool))
+    if b < n_classes and b < n_pool:
+        raise ValueError(
+            f"teacher_budget allows {b} queries, fewer than the {n_classes} classes: "
+            "the student could not see every class"
+        )
+    return b
+
+
+def round_sizes(budget: int, n_rounds: int = N_ROUNDS) -> list[int]:
+    """Queries per round (the first is the seed set), summing to ``budget``."""
+    n_rounds = max(1, min(n_rounds, budget))
+    base, extra = divmod(budget, n_rounds)
+    return [base + (1 if r < extra else 0) for r in range(n_rounds)]
+
+
+class ActiveRounds(Callback):
+    """At the end of an epoch, while queries remain: score the pool, ask the teacher, add the rows."""
+
+    def __init__(self, labeler, sizes, rule: str, rng, features=None):
+        self.labeler = labeler
+        self.sizes = list(sizes)
+        self.rule = rule
+        self.rng = rng
+        self.features = features
+        self.rounds: list[dict] = []
+
+    def remaining_keys(self):
+        return [k for k in self.labeler.pool if self.labeler.targets.labels[self.labeler.pool[k][0]] < 0]
+
+    @torch.no_grad()
+    def _logits(self, trainer, rows):
+        model = trainer.model
+        model.eval()
+        lengths = getattr(trainer.data, "lengths", None)
+        order = np.argsort(lengths[rows], kind="stable") if lengths is not None else np.arange(len(rows))
+        out = np.empty((len(rows), trainer.config.n_classes))
+        bs = max(256, trainer.config.batch_size)
+        for s in range(0, len(rows), bs):
+            pos = order[s : s + bs]
+            out[pos] = model(trainer.data.batch(rows[pos], trainer.device)).double().cpu().numpy()
+        model.train()
+        return out
+
+    def on_epoch_end(self, trainer, *, record, **kw):
+        if not self.sizes:
+            return
+        k = self.sizes.pop(0)
+        keys = self.remaining_keys()
+        if not keys:
+            self.sizes = []
+            return
+        t0 = time.perf_counter()
+        rows = np.array([self.labeler.pool[key][0] for key in keys], dtype=np.int64)
+        logits = self._logits(trainer, rows)
+        scores = acquisition_scores(logits, self.rule, rng=self.rng)
+        feats = self.features[rows] if self.features is not None else None
+        pick = choose_batch(scores, k, self.rule, feats, rng=self.rng)
+        scoring_seconds = time.perf_counter() - t0
+        chosen = [keys[i] for i in pick]
+        student_pred = logits[pick].argmax(axis=1)
+        new_rows = self.labeler.label(chosen)
+        teacher_pred = self.labeler.targets.labels[rows[pick]]
+        trainer.set_targets(self.labeler.targets)
+        trainer.add_rows(new_rows)
+        info = {
+            "round": len(self.rounds) + 1,
+            "teacher_queries": int(self.labeler.n_queries),
+            "acquired": len(chosen),
+            "pool_scored": len(rows),
+            "scoring_seconds": scoring_seconds,
+            "acquisition_score_mean": float(scores[pick].mean()),
+            "acquisition_score_pool_mean": float(scores.mean()),
+            "agreement_before": float((student_pred == teacher_pred).mean()),
+        }
+        self.rounds.append(info)
+        record["acquisition"] = info

@@ -1,0 +1,67 @@
+"""Acquisition scores of unlabeled inputs from the student's logits (higher: ask the teacher first).
+
+- ``"uncertainty"``: the normalised entropy ``H(softmax(z)) / log C`` of the selection rule.
+- ``"margin"``: ``1 - (p_(1) - p_(2))``, one minus the gap between the two most probable classes.
+- ``"random"``: uniform draws (the baseline at the same budget).
+- ``"diverse"``: the uncertainty, but the batch is taken one per cluster of the candidates'
+  features (k-means over the most uncertain candidates), so that near-duplicates are not
+  all asked about (see :func:`choose_batch`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._reference import normalized_entropy
+
+ACQUISITIONS = ("uncertainty", "margin", "random", "diverse")
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def acquisition_scores(logits: np.ndarray, rule: str, rng=None) -> np.ndarray:
+    """One score per row of ``logits`` (shape (n, C), C >= 2); higher is asked first."""
+    if rule not in ACQUISITIONS:
+        raise ValueError(f"acquisition must be one of {ACQUISITIONS}, got {rule!r}")
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.ndim != 2 or logits.shape[1] < 2:
+        raise ValueError(f"logits must have shape (n, C) with C >= 2, got {logits.shape}")
+    if rule == "random":
+        return np.random.default_rng(rng).random(len(logits))
+    if rule == "margin":
+        p = np.sort(_softmax(logits), axis=1)
+        return 1.0 - (p[:, -1] - p[:, -2])
+    return normalized_entropy(logits)
+
+
+def choose_batch(scores: np.ndarray, k: int, rule: str, features=None, rng=None) -> np.ndarray:
+    """Indices of the ``k`` rows to ask about.
+
+    The ``k`` highest scores; for ``"diverse"``, the most uncertain row of each of ``k``
+    k-means clusters of the ``min(len, 4k)`` most uncertain rows' ``features``.
+    """
+    k = int(min(k, len(scores)))
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.argsort(-scores, kind="stable")
+    if rule != "diverse" or features is None or k == len(scores):
+        return np.sort(order[:k])
+    from sklearn.cluster import MiniBatchKMeans
+
+    pool = order[: min(len(scores), 4 * k)]
+    seed = int(np.random.default_rng(rng).integers(2**31 - 1))
+    km = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=1, batch_size=max(256, 2 * k))
+    assign = km.fit_predict(np.asarray(features)[pool])
+    chosen = []
+    for c in range(k):
+        members = pool[assign == c]
+        if len(members):
+            chosen.append(members[np.argmax(scores[members])])
+    taken = set(chosen)
+    rest = [i for i in pool if i not in taken]
+    chosen.extend(rest[: k - len(chosen)])  # empty clusters: fill with the next most uncertain
+    return np.sort(np.asarray(chosen[:k], dtype=np.int64))

@@ -1,0 +1,115 @@
+"""teacher_budget: rounds of teacher queries chosen by the student."""
+
+import numpy as np
+import pytest
+
+from llkd import LLKDClassifier
+from llkd.selection._acquisition import acquisition_scores, choose_batch
+from llkd.teachers import TeacherError
+
+
+def _task(n=300, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 5))
+    return X, (X[:, 0] > 0).astype(int)
+
+
+class CountingTeacher:
+    """A callable teacher that records every row it is asked about."""
+
+    def __init__(self, fail_on_call=None):
+        self.asked = []
+        self.calls = 0
+        self.fail_on_call = fail_on_call
+
+    def __call__(self, rows):
+        self.calls += 1
+        if self.fail_on_call is not None and self.calls == self.fail_on_call:
+            raise ConnectionError("server went away")
+        self.asked.extend(map(bytes, np.ascontiguousarray(rows)))
+        p = 1 / (1 + np.exp(-4 * rows[:, 0]))
+        return np.stack([1 - p, p], axis=1)
+
+
+@pytest.mark.parametrize("budget, expected", [(60, 60), (0.25, 75), (10_000, 300)])
+def test_the_teacher_is_asked_about_exactly_the_budget_of_distinct_inputs(budget, expected):
+    X, _ = _task()
+    t = CountingTeacher()
+    clf = LLKDClassifier(t, labels=["a", "b"], teacher_budget=budget, max_epochs=2, random_state=0).fit(X)
+    assert len(t.asked) == len(set(t.asked)) == expected == clf.n_teacher_queries_
+    assert int((clf.teacher_labels_ >= 0).sum()) == expected  # rows never asked keep -1
+    rounds = [h["acquisition"] for h in clf.history_ if "acquisition" in h]
+    queries = [r["teacher_queries"] for r in rounds]
+    assert queries == sorted(queries) and (not rounds or queries[-1] == expected)
+    assert all(0 <= r["agreement_before"] <= 1 and r["pool_scored"] >= r["acquired"] for r in rounds)
+    # rounds, then max_epochs more epochs on everything labelled
+    assert len(clf.history_) == len(rounds) + 2
+
+
+def test_gold_labels_never_cost_a_query():
+    X, y = _task()
+    y_part = np.full(len(X), -1)
+    y_part[:100] = y[:100]
+    t = CountingTeacher()
+    clf = LLKDClassifier(t, labels=[0, 1], teacher_budget=50, max_epochs=1, random_state=0).fit(X, y_part)
+    gold = set(map(bytes, np.ascontiguousarray(X[:100])))
+    assert len(t.asked) == 50 and not gold & set(t.asked)
+    assert clf.is_gold_[:100].all() and (clf.teacher_labels_[:100] == y[:100]).all() and clf.n_teacher_queries_ == 50
+
+
+@pytest.mark.parametrize(
+    "budget, exc, words",
+    [(0, ValueError, "positive"), (-5, ValueError, "positive"), (1.5, ValueError, "(0, 1]"),
+     (0.0, ValueError, "(0, 1]"), (1, ValueError, "classes"), ("half", ValueError, "teacher_budget")],
+)
+def test_bad_budgets_are_refused_before_any_query(budget, exc, words):
+    X, _ = _task(40)
+    t = CountingTeacher()
+    with pytest.raises(exc) as info:
+        LLKDClassifier(t, labels=["a", "b"], teacher_budget=budget, max_epochs=1).fit(X)
+    assert words in str(info.value) and t.asked == []
+
+
+def test_a_budget_without_a_teacher_is_refused():
+    X, y = _task(40)
+    with pytest.raises(ValueError, match="teacher_budget"):
+        LLKDClassifier(teacher_budget=10, max_epochs=1).fit(X, y)
+
+
+def test_a_teacher_failing_mid_round_keeps_every_answer_paid_for():
+    X, _ = _task()
+    t = CountingTeacher(fail_on_call=4)
+    clf = LLKDClassifier(t, labels=["a", "b"], teacher_budget=100, teacher_batch_size=10, max_epochs=1,
+                         random_state=0)
+    with pytest.raises(TeacherError, match="server went away"):
+        clf.fit(X)
+    paid = list(t.asked)
+    assert len(paid) == 30
+    t.fail_on_call = None
+    clf.fit(X)  # same teacher object: the 30 answers are remembered
+    assert clf.n_teacher_queries_ == 100 - 30
+    assert len(t.asked) == len(set(t.asked)) == 100
+
+
+def test_uncertainty_asks_about_the_rows_nearest_the_boundary():
+    X, _ = _task(400)
+    t = CountingTeacher()
+    clf = LLKDClassifier(t, labels=["a", "b"], teacher_budget=100, max_epochs=1, random_state=0).fit(X)
+    rounds = [h["acquisition"] for h in clf.history_ if "acquisition" in h]
+    assert all(r["acquisition_score_mean"] > r["acquisition_score_pool_mean"] for r in rounds)
+    asked = np.array([np.frombuffer(b) for b in t.asked])
+    seed, later = asked[:20], asked[20:]
+    assert np.abs(later[:, 0]).mean() < 0.6 * np.abs(seed[:, 0]).mean()
+
+
+def test_acquisition_scores_and_batches():
+    z = np.array([[5.0, 0.0], [0.1, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    u = acquisition_scores(z, "uncertainty")
+    m = acquisition_scores(z, "margin")
+    assert np.argmax(u) == 3 and np.argmax(m) == 3 and np.argmin(u) == 0 and np.argmin(m) == 0
+    assert choose_batch(u, 2, "uncertainty").tolist() == [1, 3]
+    feats = np.array([[0.0], [0.0], [10.0], [0.01]])
+    # two clusters among the candidates: the near-duplicates 1 and 3 give one pick, not two
+    assert 2 in choose_batch(acquisition_scores(z, "diverse"), 2, "diverse", feats, rng=0).tolist()
+    with pytest.raises(ValueError, match="acquisition"):
+        acquisition_scores(z, "entropy")
