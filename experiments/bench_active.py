@@ -1,0 +1,111 @@
+"""Active distillation: macro-F1 against teacher queries, for each acquisition rule (``teacher_budget``).
+
+Reads a prepared set (an ``.npz`` with MiniLM embeddings ``Xtr``/``Xte``, gold ``ytr``/``yte``
+and the teacher's probabilities ``tfidf_tr`` for the pool, as written by
+``experiments/selection_rules/prep.py``), and fits ``LLKDClassifier(student="mlp")`` on the
+pool's embeddings with ``teacher_budget`` at each fraction and each acquisition rule, over
+seeds. Prints a markdown table: mean macro-F1 +- std on the test set, and the mean wall
+time of a fit (which includes the student's extra forward passes over the pool).
+
+    python -m experiments.bench_active --data experiments/selection_rules/.cache/rotten_tomatoes.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _teacher(X, proba):
+    index = {row.tobytes(): i for i, row in enumerate(np.ascontiguousarray(X))}
+
+    def answer(rows):
+        return proba[[index[r.tobytes()] for r in np.ascontiguousarray(rows)]]
+
+    return answer
+
+
+def main(argv=None):
+    from sklearn.metrics import f1_score
+
+    from llkd import LLKDClassifier
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True, help=".npz with Xtr, ytr, Xte, yte, tfidf_tr (teacher proba)")
+    ap.add_argument("--teacher-key", default="tfidf_tr")
+    ap.add_argument("--fractions", default="0.05,0.1,0.2,0.3,0.5,1.0")
+    ap.add_argument("--rules", default="uncertainty,margin,diverse,random")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--out", default=None, help="JSON lines of every fit (appended; reused on rerun)")
+    ap.add_argument("--quick", action="store_true", help="1,000 pool rows, fractions 0.1 and 1.0, 1 seed")
+    args = ap.parse_args(argv)
+    d = np.load(args.data, allow_pickle=True)
+    Xtr, ytr, Xte, yte = d["Xtr"].astype(np.float32), d["ytr"], d["Xte"].astype(np.float32), d["yte"]
+    proba = d[args.teacher_key]
+    fractions = [float(f) for f in args.fractions.split(",")]
+    rules = args.rules.split(",")
+    seeds = range(args.seeds)
+    if args.quick:
+        Xtr, ytr, proba = Xtr[:1000], ytr[:1000], proba[:1000]
+        fractions, seeds = [0.1, 1.0], range(1)
+    C = proba.shape[1]
+    name = Path(args.data).stem
+    out = Path(args.out) if args.out else Path(args.data).with_name(f"active-{name}.jsonl")
+    done = {}
+    if out.exists() and not args.quick:
+        for line in out.read_text().splitlines():
+            r = json.loads(line)
+            done[(r["fraction"], r["rule"], r["seed"])] = r
+    teacher_acc = float((proba.argmax(1) == ytr).mean())
+    print(f"# {name}: pool {len(Xtr)}, test {len(Xte)}, {C} classes, teacher pool accuracy {teacher_acc:.3f}; "
+          f"{time.strftime('%Y-%m-%d')}, load average {os.getloadavg()[0]:.1f}")
+    for frac in fractions:
+        for rule in rules if frac < 1.0 else ["all"]:
+            for seed in seeds:
+                key = (frac, rule, seed)
+                if key in done:
+                    continue
+                t0 = time.perf_counter()
+                clf = LLKDClassifier(_teacher(Xtr, proba), labels=list(range(C)), student="mlp",
+                                     teacher_budget=None if frac >= 1.0 else frac,
+                                     acquisition="uncertainty" if rule == "all" else rule,
+                                     calibration="none", random_state=seed)
+                clf.fit(Xtr)
+                f1 = float(f1_score(yte, clf.predict(Xte), average="macro"))
+                rounds = [h["acquisition"] for h in clf.history_ if "acquisition" in h]
+                rec = {"fraction": frac, "rule": rule, "seed": seed, "macro_f1": f1,
+                       "queries": int(clf.n_teacher_queries_), "seconds": time.perf_counter() - t0,
+                       "scoring_seconds": float(sum(r["scoring_seconds"] for r in rounds)),
+                       "pool_scored": int(sum(r["pool_scored"] for r in rounds)),
+                       "agreement_before": [r["agreement_before"] for r in rounds]}
+                done[key] = rec
+                if not args.quick:
+                    with out.open("a") as fh:
+                        fh.write(json.dumps(rec) + "\n")
+                print(f"  {frac:.2f} {rule:12s} seed {seed}: macro-F1 {f1:.4f}, {rec['queries']} queries, "
+                      f"{rec['seconds']:.1f} s", flush=True)
+    full = [done[(1.0, "all", s)]["macro_f1"] for s in seeds if (1.0, "all", s) in done]
+    ref = float(np.mean(full)) if full else float("nan")
+    print(f"\n| queries (fraction of the pool) | {' | '.join(rules)} |")
+    print("|---|" + "---:|" * len(rules))
+    for frac in fractions:
+        cells = []
+        for rule in rules:
+            rs = [done[(frac, rule if frac < 1.0 else "all", s)] for s in seeds
+                  if (frac, rule if frac < 1.0 else "all", s) in done]
+            if not rs:
+                cells.append("")
+                continue
+            f = np.array([r["macro_f1"] for r in rs])
+            cells.append(f"{f.mean():.3f} ± {f.std():.3f} ({f.mean() - ref:+.3f})")
+        print(f"| {frac:.0%} | " + " | ".join(cells) + " |")
+    print("\n(in brackets: against labelling the whole pool; mean wall time per fit in the JSON lines)")
+
+
+if __name__ == "__main__":
+    main()
