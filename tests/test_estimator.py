@@ -117,21 +117,6 @@ def test_soft_targets_and_all_modes_run():
     assert 0.2 < clf.history_[-1]["selected_fraction"] < 0.4
 
 
-def test_teacher_asked_once_per_distinct_input_and_not_again_in_grid_search():
-    X, truth, _, _, teacher, calls = noisy_teacher_task(0, n=200)
-    X2 = np.vstack([X, X[:50]])  # duplicates are asked once
-    clf = LLKDClassifier(teacher, labels=[0, 1], max_epochs=2, teacher_batch_size=64, random_state=0)
-    clf.fit(X2)
-    assert sum(calls) == 200
-    assert clf.n_teacher_queries_ == 200
-    assert len(clf.teacher_labels_) == 250
-    grid = GridSearchCV(
-        clf, {"selection": ["llkd", "all"], "momentum": [0.9, 0.99]}, cv=3, scoring=None
-    )
-    grid.fit(X, truth)  # scored against the gold labels; fitted without them
-    assert sum(calls) == 200, "GridSearchCV folds must not ask the teacher again"
-
-
 def test_clone_passes_teacher_by_reference():
     class Heavy:
         classes = ["a", "b"]

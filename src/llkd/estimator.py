@@ -65,8 +65,12 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         callable returning an ``(N, C)`` probability array or a ``(labels, confidence)``
         pair (class names then come from ``labels``). ``None`` trains on ``y``.
         The teacher is passed through :func:`~sklearn.base.clone` by reference: a
-        loaded model is never copied. It is not pickled or saved with the fitted
-        model (it comes back as None). A :class:`~llkd.teachers.CalibratedTeacher`
+        loaded model is never copied. It is not pickled or saved with a fitted
+        model (it comes back as None). An unfitted estimator (what joblib sends to
+        ``GridSearchCV(n_jobs=...)`` workers) pickles with its teacher and the
+        answers the teacher already gave, so workers do not ask again; a teacher
+        holding a local model (``TransformersTeacher``) stays behind and the workers
+        answer from those answers only (see the README, "Grid search"). A :class:`~llkd.teachers.CalibratedTeacher`
         is calibrated over each fit's whole pool; its inner teacher's raw answers are
         the ones remembered between fits and cached (pair it with
         ``calibration="none"`` to avoid correcting twice).
@@ -599,10 +603,27 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
 
     # ----------------------------------------------------------- persistence
     def __getstate__(self):
-        # The teacher is not pickled: a fitted student predicts without it, and a
-        # teacher may be a multi-GB model, a closure, or hold a client with secrets.
+        # A fitted model pickles without its teacher: the student predicts without it.
+        # An unfitted one (what joblib sends to GridSearchCV's workers) keeps it, with
+        # the answers it already gave; a teacher holding a local model
+        # (`pickle_with_estimator = False`) is replaced by a TeacherLeftBehind that
+        # answers from those answers only.
         state = self.__dict__.copy()
-        state["teacher"] = None
+        fitted = "student_" in state
+        teacher = state.get("teacher")
+        if fitted or teacher is None:
+            state["teacher"] = None
+        else:
+            from ._targets import memory_for
+
+            memory = memory_for(teacher)
+            if memory:
+                state["_teacher_answers_"] = dict(memory)
+            if not getattr(teacher, "pickle_with_estimator", True):
+                from .teachers._left_behind import TeacherLeftBehind
+
+                state["teacher"] = TeacherLeftBehind(type(teacher).__name__, teacher.classes,
+                                                     getattr(teacher, "identity", None))
         model = state.pop("student_", None)
         if model is not None:
             state["_student_state_"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
@@ -614,7 +635,14 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
 
     def __setstate__(self, state):
         weights = state.pop("_student_state_", None)
+        answers = state.pop("_teacher_answers_", None)
         self.__dict__.update(state)
+        if answers and self.teacher is not None:
+            from ._targets import memory_for
+
+            memory = memory_for(self.teacher)
+            if memory is not None:
+                memory.update(answers)
         if weights is not None:
             model = self._rebuild_model()
             model.load_state_dict(weights)

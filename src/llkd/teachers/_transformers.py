@@ -426,6 +426,9 @@ class TransformersTeacher:
             "quantize": self.quantize,
         }
 
+    #: An estimator pickled for joblib workers leaves this teacher (and its model) behind.
+    pickle_with_estimator = False
+
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_prefix_kv"] = None
