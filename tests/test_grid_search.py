@@ -110,3 +110,28 @@ def test_a_fitted_model_still_pickles_without_its_teacher():
     restored = pickle.loads(pickle.dumps(clf))
     assert restored.teacher is None
     np.testing.assert_array_equal(restored.predict(X), clf.predict(X))
+
+
+def test_frozen_embeddings_are_computed_once_per_encoder_and_text(tiny_encoder_dir, monkeypatch):
+    from llkd import _embeddings, students
+
+    _embeddings.clear()
+    encoded = []
+    real = students.encode_texts
+
+    def counting(encoder, texts, **kw):
+        encoded.extend(texts)
+        return real(encoder, texts, **kw)
+
+    monkeypatch.setattr(students, "encode_texts", counting)
+    texts = [f"the movie was {'good' if i % 2 else 'bad'} {'very ' * (i % 3)}" + str(i) for i in range(40)]
+    y = [i % 2 for i in range(40)]
+    clf = LLKDClassifier(student="mlp", encoder=tiny_encoder_dir, max_epochs=2, random_state=0).fit(texts, y)
+    first = clf.predict_proba(texts)
+    assert sorted(encoded) == sorted(set(texts))  # fit encoded each text once; predict reused them
+    grid = GridSearchCV(LLKDClassifier(student="mlp", encoder=tiny_encoder_dir, max_epochs=2, random_state=0),
+                        {"hidden_size": [0, 16]}, cv=2)
+    grid.fit(texts, y)
+    assert len(encoded) == len(set(texts)), "no fold or candidate encoded a text again"
+    np.testing.assert_allclose(clf.predict_proba(texts), first)
+    _embeddings.clear()

@@ -13,7 +13,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import students
+from . import _embeddings, students
 from ._active import ActiveRounds, resolve_budget, round_sizes
 from ._targets import PoolLabeler
 from ._threads import run_with_threads
@@ -539,7 +539,9 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         if enc is None:
             if isinstance(self.encoder, (str, os.PathLike)):
                 path = students.resolve_encoder_path(self.encoder)
-                enc = students.load_sentence_encoder(path, device or torch.device("cpu"), progress=self.verbose > 0)
+                dev = device or torch.device("cpu")
+                enc = _embeddings.shared_encoder(
+                    path, dev, lambda: students.load_sentence_encoder(path, dev, progress=self.verbose > 0))
             else:
                 enc = self.encoder
             self._frozen_encoder_ = enc
@@ -552,7 +554,13 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         else:
             device = getattr(self, "_device_", None) or _resolve_device(self.device)
         enc = self._frozen_encoder(device)
-        return students.encode_texts(enc, texts, batch_size=64, device=device, verbose=self.verbose > 0)
+
+        def compute(batch):
+            return students.encode_texts(enc, batch, batch_size=64, device=device, verbose=self.verbose > 0)
+
+        if isinstance(self.encoder, (str, os.PathLike)):  # memoised per encoder path and text
+            return _embeddings.encode(students.resolve_encoder_path(self.encoder), texts, compute)
+        return compute(texts)
 
     def _check_predict_X(self, X):
         if self._is_text:
