@@ -517,8 +517,8 @@ minority of the samples: with the default centred teacher it back-propagates 30 
   Teacher-only is better (0.728 ± 0.002), and every student is about 15 points below the teacher
   itself (0.870). The student, not the labels, is the bottleneck: the MLP on frozen MiniLM reaches
   only 0.712 **with all gold labels**, so no selection rule can approach the teacher. This is the
-  frozen-encoder cap the spec measured (74 %), and the reason the demo uses the fine-tuned student.
-  The Gemma teacher here is far better than the spec's 52-59 % raw: the current few-shot prompt
+  frozen-encoder cap measured when the project started (74 %), and the reason the demo uses the fine-tuned student.
+  The Gemma teacher here is far better than the 52-59 % raw measured then: the current few-shot prompt
   is nearly unbiased, at 0.878 raw.
 - **Reuters R8 (imbalanced, 8 classes).** With the centred teacher LLKD is 5th of 7 students
   (0.628 ± 0.003). Ahead of it: fixed@median 0.699, student-only 0.667, random@LLKD 0.653 and

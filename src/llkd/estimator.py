@@ -85,7 +85,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         ``transformers.AutoModel`` (``"finetune"``); an object with
         ``encode(texts)`` is used as a frozen encoder. Ignored for array input.
     selection : {"llkd", "teacher", "student", "all", "fixed", "random"}, default="llkd"
-        Selection rule (spec section 3); the others are ablations and baselines on
+        Selection rule (docs/design.md section 3); the others are ablations and baselines on
         the same code path. ``"all"`` trains on every pseudo-label: in this project's
         benchmarks (``benchmarks/RESULTS.md``, pools of 1,000-2,000 texts) its
         macro-F1 was within about a point of ``"llkd"`` with frozen-encoder students
@@ -108,7 +108,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         ``"eval"`` scores the batch in a no-grad eval-mode pass and back-propagates a
         second forward over the selected samples only, so a step costs about
         ``1 + 3 * fraction`` forwards instead of 3; ``"train"`` takes the uncertainty
-        from the forward pass that feeds the loss (spec section 3's literal rule,
+        from the forward pass that feeds the loss (the literal rule of docs/design.md section 3.6,
         dropout active) and back-propagates the whole batch. Measured with the MLP
         student over 3 seeds (benchmarks/RESULTS.md, study_selection): macro-F1 equal
         within noise on movie reviews (0.715 vs 0.722 +- 0.008) and Reuters R8
