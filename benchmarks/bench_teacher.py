@@ -16,6 +16,7 @@ date, machine, load average and command, and a JSON file next to it.
 
     python benchmarks/bench_teacher.py                 # ~10 minutes on 2 cores
     python benchmarks/bench_teacher.py --n 100 --ablation-n 16 --no-write   # quick look
+    python benchmarks/bench_teacher.py --quick                              # smoke run, prints only
 """
 
 from __future__ import annotations
@@ -37,11 +38,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
 
+from _results_md import write_section  # noqa: E402  (benchmarks/ is the script's folder)
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
-sys.path.insert(0, str(REPO / "benchmarks"))
-from _results_md import write_section  # noqa: E402
 LABELS = ["negative", "positive"]
 
 
@@ -123,10 +123,14 @@ def main(argv=None):
                     help="torch threads for the ablation (1: least disturbed by other jobs)")
     ap.add_argument("--no-ablation", action="store_true")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: 32 reviews, 8 gold labels, ablation on 8; prints only (still loads Gemma)")
     ap.add_argument("--speed-only", action="store_true",
                     help="only re-measure the default speed (e.g. when the machine is quiet) and update "
                          "benchmarks/bench_teacher.json and the RESULTS section from it")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.n, args.n_gold, args.ablation_n, args.no_write = 32, 8, 8, True
     if args.speed_only:
         return speed_only(args, argv)
 

@@ -18,8 +18,8 @@ one thing at a time:
 - references: "all", "all" + soft targets, "teacher-only", "student-only";
 - combinations given with ``--combo`` (e.g. the recommendation).
 
-    python benchmarks/study_selection.py                       # writes its RESULTS.md section
-    python benchmarks/study_selection.py --quick               # smoke run, prints only
+    python -m experiments.study_selection                       # writes its RESULTS.md section
+    python -m experiments.study_selection --quick               # smoke run, prints only
 """
 
 from __future__ import annotations
@@ -34,9 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _bench_common as bc  # noqa: E402
-import bench_distill as bd  # noqa: E402
+from . import _common as bc
+from . import bench_distill as bd
 
 # (label, method, extra parameters, epochs). The base length is bench_distill's budget
 # (10 epochs), so the default LLKD, "all" and "teacher-only" fits are shared with it.
@@ -149,9 +148,9 @@ def main(argv=None):
     print(f"[study_selection] total {total:.0f} s")
     if args.no_write:
         return
-    cmd = "python benchmarks/study_selection.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    cmd = "python -m experiments.study_selection " + shlex.join(argv if argv is not None else sys.argv[1:])
     lines = [
-        "## What makes the selection pay (`benchmarks/study_selection.py`)",
+        "## What makes the selection pay (`experiments/study_selection.py`)",
         "",
         f"Date {datetime.date.today().isoformat()}, commit {bc.git_rev()}; machine: {bc.machine()} (shared, "
         f"wall times noisy). Command: `{cmd.strip()}` (fits are shared with `bench_distill.py`'s run cache: data, "

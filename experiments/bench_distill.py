@@ -30,8 +30,8 @@ Methods:
 Every fit is cached in ``.cache/bench/runs-bench_distill-<dataset>.jsonl`` (keyed by its config),
 so a rerun only trains what is missing; ``--fresh`` ignores the cache.
 
-    python benchmarks/bench_distill.py                     # full run, writes RESULTS.md + plots
-    python benchmarks/bench_distill.py --quick             # tiny smoke run, prints only
+    python -m experiments.bench_distill                     # full run, writes RESULTS.md + plots
+    python -m experiments.bench_distill --quick             # tiny smoke run, prints only
 """
 
 from __future__ import annotations
@@ -46,8 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _bench_common as bc  # noqa: E402
+from . import _common as bc
 
 METHODS = ("teacher", "all", "fixed@median", "teacher-only", "student-only",
            "random@LLKD", "self-training", "llkd", "gold")
@@ -444,7 +443,7 @@ def main(argv=None):
     print(f"[bench_distill] total {total:.0f} s", flush=True)
     if args.no_write:
         return results
-    cmd = "python benchmarks/bench_distill.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    cmd = "python -m experiments.bench_distill " + shlex.join(argv if argv is not None else sys.argv[1:])
     bc.PLOTS.mkdir(parents=True, exist_ok=True)
     plots(results, bc.PLOTS / "distill_thresholds.png", bc.PLOTS / "distill_f1_vs_fraction.png")
     bc.write_section("bench_distill", report(results, args, cmd.strip(), total))
@@ -453,7 +452,7 @@ def main(argv=None):
 
 def report(results, args, cmd, total) -> str:
     lines = [
-        "## Distillation benchmark (`benchmarks/bench_distill.py`)",
+        "## Distillation benchmark (`experiments/bench_distill.py`)",
         "",
         f"Date {datetime.date.today().isoformat()}, commit {bc.git_rev()}; machine: {bc.machine()} "
         "(see the wall times for how busy it was). Command: "
@@ -492,8 +491,8 @@ def report(results, args, cmd, total) -> str:
             "",
         ]
     lines += [
-        "Plots: [thresholds and selected fraction per class over training](plots/distill_thresholds.png), "
-        "[macro-F1 against fraction of data used](plots/distill_f1_vs_fraction.png).",
+        "Plots: [thresholds and selected fraction per class over training](../experiments/plots/distill_thresholds.png), "
+        "[macro-F1 against fraction of data used](../experiments/plots/distill_f1_vs_fraction.png).",
         "",
         NOTES,
     ]

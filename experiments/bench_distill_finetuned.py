@@ -20,8 +20,8 @@ TF-IDF logistic regression on 2 % of the gold labels). Each fit takes 1-6 minute
 cores; fits are cached in ``.cache/bench/runs-bench_distill_finetuned-<dataset>.jsonl``, so an
 interrupted run resumes.
 
-    python benchmarks/bench_distill_finetuned.py              # ~1.5 h on 2 cores, writes RESULTS.md
-    python benchmarks/bench_distill_finetuned.py --quick      # smoke run, prints only
+    python -m experiments.bench_distill_finetuned              # ~1.5 h on 2 cores, writes RESULTS.md
+    python -m experiments.bench_distill_finetuned --quick      # smoke run, prints only
 """
 
 from __future__ import annotations
@@ -35,9 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _bench_common as bc  # noqa: E402
-import bench_distill as bd  # noqa: E402
+from . import _common as bc
+from . import bench_distill as bd
 
 CALIB = "center"
 RUNS = bc.CACHE / "runs-bench_distill_finetuned.jsonl"
@@ -65,7 +64,7 @@ def report(refs, rows, long_rows, noisy, args, cmd, total, bench) -> str:
     noisy_bench, noisy_refs, noisy_rows = noisy or (None, [], [])
     fit_total = sum(r["wall"] for r in rows + long_rows + noisy_rows)
     lines = [
-        "## Distillation with a fine-tuned student (`benchmarks/bench_distill_finetuned.py`)",
+        "## Distillation with a fine-tuned student (`experiments/bench_distill_finetuned.py`)",
         "",
         f"Date {datetime.date.today().isoformat()}, commit {bc.git_rev()}; machine: {bc.machine()}. "
         f"Command: `{cmd}` (fits cached in `.cache/bench/runs-bench_distill_finetuned-<dataset>.jsonl`; this "
@@ -201,7 +200,7 @@ def main(argv=None):
         print("\n".join(bd.verdict(noisy[1] + noisy[2], calibs=(CALIB,))), flush=True)
     total = time.perf_counter() - started
     if not args.no_write:
-        cmd = "python benchmarks/bench_distill_finetuned.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+        cmd = "python -m experiments.bench_distill_finetuned " + shlex.join(argv if argv is not None else sys.argv[1:])
         bc.write_section("bench_distill_finetuned",
                          report(refs, rows, long_rows, noisy, args, cmd.strip(), total, bench))
     return refs, rows, long_rows, noisy
