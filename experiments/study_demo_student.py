@@ -70,8 +70,13 @@ def run_one(cfg, X, y_gold, P, X_test, y_test, names, seed: int) -> dict:
     proba = np.eye(len(names))[y_gold] if cfg["gold"] else P[:n]
     teacher = PrecomputedTeacher(X, proba=proba, classes=names)
     clf = LLKDClassifier(
-        teacher, selection=cfg["selection"], max_epochs=cfg["epochs"], learning_rate=cfg["lr"],
-        soft_targets=cfg["soft"], calibration="none" if cfg["gold"] else "auto", random_state=seed,
+        teacher,
+        selection=cfg["selection"],
+        max_epochs=cfg["epochs"],
+        learning_rate=cfg["lr"],
+        soft_targets=cfg["soft"],
+        calibration="none" if cfg["gold"] else "auto",
+        random_state=seed,
     )
     t0 = time.perf_counter()
     clf.fit(X)
@@ -96,8 +101,7 @@ def run_one(cfg, X, y_gold, P, X_test, y_test, names, seed: int) -> dict:
 
 def table(rows, teacher_cal, n_test) -> str:
     lines = [
-        f"Held-out: the demo's {n_test} gold test reviews. Calibrated teacher on them: "
-        f"accuracy {teacher_cal:.3f}.",
+        f"Held-out: the demo's {n_test} gold test reviews. Calibrated teacher on them: accuracy {teacher_cal:.3f}.",
         "",
         "| config (selection:N:epochs:lr) | accuracy | macro-F1 | pseudo-label acc. | selected/step | fit s |",
         "|---|---:|---:|---:|---:|---:|",
@@ -120,8 +124,9 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--write", action="store_true", help="write the table into benchmarks/RESULTS.md")
     ap.add_argument("--json", default=None, help="append one JSON line per configuration here")
-    ap.add_argument("--quick", action="store_true",
-                    help=f"smoke run: {QUICK_GRID[0]} against 64 test reviews; prints only")
+    ap.add_argument(
+        "--quick", action="store_true", help=f"smoke run: {QUICK_GRID[0]} against 64 test reviews; prints only"
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.configs, args.n_test, args.write = QUICK_GRID, 64, False

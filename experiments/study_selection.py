@@ -30,7 +30,6 @@ import json
 import shlex
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -70,15 +69,19 @@ def run_set(bench, seeds, configs, calib, log=print):
         for seed in seeds:
             r = bench.cached_fit(method, calib, seed, epochs, extra)
             rows.append(dict(r, label=label, epochs=epochs))
-            log(f"[{bench.name}] {label:55s} {epochs:3d} ep seed {seed}: F1 {r['f1']:.3f} acc {r['acc']:.3f} "
+            log(
+                f"[{bench.name}] {label:55s} {epochs:3d} ep seed {seed}: F1 {r['f1']:.3f} acc {r['acc']:.3f} "
                 f"used {r['used']:.3f} backprop {r['backprop']:.3f} skipped {r.get('skipped_steps', 0)} "
-                f"{r['wall']:.1f}s")
+                f"{r['wall']:.1f}s"
+            )
     return rows
 
 
 def table(rows, all30) -> str:
-    out = ["| configuration | epochs | macro-F1 | Δ vs all (same seed, 10 ep) | accuracy | used per step | back-prop vs all | distinct | skipped steps | wall s |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        "| configuration | epochs | macro-F1 | Δ vs all (same seed, 10 ep) | accuracy | used per step | back-prop vs all | distinct | skipped steps | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     seen = []
     for r in rows:
         k = (r["label"], r["epochs"])
@@ -104,15 +107,26 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--n-train", type=int, default=None)
     p.add_argument("--n-test", type=int, default=None)
-    p.add_argument("--combo", action="append", default=[],
-                   help='extra LLKD configuration as JSON, e.g. \'{"soft_targets": true, "warmup_epochs": 1}\'')
+    p.add_argument(
+        "--combo",
+        action="append",
+        default=[],
+        help='extra LLKD configuration as JSON, e.g. \'{"soft_targets": true, "warmup_epochs": 1}\'',
+    )
     p.add_argument("--long", default="rotten_tomatoes", help="sets that also run 100 epochs (comma-separated)")
     p.add_argument("--quick", action="store_true", help="300/200 texts, 1 seed, 3 epochs; prints only")
-    p.add_argument("--only", action="append", default=[],
-                   help="DATASET:SUBSTRING: on DATASET run only configurations whose label contains SUBSTRING "
-                        "(repeatable; a CPU saver for a third set)")
-    p.add_argument("--calibration", default="center",
-                   help="teacher calibration (explicit: the library's 'auto' changed from center to em mid-study)")
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        help="DATASET:SUBSTRING: on DATASET run only configurations whose label contains SUBSTRING "
+        "(repeatable; a CPU saver for a third set)",
+    )
+    p.add_argument(
+        "--calibration",
+        default="center",
+        help="teacher calibration (explicit: the library's 'auto' changed from center to em mid-study)",
+    )
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args(argv)
     configs = FACTORS + REFERENCES + [(lbl, m, e, ep) for ep in SHORT_LONG for lbl, m, e in LENGTHS]
@@ -135,8 +149,11 @@ def main(argv=None):
         seeds = list(range(args.seeds))
         long = [(lbl, m, e, LONG) for lbl, m, e in LENGTHS] if name in args.long.split(",") and not args.quick else []
         subs = [o.split(":", 1)[1] for o in args.only if o.split(":", 1)[0] == name]
-        todo = [c for c in configs + long if not subs or c[0] == "all" and c[3] == BASE_EPOCHS
-                or any(x in c[0] for x in subs)]
+        todo = [
+            c
+            for c in configs + long
+            if not subs or c[0] == "all" and c[3] == BASE_EPOCHS or any(x in c[0] for x in subs)
+        ]
         rows = run_set(bench, seeds, todo, args.calibration)
         ref_epochs = BASE_EPOCHS if not args.quick else 3
         all30 = {r["seed"]: r["f1"] for r in rows if r["label"] == "all" and r["epochs"] == ref_epochs}
@@ -156,14 +173,20 @@ def main(argv=None):
         f"wall times noisy). Command: `{cmd.strip()}` (fits are shared with `bench_distill.py`'s run cache: data, "
         f"teachers and runs; those not there were computed by earlier invocations of this command; this report run "
         f"took {total:.0f} s; base length 10 epochs as there). Student: MLP head on frozen MiniLM "
-        f"embeddings (as in bench_distill); teacher calibrated with `calibration=\"{args.calibration}\"`; seeds "
+        f'embeddings (as in bench_distill); teacher calibrated with `calibration="{args.calibration}"`; seeds '
         f"0..{args.seeds - 1}, mean ± std. One factor changed at a time from the library defaults; *Δ vs all* is "
-        f"the paired macro-F1 difference to `selection=\"all\"` at {BASE_EPOCHS} epochs, same seed.",
+        f'the paired macro-F1 difference to `selection="all"` at {BASE_EPOCHS} epochs, same seed.',
         "",
     ]
-    for name, bench, tab, secs in sections:
-        lines += [f"### Study: {name}", "", f"{bench.n} training texts, {len(bench.test.texts)} test texts; teacher: "
-                  f"{bench.answers.description}.", "", tab, ""]
+    for name, bench, tab, _secs in sections:
+        lines += [
+            f"### Study: {name}",
+            "",
+            f"{bench.n} training texts, {len(bench.test.texts)} test texts; teacher: {bench.answers.description}.",
+            "",
+            tab,
+            "",
+        ]
     lines.append(NOTES)
     bc.write_section("study_selection", "\n".join(lines))
 
