@@ -77,7 +77,7 @@ def _opt(args, name):
 
 # ----------------------------------------------------------------------------- torch eager
 def torch_eager_step(state, z, y, c, lam):
-    """Spec section 3 with torch eager ops on the logits' device (reference for speed)."""
+    """docs/design.md section 3 with torch eager ops on the logits' device (reference for speed)."""
     import torch
 
     n_classes = z.shape[1]

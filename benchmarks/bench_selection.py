@@ -4,7 +4,7 @@
     python benchmarks/bench_selection.py --quick         # tiny smoke run, writes nothing
     python benchmarks/bench_selection.py --device cuda   # the CUDA benchmark (_bench_selection_cuda.py)
 
-One "step" is spec section 3 on a batch of N rows: uncertainty from the float32 logits,
+One "step" is docs/design.md section 3 on a batch of N rows: uncertainty from the float32 logits,
 the state update, thresholds, mask and weights. Timed, with the same inputs:
 
 - ``native``: ``llkd._selection_cpu.step`` (the kernel behind AdaptiveSelector's "native"
@@ -46,7 +46,7 @@ MOMENTUM = 0.9
 
 # ------------------------------------------------------------------------ the contenders
 def torch_step(state, z, y, c, momentum=MOMENTUM):
-    """Spec section 3 written the way a PyTorch user would (eager, CPU)."""
+    """docs/design.md section 3 written the way a PyTorch user would (eager, CPU)."""
     import torch
 
     n_classes = z.shape[1]

@@ -14,10 +14,10 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from llkd import LLKDClassifier
 
-# -1 is the spec's marker of an unlabeled row (as in SelfTrainingClassifier), so a
+# -1 marks an unlabeled row (as in SelfTrainingClassifier; docs/design.md section 2), so a
 # classifier whose classes are {-1, 1} cannot be told apart from a partly labeled one.
 EXPECTED_FAILED_CHECKS = {
-    "check_classifiers_classes": "y = -1 marks unlabeled rows (spec section 2), so -1 cannot be a class",
+    "check_classifiers_classes": "y = -1 marks unlabeled rows (docs/design.md section 2), so -1 cannot be a class",
 }
 
 
@@ -96,7 +96,7 @@ def test_train_uncertainty_pass_backpropagates_whole_batches():
     X, _, X_test, y_test, teacher, _ = noisy_teacher_task(0, n=600)
     clf, acc = fit_score(teacher, X, X_test, y_test, uncertainty_pass="train")
     rec = clf.history_[-1]
-    # the spec's shared forward pass back-propagates whole batches (zero weights included)
+    # the shared forward pass of docs/design.md section 3.6 back-propagates whole batches (zero weights included)
     assert rec["n_selected"] < rec["n_backprop"] <= rec["n_backprop_all"]
     assert acc > 0.8
 

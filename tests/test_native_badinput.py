@@ -1,4 +1,4 @@
-"""Bad input (spec section 5) for the selection backends and the raw C++ module.
+"""Bad input (docs/design.md section 5) for the selection backends and the raw C++ module.
 
 Through AdaptiveSelector both backends ("numpy" and "native") must raise the same
 exception type with a message naming the argument, and leave the state untouched.

@@ -1,4 +1,4 @@
-"""The C++ kernel (``llkd._selection_cpu``) against the NumPy reference (spec sections 3, 4).
+"""The C++ kernel (``llkd._selection_cpu``) against the NumPy reference (docs/design.md sections 3, 4).
 
 Every comparison runs once per SIMD variant this CPU supports (scalar C++, 128-bit vectors
 (SSE2 or NEON) and, where the CPU has it, AVX2+FMA), so the variants that are not dispatched
@@ -6,7 +6,7 @@ by default are tested too.
 
 Tolerances. float64 logits: u agrees with the reference to ~1e-15 (polynomial exp/log
 of 1 ulp, other summation order). float32 logits: the kernel computes the row in
-float32 (z - max, exp), as the spec's "float rounding" allows, so u agrees to ~1e-7
+float32 (z - max, exp), as the "float rounding" of docs/design.md section 4 allows, so u agrees to ~1e-7
 absolute (we assert 2e-6). State and thresholds inherit these errors.
 
 Masks. A sample exactly at a threshold (``u == tau_S[y]`` or ``c == tau_T[y]``) can go

@@ -1,4 +1,4 @@
-"""The NumPy reference of spec section 3, checked against hand computations."""
+"""The NumPy reference of docs/design.md section 3, checked against hand computations."""
 
 import math
 

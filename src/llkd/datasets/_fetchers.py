@@ -1,4 +1,4 @@
-"""Fetchers for the labelled text corpora of spec section 6, in the style of sklearn."""
+"""Fetchers for the labelled text corpora of docs/design.md section 6, in the style of sklearn."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""NumPy reference implementation of the LLKD selection rule (spec section 3).
+"""NumPy reference implementation of the LLKD selection rule (docs/design.md section 3).
 
 This module defines the semantics every other backend must reproduce to float
 rounding. It favours clarity over speed; all arithmetic is float64.
@@ -135,7 +135,7 @@ def step(
     random_draws: np.ndarray | None,
     update: bool = True,
 ) -> SelectionResult:
-    """One selection step of spec section 3 (``update=False`` scores without learning)."""
+    """One selection step of docs/design.md section 3 (``update=False`` scores without learning)."""
     confidence = np.asarray(confidence, dtype=np.float64)
     uncertainty = normalized_entropy(logits)
     if update:

@@ -22,7 +22,7 @@ def default_n_threads() -> int:
 
 
 class AdaptiveSelector:
-    """Class-wise adaptive sample selection of LLKD (spec section 3).
+    """Class-wise adaptive sample selection of LLKD (docs/design.md section 3).
 
     At every training step the selector receives the student's logits, the teacher's
     pseudo-labels and the teacher's confidences for a mini-batch, updates running

@@ -1,4 +1,4 @@
-"""Boundary checks for selection inputs (spec section 5).
+"""Boundary checks for selection inputs (docs/design.md section 5).
 
 Shapes and dtypes are checked here for every backend. The value checks (labels in
 range, confidences finite and in [0, 1], finite logits) are left to the compiled

@@ -10,8 +10,9 @@ with the fit time, so configurations can be compared at equal time.
 Teacher answers come from the teacher cache of ``llkd demo`` (``$LLKD_HOME``); missing
 ones are labelled first (about 15 reviews/s). Run::
 
-    python benchmarks/study_demo_student.py --write          # the default grid, ~15 min
-    python benchmarks/study_demo_student.py --configs llkd:4000:1:1e-4 all:3000:1:1e-4
+    python -m experiments.study_demo_student --write          # the default grid, ~15 min
+    python -m experiments.study_demo_student --configs llkd:4000:1:1e-4 all:3000:1:1e-4
+    python -m experiments.study_demo_student --quick                  # smoke run, prints only
 
 A configuration is ``selection:n_train:epochs:learning_rate`` with optional suffixes
 ``:soft`` (soft targets) and ``:gold`` (gold labels instead of the teacher's: the
@@ -26,7 +27,7 @@ import time
 
 import numpy as np
 
-import _bench_common as common
+from . import _common as common
 
 DEFAULT_GRID = [
     "llkd:2000:3:5e-5",  # the previous demo setting (estimator defaults)
@@ -69,8 +70,13 @@ def run_one(cfg, X, y_gold, P, X_test, y_test, names, seed: int) -> dict:
     proba = np.eye(len(names))[y_gold] if cfg["gold"] else P[:n]
     teacher = PrecomputedTeacher(X, proba=proba, classes=names)
     clf = LLKDClassifier(
-        teacher, selection=cfg["selection"], max_epochs=cfg["epochs"], learning_rate=cfg["lr"],
-        soft_targets=cfg["soft"], calibration="none" if cfg["gold"] else "auto", random_state=seed,
+        teacher,
+        selection=cfg["selection"],
+        max_epochs=cfg["epochs"],
+        learning_rate=cfg["lr"],
+        soft_targets=cfg["soft"],
+        calibration="none" if cfg["gold"] else "auto",
+        random_state=seed,
     )
     t0 = time.perf_counter()
     clf.fit(X)
@@ -95,8 +101,7 @@ def run_one(cfg, X, y_gold, P, X_test, y_test, names, seed: int) -> dict:
 
 def table(rows, teacher_cal, n_test) -> str:
     lines = [
-        f"Held-out: the demo's {n_test} gold test reviews. Calibrated teacher on them: "
-        f"accuracy {teacher_cal:.3f}.",
+        f"Held-out: the demo's {n_test} gold test reviews. Calibrated teacher on them: accuracy {teacher_cal:.3f}.",
         "",
         "| config (selection:N:epochs:lr) | accuracy | macro-F1 | pseudo-label acc. | selected/step | fit s |",
         "|---|---:|---:|---:|---:|---:|",
@@ -109,14 +114,22 @@ def table(rows, teacher_cal, n_test) -> str:
     return "\n".join(lines)
 
 
-def main():
+QUICK_GRID = ["llkd:64:1:1e-4"]
+
+
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configs", nargs="+", default=DEFAULT_GRID)
     ap.add_argument("--n-test", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--write", action="store_true", help="write the table into benchmarks/RESULTS.md")
     ap.add_argument("--json", default=None, help="append one JSON line per configuration here")
-    args = ap.parse_args()
+    ap.add_argument(
+        "--quick", action="store_true", help=f"smoke run: {QUICK_GRID[0]} against 64 test reviews; prints only"
+    )
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.configs, args.n_test, args.write = QUICK_GRID, 64, False
     configs = [parse(s) for s in args.configs]
 
     from llkd.teachers import PriorCorrection

@@ -18,8 +18,8 @@ one thing at a time:
 - references: "all", "all" + soft targets, "teacher-only", "student-only";
 - combinations given with ``--combo`` (e.g. the recommendation).
 
-    python benchmarks/study_selection.py                       # writes its RESULTS.md section
-    python benchmarks/study_selection.py --quick               # smoke run, prints only
+    python -m experiments.study_selection                       # writes its RESULTS.md section
+    python -m experiments.study_selection --quick               # smoke run, prints only
 """
 
 from __future__ import annotations
@@ -30,13 +30,11 @@ import json
 import shlex
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _bench_common as bc  # noqa: E402
-import bench_distill as bd  # noqa: E402
+from . import _common as bc
+from . import bench_distill as bd
 
 # (label, method, extra parameters, epochs). The base length is bench_distill's budget
 # (10 epochs), so the default LLKD, "all" and "teacher-only" fits are shared with it.
@@ -71,15 +69,19 @@ def run_set(bench, seeds, configs, calib, log=print):
         for seed in seeds:
             r = bench.cached_fit(method, calib, seed, epochs, extra)
             rows.append(dict(r, label=label, epochs=epochs))
-            log(f"[{bench.name}] {label:55s} {epochs:3d} ep seed {seed}: F1 {r['f1']:.3f} acc {r['acc']:.3f} "
+            log(
+                f"[{bench.name}] {label:55s} {epochs:3d} ep seed {seed}: F1 {r['f1']:.3f} acc {r['acc']:.3f} "
                 f"used {r['used']:.3f} backprop {r['backprop']:.3f} skipped {r.get('skipped_steps', 0)} "
-                f"{r['wall']:.1f}s")
+                f"{r['wall']:.1f}s"
+            )
     return rows
 
 
 def table(rows, all30) -> str:
-    out = ["| configuration | epochs | macro-F1 | Δ vs all (same seed, 10 ep) | accuracy | used per step | back-prop vs all | distinct | skipped steps | wall s |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        "| configuration | epochs | macro-F1 | Δ vs all (same seed, 10 ep) | accuracy | used per step | back-prop vs all | distinct | skipped steps | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     seen = []
     for r in rows:
         k = (r["label"], r["epochs"])
@@ -105,15 +107,26 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--n-train", type=int, default=None)
     p.add_argument("--n-test", type=int, default=None)
-    p.add_argument("--combo", action="append", default=[],
-                   help='extra LLKD configuration as JSON, e.g. \'{"soft_targets": true, "warmup_epochs": 1}\'')
+    p.add_argument(
+        "--combo",
+        action="append",
+        default=[],
+        help='extra LLKD configuration as JSON, e.g. \'{"soft_targets": true, "warmup_epochs": 1}\'',
+    )
     p.add_argument("--long", default="rotten_tomatoes", help="sets that also run 100 epochs (comma-separated)")
     p.add_argument("--quick", action="store_true", help="300/200 texts, 1 seed, 3 epochs; prints only")
-    p.add_argument("--only", action="append", default=[],
-                   help="DATASET:SUBSTRING: on DATASET run only configurations whose label contains SUBSTRING "
-                        "(repeatable; a CPU saver for a third set)")
-    p.add_argument("--calibration", default="center",
-                   help="teacher calibration (explicit: the library's 'auto' changed from center to em mid-study)")
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        help="DATASET:SUBSTRING: on DATASET run only configurations whose label contains SUBSTRING "
+        "(repeatable; a CPU saver for a third set)",
+    )
+    p.add_argument(
+        "--calibration",
+        default="center",
+        help="teacher calibration (explicit: the library's 'auto' changed from center to em mid-study)",
+    )
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args(argv)
     configs = FACTORS + REFERENCES + [(lbl, m, e, ep) for ep in SHORT_LONG for lbl, m, e in LENGTHS]
@@ -136,8 +149,11 @@ def main(argv=None):
         seeds = list(range(args.seeds))
         long = [(lbl, m, e, LONG) for lbl, m, e in LENGTHS] if name in args.long.split(",") and not args.quick else []
         subs = [o.split(":", 1)[1] for o in args.only if o.split(":", 1)[0] == name]
-        todo = [c for c in configs + long if not subs or c[0] == "all" and c[3] == BASE_EPOCHS
-                or any(x in c[0] for x in subs)]
+        todo = [
+            c
+            for c in configs + long
+            if not subs or c[0] == "all" and c[3] == BASE_EPOCHS or any(x in c[0] for x in subs)
+        ]
         rows = run_set(bench, seeds, todo, args.calibration)
         ref_epochs = BASE_EPOCHS if not args.quick else 3
         all30 = {r["seed"]: r["f1"] for r in rows if r["label"] == "all" and r["epochs"] == ref_epochs}
@@ -149,22 +165,28 @@ def main(argv=None):
     print(f"[study_selection] total {total:.0f} s")
     if args.no_write:
         return
-    cmd = "python benchmarks/study_selection.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    cmd = "python -m experiments.study_selection " + shlex.join(argv if argv is not None else sys.argv[1:])
     lines = [
-        "## What makes the selection pay (`benchmarks/study_selection.py`)",
+        "## What makes the selection pay (`experiments/study_selection.py`)",
         "",
         f"Date {datetime.date.today().isoformat()}, commit {bc.git_rev()}; machine: {bc.machine()} (shared, "
         f"wall times noisy). Command: `{cmd.strip()}` (fits are shared with `bench_distill.py`'s run cache: data, "
         f"teachers and runs; those not there were computed by earlier invocations of this command; this report run "
         f"took {total:.0f} s; base length 10 epochs as there). Student: MLP head on frozen MiniLM "
-        f"embeddings (as in bench_distill); teacher calibrated with `calibration=\"{args.calibration}\"`; seeds "
+        f'embeddings (as in bench_distill); teacher calibrated with `calibration="{args.calibration}"`; seeds '
         f"0..{args.seeds - 1}, mean ± std. One factor changed at a time from the library defaults; *Δ vs all* is "
-        f"the paired macro-F1 difference to `selection=\"all\"` at {BASE_EPOCHS} epochs, same seed.",
+        f'the paired macro-F1 difference to `selection="all"` at {BASE_EPOCHS} epochs, same seed.',
         "",
     ]
-    for name, bench, tab, secs in sections:
-        lines += [f"### Study: {name}", "", f"{bench.n} training texts, {len(bench.test.texts)} test texts; teacher: "
-                  f"{bench.answers.description}.", "", tab, ""]
+    for name, bench, tab, _secs in sections:
+        lines += [
+            f"### Study: {name}",
+            "",
+            f"{bench.n} training texts, {len(bench.test.texts)} test texts; teacher: {bench.answers.description}.",
+            "",
+            tab,
+            "",
+        ]
     lines.append(NOTES)
     bc.write_section("study_selection", "\n".join(lines))
 
@@ -181,7 +203,7 @@ Reuters R8, 20NG = 20 Newsgroups (only the soft-target, length and reference row
 | `weighting` | **keep "product"** | "none": R8 0.613 vs 0.629, RT 0.720 vs 0.722. |
 | `warmup_epochs` | **keep 0** | 1 epoch: RT 0.719, R8 0.630 (no change); it only makes "distinct ever selected" 100 %. |
 | `soft_targets` | **keep False; document "turn on when the teacher's distribution is sharp"** | over default LLKD: R8 +0.105 (0.734 ± 0.010, the best student on R8, above the teacher 0.697), and there it is the *selection* that pays: `all` + soft targets falls to 0.577. RT +0.002. 20NG −0.060 (0.573 vs 0.633; `all` + soft −0.028): the centred 20-class distributions are almost flat (median top probability 0.088), so a T = 2 KL teaches little in 10 epochs (30 epochs: 0.601). Not reliable as a default. |
-| `uncertainty_pass` | **"eval" as the default** (the spec's rule stays reachable with "train") | Same macro-F1 within noise (RT 0.715 vs 0.722 ± 0.008, R8 0.628 vs 0.629, R8 with soft targets 0.734 vs 0.734, 20NG with soft targets 0.571 vs 0.573) while back-propagating only the selected rows (28-48 % instead of ~100 %): the only setting under which LLKD's "fraction of samples" saves compute. Measured with the MLP head only; with the fine-tuned student the eval pass also removes dropout noise from the uncertainty, which I did not measure. |
+| `uncertainty_pass` | **"eval" as the default** (the paper's literal rule stays reachable with "train") | Same macro-F1 within noise (RT 0.715 vs 0.722 ± 0.008, R8 0.628 vs 0.629, R8 with soft targets 0.734 vs 0.734, 20NG with soft targets 0.571 vs 0.573) while back-propagating only the selected rows (28-48 % instead of ~100 %): the only setting under which LLKD's "fraction of samples" saves compute. Measured with the MLP head only; with the fine-tuned student the eval pass also removes dropout noise from the uncertainty, which I did not measure. |
 | MLP `max_epochs` | **10 rather than 30** | LLKD at 5/10/30 epochs: RT 0.716/0.722/0.719 (100: 0.710), R8 0.622/0.629/0.633, 20NG 0.582/0.633/0.608: 10 is as good as 30 at a third of the cost. `all` at 5/10/30: RT 0.714/0.711/0.690 (100: 0.659), R8 0.555/0.639/0.670. |
 
 **What makes the selection pay, and when it does not.** No single knob makes LLKD beat the best

@@ -30,8 +30,8 @@ Methods:
 Every fit is cached in ``.cache/bench/runs-bench_distill-<dataset>.jsonl`` (keyed by its config),
 so a rerun only trains what is missing; ``--fresh`` ignores the cache.
 
-    python benchmarks/bench_distill.py                     # full run, writes RESULTS.md + plots
-    python benchmarks/bench_distill.py --quick             # tiny smoke run, prints only
+    python -m experiments.bench_distill                     # full run, writes RESULTS.md + plots
+    python -m experiments.bench_distill --quick             # tiny smoke run, prints only
 """
 
 from __future__ import annotations
@@ -46,11 +46,19 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _bench_common as bc  # noqa: E402
+from . import _common as bc
 
-METHODS = ("teacher", "all", "fixed@median", "teacher-only", "student-only",
-           "random@LLKD", "self-training", "llkd", "gold")
+METHODS = (
+    "teacher",
+    "all",
+    "fixed@median",
+    "teacher-only",
+    "student-only",
+    "random@LLKD",
+    "self-training",
+    "llkd",
+    "gold",
+)
 # Explicit names, not "auto": the library's default changed from "center" to "em" while
 # these benchmarks ran (commit 3441430), so "auto" does not name one correction over time.
 CALIBRATIONS = ("none", "center", "em")
@@ -61,6 +69,8 @@ def cal_name(calib):
 
     name = {"none": "raw"}.get(calib, calib)
     return name + (" (default)" if calib == DEFAULT_PRIOR_METHOD else "")
+
+
 RUNS = bc.CACHE / "runs-bench_distill.jsonl"
 DEFAULT_SIZES = {"rotten_tomatoes": (1000, 500), "20newsgroups": (2000, 1000), "reuters_r8": (2000, 1000)}
 
@@ -157,9 +167,12 @@ class Bench:
         pt = self.test_proba(calib)
         acc, f1 = _metrics(self.test.y, pt.argmax(1))
         return {
-            "pool_acc": float(ok.mean()), "pool_acc_top_half": float(ok[top].mean()),
-            "pool_acc_bottom_half": float(ok[~top].mean()), "median_conf": float(np.median(conf)),
-            "test_acc": acc, "test_f1": f1,
+            "pool_acc": float(ok.mean()),
+            "pool_acc_top_half": float(ok[top].mean()),
+            "pool_acc_bottom_half": float(ok[~top].mean()),
+            "median_conf": float(np.median(conf)),
+            "test_acc": acc,
+            "test_f1": f1,
             "label_share": np.bincount(lab, minlength=len(self.names)).tolist(),
         }
 
@@ -170,8 +183,13 @@ class Bench:
     def fit_student(self, method, calib, seed, **extra):
         from llkd import LLKDClassifier
 
-        kw = dict(self.student_params(), max_epochs=self.epochs, random_state=seed,
-                  calibration=calib, selection_backend="auto")
+        kw = dict(
+            self.student_params(),
+            max_epochs=self.epochs,
+            random_state=seed,
+            calibration=calib,
+            selection_backend="auto",
+        )
         kw.update(extra)
         if method == "gold":
             clf = LLKDClassifier(teacher=None, labels=list(self.names), selection="all", **kw)
@@ -199,8 +217,17 @@ class Bench:
             res.update(method=method, calib=calib, seed=seed, epochs=epochs, params=extra)
             if keep_history:
                 res["history"] = [
-                    {k: h[k] for k in ("epoch", "selected_fraction", "teacher_threshold",
-                                       "student_threshold", "selected_per_class", "loss")}
+                    {
+                        k: h[k]
+                        for k in (
+                            "epoch",
+                            "selected_fraction",
+                            "teacher_threshold",
+                            "student_threshold",
+                            "selected_per_class",
+                            "loss",
+                        )
+                    }
                     for h in clf.history_
                 ]
             r = self.store.put(key, res)
@@ -226,30 +253,55 @@ class Bench:
         wall = time.perf_counter() - t0
         acc, f1 = _metrics(self.test.y, pred)
         used = float(np.mean(st.labeled_iter_ >= 0))
-        return {"acc": acc, "f1": f1, "wall": wall, "used": used, "backprop": float("nan"),
-                "distinct": used, "seed_labeled": float(np.mean(y >= 0)), "n_iter": int(st.n_iter_)}
+        return {
+            "acc": acc,
+            "f1": f1,
+            "wall": wall,
+            "used": used,
+            "backprop": float("nan"),
+            "distinct": used,
+            "seed_labeled": float(np.mean(y >= 0)),
+            "n_iter": int(st.n_iter_),
+        }
 
     def references(self, calib):
         """The teacher's own test predictions and self-training: deterministic, one row each."""
         stats = self.teacher_stats(calib)
-        teacher = {"method": "teacher", "calib": calib, "seed": None, "acc": stats["test_acc"],
-                   "f1": stats["test_f1"], "used": 0.0, "backprop": 0.0, "distinct": 0.0, "wall": 0.0,
-                   "stats": stats}
-        self.log(f"[{self.name}] teacher ({calib}): acc {stats['test_acc']:.3f} F1 {stats['test_f1']:.3f}; "
-                 f"pool acc {stats['pool_acc']:.3f} (top half {stats['pool_acc_top_half']:.3f}, "
-                 f"bottom half {stats['pool_acc_bottom_half']:.3f}), median conf {stats['median_conf']:.3f}")
+        teacher = {
+            "method": "teacher",
+            "calib": calib,
+            "seed": None,
+            "acc": stats["test_acc"],
+            "f1": stats["test_f1"],
+            "used": 0.0,
+            "backprop": 0.0,
+            "distinct": 0.0,
+            "wall": 0.0,
+            "stats": stats,
+        }
+        self.log(
+            f"[{self.name}] teacher ({calib}): acc {stats['test_acc']:.3f} F1 {stats['test_f1']:.3f}; "
+            f"pool acc {stats['pool_acc']:.3f} (top half {stats['pool_acc_top_half']:.3f}, "
+            f"bottom half {stats['pool_acc_bottom_half']:.3f}), median conf {stats['median_conf']:.3f}"
+        )
         key = f"{self.tag}|self-training|{calib}|{bc.TEACHER_FRACTION}"
-        st = self.store.get(key) or self.store.put(key, {"method": "self-training", "calib": calib, "seed": None,
-                                                         **self.self_training(calib)})
+        st = self.store.get(key) or self.store.put(
+            key, {"method": "self-training", "calib": calib, "seed": None, **self.self_training(calib)}
+        )
         self.log(f"[{self.name}] self-training ({calib}): F1 {st['f1']:.3f} used {st['used']:.2f} {st['wall']:.1f}s")
         return [teacher, st]
 
     def fit_methods(self, methods, calib, seed, epochs, median_conf, keep_history=False):
         """One (cached) fit per method, in order; "random@LLKD" takes the rate of the "llkd"
         fit before it in ``methods``."""
-        fixed = {"llkd": {}, "gold": {}, "all": {"selection": "all"}, "teacher-only": {"selection": "teacher"},
-                 "student-only": {"selection": "student"},
-                 "fixed@median": {"selection": "fixed", "fixed_threshold": median_conf}}
+        fixed = {
+            "llkd": {},
+            "gold": {},
+            "all": {"selection": "all"},
+            "teacher-only": {"selection": "teacher"},
+            "student-only": {"selection": "student"},
+            "fixed@median": {"selection": "fixed", "fixed_threshold": median_conf},
+        }
         rows = []
         for method in methods:
             if method == "random@LLKD":
@@ -259,9 +311,11 @@ class Bench:
                 extra = fixed[method]
             r = self.cached_fit(method, calib, seed, epochs, extra, keep_history=keep_history and method == "llkd")
             rows.append(r)
-            self.log(f"[{self.name}] {method:13s} {calib:4s} {epochs:3d} ep seed {seed}: acc {r['acc']:.3f} "
-                     f"F1 {r['f1']:.3f} used {r['used']:.3f} backprop {r['backprop']:.3f} "
-                     f"distinct {r['distinct']:.3f} {r['wall']:.1f}s")
+            self.log(
+                f"[{self.name}] {method:13s} {calib:4s} {epochs:3d} ep seed {seed}: acc {r['acc']:.3f} "
+                f"F1 {r['f1']:.3f} used {r['used']:.3f} backprop {r['backprop']:.3f} "
+                f"distinct {r['distinct']:.3f} {r['wall']:.1f}s"
+            )
         return rows
 
     def run(self, seeds, keep_history_seed=0):
@@ -273,8 +327,14 @@ class Bench:
             if calib == CALIBRATIONS[0]:
                 methods.append("gold")
             for seed in seeds:
-                rows += self.fit_methods(methods + ["random@LLKD"], calib, seed, self.epochs,
-                                         refs[0]["stats"]["median_conf"], keep_history=seed == keep_history_seed)
+                rows += self.fit_methods(
+                    methods + ["random@LLKD"],
+                    calib,
+                    seed,
+                    self.epochs,
+                    refs[0]["stats"]["median_conf"],
+                    keep_history=seed == keep_history_seed,
+                )
         gold = [r for r in rows if r["method"] == "gold"]
         for r in gold:  # the gold bound does not depend on the teacher's calibration
             for calib in CALIBRATIONS[1:]:
@@ -288,8 +348,10 @@ def _agg(rows, method, calib, field):
 
 
 def table(rows, bench, calibs=CALIBRATIONS) -> str:
-    out = ["| method | teacher | accuracy | macro-F1 | used per step | back-prop vs all | distinct ever selected | wall s/fit |",
-           "|---|---|---|---|---|---|---|---|"]
+    out = [
+        "| method | teacher | accuracy | macro-F1 | used per step | back-prop vs all | distinct ever selected | wall s/fit |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for calib in calibs:
         for m in METHODS:
             acc = _agg(rows, m, calib, "acc")
@@ -303,7 +365,10 @@ def table(rows, bench, calibs=CALIBRATIONS) -> str:
                 cal = "—"
                 if calib != calibs[0]:
                     continue
-            pct = lambda v: "—" if m == "teacher" or np.all(np.isnan(v)) else f"{100 * np.nanmean(v):.1f} %"
+
+            def pct(v, m=m):
+                return "—" if m == "teacher" or np.all(np.isnan(v)) else f"{100 * np.nanmean(v):.1f} %"
+
             out.append(
                 f"| {name} | {cal} | {bc.mean_std(acc)} | {bc.mean_std(f1)} | {pct(used)} | {pct(bp)} | "
                 f"{pct(dist)} | {'—' if m == 'teacher' else f'{np.mean(wall):.1f}'} |"
@@ -323,8 +388,10 @@ def verdict(rows, calibs=CALIBRATIONS) -> list[str]:
         used = np.mean(_agg(rows, "llkd", calib, "used"))
         cal = cal_name(calib)
         if order[0] == "llkd":
-            lines.append(f"{cal} teacher: LLKD has the best macro-F1 ({llkd:.3f} ± {std:.3f}) of the non-gold methods, "
-                         f"using {100 * used:.1f} % of the samples per step; runner-up {order[1]} {means[order[1]]:.3f}.")
+            lines.append(
+                f"{cal} teacher: LLKD has the best macro-F1 ({llkd:.3f} ± {std:.3f}) of the non-gold methods, "
+                f"using {100 * used:.1f} % of the samples per step; runner-up {order[1]} {means[order[1]]:.3f}."
+            )
         else:
             s_rank = students.index("llkd") + 1
             best_s = students[0] if students[0] != "llkd" else students[1]
@@ -347,7 +414,9 @@ def plots(results, path_thr, path_f1):
     fig, axes = plt.subplots(len(names), 3, figsize=(14, 3.4 * len(names)), squeeze=False)
     for i, name in enumerate(names):
         rows, bench = results[name]
-        hist = next((r["history"] for r in rows if r["method"] == "llkd" and r["calib"] == "center" and "history" in r), None)
+        hist = next(
+            (r["history"] for r in rows if r["method"] == "llkd" and r["calib"] == "center" and "history" in r), None
+        )
         if hist is None:
             continue
         ep = [h["epoch"] for h in hist]
@@ -373,14 +442,23 @@ def plots(results, path_thr, path_f1):
             a.grid(alpha=0.3)
         if C <= 8:
             axes[i, 0].legend(fontsize=7)
-    fig.suptitle("LLKD (teacher calibrated by centring, seed 0): end-of-epoch class-wise thresholds and selected fraction")
+    fig.suptitle(
+        "LLKD (teacher calibrated by centring, seed 0): end-of-epoch class-wise thresholds and selected fraction"
+    )
     fig.tight_layout()
     fig.savefig(path_thr, dpi=110)
     plt.close(fig)
 
     fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 4.4), squeeze=False)
-    markers = {"all": "s", "fixed@median": "v", "teacher-only": "<", "student-only": ">",
-               "random@LLKD": "x", "self-training": "D", "llkd": "*"}
+    markers = {
+        "all": "s",
+        "fixed@median": "v",
+        "teacher-only": "<",
+        "student-only": ">",
+        "random@LLKD": "x",
+        "self-training": "D",
+        "llkd": "*",
+    }
     colors = {"none": "tab:orange", "center": "tab:blue", "em": "tab:green"}
     for ax, name in zip(axes[0], names):
         rows, _ = results[name]
@@ -389,9 +467,16 @@ def plots(results, path_thr, path_f1):
                 f1, used = _agg(rows, m, calib, "f1"), _agg(rows, m, calib, "used")
                 if not f1:
                     continue
-                ax.errorbar(np.mean(used), np.mean(f1), yerr=np.std(f1), fmt=mk, color=colors[calib],
-                            ms=11 if m == "llkd" else 7, capsize=2,
-                            label=f"{m} ({cal_name(calib)})")
+                ax.errorbar(
+                    np.mean(used),
+                    np.mean(f1),
+                    yerr=np.std(f1),
+                    fmt=mk,
+                    color=colors[calib],
+                    ms=11 if m == "llkd" else 7,
+                    capsize=2,
+                    label=f"{m} ({cal_name(calib)})",
+                )
             t = _agg(rows, "teacher", calib, "f1")
             ax.axhline(t[0], color=colors[calib], ls=":", lw=1, label=f"teacher ({cal_name(calib)})")
         g = _agg(rows, "gold", "none", "f1")
@@ -401,8 +486,8 @@ def plots(results, path_thr, path_f1):
         ax.set_ylabel("macro-F1 (test)")
         ax.set_title(name)
         ax.grid(alpha=0.3)
-    h, l = axes[0, 0].get_legend_handles_labels()
-    fig.legend(h, l, loc="lower center", ncol=6, fontsize=7)
+    handles, legend_labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, legend_labels, loc="lower center", ncol=6, fontsize=7)
     fig.tight_layout(rect=(0, 0.16, 1, 1))
     fig.savefig(path_f1, dpi=110)
     plt.close(fig)
@@ -414,7 +499,9 @@ def main(argv=None):
     p.add_argument("--datasets", default=",".join(bc.DATASETS), help="comma-separated: " + ",".join(bc.DATASETS))
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--epochs", type=int, default=10, help="training epochs of every student (default 10)")
-    p.add_argument("--n-train", type=int, default=None, help="cap on training texts (default per set: RT 3000, topic 4000)")
+    p.add_argument(
+        "--n-train", type=int, default=None, help="cap on training texts (default per set: RT 3000, topic 4000)"
+    )
     p.add_argument("--n-test", type=int, default=None, help="cap on test texts (default per set: RT 1000, topic 2000)")
     p.add_argument("--quick", action="store_true", help="tiny smoke run (300/200 texts, 1 seed, 3 epochs); prints only")
     p.add_argument("--fresh", action="store_true", help="ignore cached runs")
@@ -432,8 +519,11 @@ def main(argv=None):
             p.error(f"unknown dataset {name!r}")
         ntr, nte = DEFAULT_SIZES[name]
         bench = Bench(name, args.n_train or ntr, args.n_test or nte, args.epochs, store)
-        print(f"[{name}] {bench.n} training texts, {len(bench.test.texts)} test texts; teacher: "
-              f"{bench.answers.description}", flush=True)
+        print(
+            f"[{name}] {bench.n} training texts, {len(bench.test.texts)} test texts; teacher: "
+            f"{bench.answers.description}",
+            flush=True,
+        )
         t0 = time.perf_counter()
         rows = bench.run(list(range(args.seeds)))
         bench.seconds = time.perf_counter() - t0
@@ -444,7 +534,7 @@ def main(argv=None):
     print(f"[bench_distill] total {total:.0f} s", flush=True)
     if args.no_write:
         return results
-    cmd = "python benchmarks/bench_distill.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    cmd = "python -m experiments.bench_distill " + shlex.join(argv if argv is not None else sys.argv[1:])
     bc.PLOTS.mkdir(parents=True, exist_ok=True)
     plots(results, bc.PLOTS / "distill_thresholds.png", bc.PLOTS / "distill_f1_vs_fraction.png")
     bc.write_section("bench_distill", report(results, args, cmd.strip(), total))
@@ -453,7 +543,7 @@ def main(argv=None):
 
 def report(results, args, cmd, total) -> str:
     lines = [
-        "## Distillation benchmark (`benchmarks/bench_distill.py`)",
+        "## Distillation benchmark (`experiments/bench_distill.py`)",
         "",
         f"Date {datetime.date.today().isoformat()}, commit {bc.git_rev()}; machine: {bc.machine()} "
         "(see the wall times for how busy it was). Command: "
@@ -465,12 +555,12 @@ def report(results, args, cmd, total) -> str:
         f"batch 32, {args.epochs} epochs) on frozen all-MiniLM-L6-v2 embeddings (384-d). Same budget for all: "
         f"{args.epochs} epochs over the pool. Seeds 0..{args.seeds - 1}; mean ± std over seeds "
         "(self-training and the teacher are deterministic: one run). *used per step*: samples with a non-zero "
-        "loss weight / samples seen (what `selection=\"all\"` uses); *back-prop vs all*: rows that went through "
-        "the backward pass relative to `all` (the default `uncertainty_pass=\"eval\"` scores each batch in a "
+        'loss weight / samples seen (what `selection="all"` uses); *back-prop vs all*: rows that went through '
+        'the backward pass relative to `all` (the default `uncertainty_pass="eval"` scores each batch in a '
         "no-grad forward pass and back-propagates only the selected rows); "
         "*distinct ever selected*: samples selected at least once in training / pool size. "
-        "*raw*: `calibration=\"none\"`; *center*: centre each class's log-probability over the pool (the "
-        "library default, `\"auto\"`); *em*: centring then the Saerens EM re-estimate of the pool prior (the "
+        '*raw*: `calibration="none"`; *center*: centre each class\'s log-probability over the pool (the '
+        'library default, `"auto"`); *em*: centring then the Saerens EM re-estimate of the pool prior (the '
         "default for a while during development, until this benchmark showed it collapsing the multi-class teachers).",
         "",
     ]
@@ -492,8 +582,8 @@ def report(results, args, cmd, total) -> str:
             "",
         ]
     lines += [
-        "Plots: [thresholds and selected fraction per class over training](plots/distill_thresholds.png), "
-        "[macro-F1 against fraction of data used](plots/distill_f1_vs_fraction.png).",
+        "Plots: [thresholds and selected fraction per class over training](../experiments/plots/distill_thresholds.png), "
+        "[macro-F1 against fraction of data used](../experiments/plots/distill_f1_vs_fraction.png).",
         "",
         NOTES,
     ]
@@ -517,8 +607,8 @@ minority of the samples: with the default centred teacher it back-propagates 30 
   Teacher-only is better (0.728 ± 0.002), and every student is about 15 points below the teacher
   itself (0.870). The student, not the labels, is the bottleneck: the MLP on frozen MiniLM reaches
   only 0.712 **with all gold labels**, so no selection rule can approach the teacher. This is the
-  frozen-encoder cap the spec measured (74 %), and the reason the demo uses the fine-tuned student.
-  The Gemma teacher here is far better than the spec's 52-59 % raw: the current few-shot prompt
+  frozen-encoder cap measured when the project started (74 %), and the reason the demo uses the fine-tuned student.
+  The Gemma teacher here is far better than the 52-59 % raw measured then: the current few-shot prompt
   is nearly unbiased, at 0.878 raw.
 - **Reuters R8 (imbalanced, 8 classes).** With the centred teacher LLKD is 5th of 7 students
   (0.628 ± 0.003). Ahead of it: fixed@median 0.699, student-only 0.667, random@LLKD 0.653 and

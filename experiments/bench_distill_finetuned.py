@@ -20,8 +20,8 @@ TF-IDF logistic regression on 2 % of the gold labels). Each fit takes 1-6 minute
 cores; fits are cached in ``.cache/bench/runs-bench_distill_finetuned-<dataset>.jsonl``, so an
 interrupted run resumes.
 
-    python benchmarks/bench_distill_finetuned.py              # ~1.5 h on 2 cores, writes RESULTS.md
-    python benchmarks/bench_distill_finetuned.py --quick      # smoke run, prints only
+    python -m experiments.bench_distill_finetuned              # ~1.5 h on 2 cores, writes RESULTS.md
+    python -m experiments.bench_distill_finetuned --quick      # smoke run, prints only
 """
 
 from __future__ import annotations
@@ -31,13 +31,9 @@ import datetime
 import shlex
 import sys
 import time
-from pathlib import Path
 
-import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _bench_common as bc  # noqa: E402
-import bench_distill as bd  # noqa: E402
+from . import _common as bc
+from . import bench_distill as bd
 
 CALIB = "center"
 RUNS = bc.CACHE / "runs-bench_distill_finetuned.jsonl"
@@ -65,7 +61,7 @@ def report(refs, rows, long_rows, noisy, args, cmd, total, bench) -> str:
     noisy_bench, noisy_refs, noisy_rows = noisy or (None, [], [])
     fit_total = sum(r["wall"] for r in rows + long_rows + noisy_rows)
     lines = [
-        "## Distillation with a fine-tuned student (`benchmarks/bench_distill_finetuned.py`)",
+        "## Distillation with a fine-tuned student (`experiments/bench_distill_finetuned.py`)",
         "",
         f"Date {datetime.date.today().isoformat()}, commit {bc.git_rev()}; machine: {bc.machine()}. "
         f"Command: `{cmd}` (fits cached in `.cache/bench/runs-bench_distill_finetuned-<dataset>.jsonl`; this "
@@ -76,7 +72,7 @@ def report(refs, rows, long_rows, noisy, args, cmd, total, bench) -> str:
         "bench_distill's permutation (the demo's reviews), teacher: " + bench.answers.description + ", centred "
         f"(pool pseudo-label accuracy {st['pool_acc']:.3f}; most confident half {st['pool_acc_top_half']:.3f}, "
         f"least confident half {st['pool_acc_bottom_half']:.3f}). Student for every method: "
-        "`LLKDClassifier(student=\"finetune\")` with the library defaults (all-MiniLM-L6-v2 fine-tuned end to "
+        '`LLKDClassifier(student="finetune")` with the library defaults (all-MiniLM-L6-v2 fine-tuned end to '
         f"end, AdamW lr 5e-5 with linear decay, batch 32), {args.epochs} epochs (the default). Seeds "
         f"0..{args.seeds - 1}, mean ± std; the teacher and self-training (logistic regression on frozen "
         "embeddings, as in bench_distill) are deterministic. Columns as in bench_distill; *wall s/fit* "
@@ -163,12 +159,23 @@ is still a lot of data), and harder tasks on which the teacher is less accurate 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--epochs", type=int, default=3, help="training epochs of every student (default 3, the "
-                   "library default for the fine-tuned student)")
-    p.add_argument("--long-epochs", type=int, default=10,
-                   help=f"a second, longer run of {', '.join(LONG_METHODS)} (default 10 epochs; 0 skips it)")
-    p.add_argument("--no-noisy", action="store_true",
-                   help=f"skip the run of {', '.join(NOISY_METHODS)} with a noisier teacher (TF-IDF on 2 %% of the gold labels)")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=3,
+        help="training epochs of every student (default 3, the library default for the fine-tuned student)",
+    )
+    p.add_argument(
+        "--long-epochs",
+        type=int,
+        default=10,
+        help=f"a second, longer run of {', '.join(LONG_METHODS)} (default 10 epochs; 0 skips it)",
+    )
+    p.add_argument(
+        "--no-noisy",
+        action="store_true",
+        help=f"skip the run of {', '.join(NOISY_METHODS)} with a noisier teacher (TF-IDF on 2 %% of the gold labels)",
+    )
     p.add_argument("--n-train", type=int, default=1000)
     p.add_argument("--n-test", type=int, default=1000)
     p.add_argument("--quick", action="store_true", help="smoke run: 64/64 texts, 1 seed, 1 and 2 epochs; prints only")
@@ -181,8 +188,11 @@ def main(argv=None):
     store = bd.RunStore(RUNS if not args.quick else bc.CACHE / "quick-runs-finetuned.jsonl", args.fresh)
     started = time.perf_counter()
     bench = FinetunedBench("rotten_tomatoes", args.n_train, args.n_test, args.epochs, store)
-    print(f"[rotten_tomatoes] {bench.n} training texts, {len(bench.test.texts)} test texts; teacher: "
-          f"{bench.answers.description}", flush=True)
+    print(
+        f"[rotten_tomatoes] {bench.n} training texts, {len(bench.test.texts)} test texts; teacher: "
+        f"{bench.answers.description}",
+        flush=True,
+    )
     refs = bench.references(CALIB)
     seeds = list(range(args.seeds))
     rows = bench.run_methods(seeds, args.epochs, METHODS)
@@ -201,9 +211,10 @@ def main(argv=None):
         print("\n".join(bd.verdict(noisy[1] + noisy[2], calibs=(CALIB,))), flush=True)
     total = time.perf_counter() - started
     if not args.no_write:
-        cmd = "python benchmarks/bench_distill_finetuned.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-        bc.write_section("bench_distill_finetuned",
-                         report(refs, rows, long_rows, noisy, args, cmd.strip(), total, bench))
+        cmd = "python -m experiments.bench_distill_finetuned " + shlex.join(argv if argv is not None else sys.argv[1:])
+        bc.write_section(
+            "bench_distill_finetuned", report(refs, rows, long_rows, noisy, args, cmd.strip(), total, bench)
+        )
     return refs, rows, long_rows, noisy
 
 

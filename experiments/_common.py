@@ -1,11 +1,11 @@
-"""Shared helpers of bench_distill.py and study_selection.py.
+"""Shared helpers of the accuracy studies in ``experiments/`` (bench_distill and the scripts built on it).
 
 Everything expensive is computed once and cached on disk under ``<repo>/.cache/bench``
 (ignored by git): MiniLM embeddings of every text used (keyed by a digest of the
 texts), the Gemma teacher's answers (in the same SQLite teacher cache as ``llkd demo``,
 ``$LLKD_HOME/teacher-cache.sqlite``), and the TF-IDF teachers of the topic sets.
 
-Run ``python benchmarks/_bench_common.py label-gemma --n-train 3000 --n-test 1000`` to
+Run ``python -m experiments._common label-gemma --n-train 3000 --n-test 1000`` to
 label the movie reviews in the background (resumable: answers are written per batch).
 """
 
@@ -23,14 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
-from _results_md import write_section  # noqa: F401  (re-exported for the benchmark scripts)
+from benchmarks._results_md import write_section  # noqa: F401  (re-exported for the studies)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".cache" / "bench"
-PLOTS = REPO / "benchmarks" / "plots"
+PLOTS = REPO / "experiments" / "plots"
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
 
 DATASETS = ("rotten_tomatoes", "20newsgroups", "reuters_r8")
