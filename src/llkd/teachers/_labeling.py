@@ -53,6 +53,11 @@ def _teacher_name(teacher) -> str:
     return type(teacher).__name__
 
 
+def _cached(store: TeacherCache, tkey: str, texts: list, C: int) -> dict:
+    hits = store.get(tkey, texts, n_classes=C)
+    return {texts[j]: ans for j, ans in hits.items() if 0 <= ans[0] < C and (ans[2] is None or ans[2].shape == (C,))}
+
+
 def label_in_batches(
     teacher,
     texts: Sequence[str],
@@ -153,13 +158,20 @@ def label_in_batches(
     for i, t in enumerate(texts):
         first.setdefault(t, i)
     uniq = list(first)
-    done: dict[str, tuple] = {}
-    if store is not None:
-        hits = store.get(tkey, uniq, n_classes=C)
-        for j, ans in hits.items():
-            if 0 <= ans[0] < C and (ans[2] is None or ans[2].shape == (C,)):
-                done[uniq[j]] = ans
+    done: dict[str, tuple] = _cached(store, tkey, uniq, C) if store is not None else {}
     todo = [t for t in uniq if t not in done]
+    if todo and store is not None and callable(getattr(teacher, "settle_identity", None)):
+        # The teacher decides how it answers (OpenAITeacher, logprobs="auto"); its identity says which.
+        try:
+            teacher.settle_identity(todo[:1])
+        except Exception as exc:
+            raise _wrap(exc, f"{_teacher_name(teacher)} raised {type(exc).__name__} on its first text, "
+                        f"before batch 0 (no answer was lost): {exc}",
+                        batch_index=0, start=0, stop=1, n_done=0) from exc
+        if (key := identity_key(teacher.identity, classes)) != tkey:
+            tkey = key
+            done = _cached(store, tkey, uniq, C)
+            todo = [t for t in uniq if t not in done]
     if sort_by_length:
         todo.sort(key=len)
 
@@ -172,19 +184,28 @@ def label_in_batches(
         except ImportError:  # pragma: no cover
             bar = None
     n_batches = (len(todo) + batch_size - 1) // batch_size
+    # With a cache, batches are claimed in it first: texts another process is asking are
+    # left to it and read from the cache after the loop (TeacherCache.share).
+    batches = (store.share(tkey, todo, batch_size) if store is not None
+               else (todo[s : s + batch_size] for s in range(0, len(todo), batch_size)))
+    e = 0
     try:
-        for b in range(n_batches):
-            s, e = b * batch_size, min(len(todo), (b + 1) * batch_size)
-            batch = todo[s:e]
+        for b, batch in enumerate(batches):
+            s, e = e, e + len(batch)
             try:
                 out = teacher.label(batch)
             except Exception as exc:
+                answered = getattr(exc, "answered", None)  # (texts, output) the teacher got before failing
+                kept = s
+                if store is not None and answered is not None:
+                    store.put(tkey, *answered)
+                    kept += len(answered[0])
                 raise _wrap(
                     exc,
                     f"{_teacher_name(teacher)} raised {type(exc).__name__} on batch {b} of {n_batches} "
                     f"(texts {s}..{e - 1} of the {len(todo)} sent to the teacher; "
-                    f"{s} answers before it are kept{' in the cache' if store is not None else ''}): {exc}",
-                    batch_index=b, start=s, stop=e, n_done=s,
+                    f"{kept} answers are kept{' in the cache' if store is not None else ''}): {exc}",
+                    batch_index=b, start=s, stop=e, n_done=kept,
                 ) from exc
             try:
                 out = check_teacher_output(out, len(batch), C, f"{_teacher_name(teacher)} (batch {b}, texts {s}..{e - 1})")
@@ -202,6 +223,10 @@ def label_in_batches(
     finally:
         if bar is not None:
             bar.close()
+        if store is not None:
+            batches.close()
+    if store is not None and len(done) < len(uniq):  # answered by other processes meanwhile
+        done.update(_cached(store, tkey, [t for t in uniq if t not in done], C))
 
     for i, t in enumerate(texts):
         lab[i], conf[i], probas[i] = done[t]
