@@ -10,10 +10,16 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from _openai_server import FakeOpenAIServer, p_positive  # noqa: E402
+from _openai_server import FakeOpenAIServer, p_positive
 
-from llkd.teachers import OpenAITeacher, TeacherCache, TeacherError, identity_key, label_in_batches  # noqa: E402
-from llkd.teachers._openai import OpenAIHTTPError  # noqa: E402
+from llkd.teachers import (
+    OpenAITeacher,
+    TeacherCache,
+    TeacherError,
+    identity_key,
+    label_in_batches,
+)
+from llkd.teachers._openai import OpenAIHTTPError
 
 LABELS = ["negative", "positive"]
 TEXTS = [f"{w} movie {i}" for i, w in enumerate(["good fun", "bad", "great", "awful dull", "plain", "love"] * 5)]
@@ -60,7 +66,7 @@ def test_auto_one_faulty_first_response_does_not_decide():
 
 
 def test_auto_identity_records_the_method_and_keeps_old_keys():
-    kw = dict(base_url="http://127.0.0.1:9/v1", api_key_env=None)
+    kw = {"base_url": "http://127.0.0.1:9/v1", "api_key_env": None}
     undecided = OpenAITeacher("fake-model", LABELS, **kw)
     # Pinned on the code before the method was recorded: answers made with logprobs keep their key.
     assert identity_key(undecided.identity, LABELS) == \
@@ -180,3 +186,18 @@ def test_deadline_bounds_a_batch():
         OpenAITeacher("m", LABELS, deadline=0)
     with pytest.raises(ValueError, match="timeout_retries"):
         OpenAITeacher("m", LABELS, timeout_retries=-1)
+
+
+# --------------------------------------------------------------------------- usage
+
+
+def test_usage_is_counted_over_every_response():
+    with FakeOpenAIServer() as srv:  # the fake reports 1 prompt + 1 completion token per chat response
+        srv.fail_next(("nologprobs",))
+        t = make(srv, logprobs=True, max_concurrency=3)
+        t.label(TEXTS[:5])
+        assert t.n_requests_ == 6
+        assert t.usage_ == {"prompt_tokens": 6, "completion_tokens": 6, "total_tokens": 12}
+        t2 = make(srv, endpoint="completions")  # no usage in those responses
+        t2.label(TEXTS[:2])
+        assert t2.usage_ == {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}

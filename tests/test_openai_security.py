@@ -10,10 +10,10 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from _openai_server import FakeOpenAIServer, p_positive  # noqa: E402
+from _openai_server import FakeOpenAIServer, p_positive
 
-from llkd.teachers import OpenAITeacher  # noqa: E402
-from llkd.teachers._openai import OpenAIHTTPError  # noqa: E402
+from llkd.teachers import OpenAITeacher
+from llkd.teachers._openai import OpenAIHTTPError
 
 LABELS = ["negative", "positive"]
 SECRET = "sk-test-SECRET-0123456789abcdef"

@@ -5,7 +5,13 @@ import sqlite3
 import numpy as np
 import pytest
 
-from llkd.teachers import CallableTeacher, TeacherCache, TeacherOutput, identity_key, label_in_batches
+from llkd.teachers import (
+    CallableTeacher,
+    TeacherCache,
+    TeacherOutput,
+    identity_key,
+    label_in_batches,
+)
 from llkd.teachers._cache import text_key
 
 LABELS = ["neg", "pos"]

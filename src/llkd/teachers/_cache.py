@@ -19,6 +19,7 @@ written before claims existed are read as they are (the table is added).
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import socket
 import sqlite3
@@ -34,6 +35,8 @@ import numpy as np
 from ._base import TeacherOutput
 
 __all__ = ["TeacherCache", "default_cache_path", "llkd_home"]
+
+logger = logging.getLogger("llkd.teachers.cache")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS answers (
@@ -395,8 +398,8 @@ class TeacherCache:
             try:
                 while not stop.wait(lease_s / 3):
                     self.renew(owner, lease_s)
-            except Exception:  # pragma: no cover - a lapsed lease costs a repeat, never an answer
-                pass
+            except Exception as e:  # noqa: BLE001  # pragma: no cover - a lapsed lease costs a repeat, never an answer
+                logger.warning("%s: could not renew the claims of %s: %s", self.path, owner, e)
             finally:
                 self.close()
 

@@ -257,6 +257,9 @@ class OpenAITeacher:
         ``logprobs="auto"``).
     n_requests_ : int
         HTTP requests made (retries included).
+    usage_ : dict
+        Tokens the server reported (``prompt_tokens``, ``completion_tokens``,
+        ``total_tokens``), summed over every response, retried ones included.
     """
 
     def __init__(
@@ -379,6 +382,7 @@ class OpenAITeacher:
 
         self.mode_ = None if logprobs == "auto" else ("logprobs" if logprobs else "sampling")
         self.n_requests_ = 0
+        self.usage_ = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
         self._lock = threading.Lock()
         self._decide_lock = threading.Lock()
         self._memo: dict = {}
@@ -399,6 +403,7 @@ class OpenAITeacher:
         state.setdefault("api_key_header", "Authorization")
         state.setdefault("timeout_retries", state.get("max_retries", 5))
         state.setdefault("deadline", None)
+        state.setdefault("usage_", {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0})
         self.__dict__.update(state)
         self._lock = threading.Lock()
         self._decide_lock = threading.Lock()
@@ -586,9 +591,22 @@ class OpenAITeacher:
             data = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
             raise _Retryable(f"malformed JSON in the response: {raw[:120]!r}") from None
+        self._count_usage(data)
         if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
             raise _Retryable(f"response has no choices: {str(data)[:200]}")
         return data
+
+    def _count_usage(self, data) -> None:
+        usage = data.get("usage") if isinstance(data, dict) else None
+        if not isinstance(usage, dict):
+            return
+        n = {k: usage.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+        n = {k: int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 else 0 for k, v in n.items()}
+        if not n["total_tokens"]:
+            n["total_tokens"] = n["prompt_tokens"] + n["completion_tokens"]
+        with self._lock:
+            for k, v in n.items():
+                self.usage_[k] += v
 
     def _deadline_at(self) -> float | None:
         return None if self.deadline is None else time.monotonic() + self.deadline
