@@ -33,7 +33,7 @@ def asked(log):
 
 
 def _fit_like(path, log, texts, q):
-    out = label_in_batches(CallableTeacher(LoggingFn(log, delay=0.01), LABELS, identity=IDENT), texts,
+    out = label_in_batches(CallableTeacher(LoggingFn(log, delay=0.03), LABELS, identity=IDENT), texts,
                            batch_size=8, cache=TeacherCache(path, lease=5.0))
     q.put(out.proba.tolist())
 

@@ -367,16 +367,28 @@ class TeacherCache:
         are any, or ``[]`` once every text is answered.
         """
         pending = list(dict.fromkeys(texts))
+        lease_s = self.lease if lease_s is None else float(lease_s)
+        wait = poll_s
         while pending:
-            mine = self.claim(teacher_key, pending, owner, lease_s)
-            if mine:
-                return mine
-            with self._errors("read"):
+            keys = [text_key(teacher_key, t) for t in pending]
+            with self._errors("read"):  # read-only first: polling takes no write lock
                 con = self._con()
-                answered = self._answered_keys(con, [text_key(teacher_key, t) for t in pending])
-            pending = [t for t in pending if text_key(teacher_key, t) not in answered]
+                answered = self._answered_keys(con, keys)
+                now = time.time()
+                held: set[str] = set()
+                for s in range(0, len(keys), _CHUNK):
+                    chunk = keys[s : s + _CHUNK]
+                    q = ",".join("?" * len(chunk))
+                    held.update(k for (k,) in con.execute(
+                        f"SELECT key FROM claims WHERE key IN ({q}) AND owner != ? AND expires > ?",
+                        [*chunk, owner, now]))
+            free = [t for t, k in zip(pending, keys) if k not in answered and k not in held]
+            if free and (mine := self.claim(teacher_key, free, owner, lease_s)):
+                return mine
+            pending = [t for t, k in zip(pending, keys) if k not in answered]
             if pending:
-                time.sleep(poll_s)
+                time.sleep(wait)
+                wait = min(2.0, wait * 1.5)
         return []
 
     def share(self, teacher_key: str, texts: Sequence[str], batch_size: int, *, owner: str | None = None,
