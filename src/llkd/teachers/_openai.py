@@ -550,6 +550,7 @@ class OpenAITeacher:
                 break
             except urllib.error.HTTPError as e:
                 if e.code in _REDIRECT_STATUS:
+                    e.close()  # its body is not needed: free the connection
                     location = e.headers.get("Location")
                     if not location:
                         raise OpenAIHTTPError(f"{url} answered HTTP {e.code} without a Location", e.code) from None
