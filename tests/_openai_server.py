@@ -5,7 +5,11 @@ with good = {good, great, fun, love}, bad = {bad, awful, dull, hate}. It answers
 ``/v1/chat/completions`` and ``/v1/completions`` in the OpenAI wire format, with or
 without log-probabilities, honours ``n`` (or not), and plays injected failures:
 ``server.fail_next(("status", 429, {"Retry-After": "0"}), ("status", 500), ("sleep", 2.0),
-("malformed",), ("status", 400, "message"))``, one per request in order.
+("malformed",), ("status", 400, "message"), ("redirect", 302, "http://other/v1/..."),
+("nologprobs",))``, one per request in order. ``("redirect", code, location)`` answers with
+that status and ``Location`` (absolute, or a path on this server); ``("nologprobs",)``
+answers normally but without log-probabilities. ``requests`` records the path, headers
+and body of every request received.
 """
 
 from __future__ import annotations
@@ -52,6 +56,9 @@ class FakeOpenAIServer:
             def do_POST(self):
                 server._handle(self)
 
+            def do_GET(self):  # what a client that turns a redirected POST into a GET sends
+                server._handle(self)
+
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -95,9 +102,11 @@ class FakeOpenAIServer:
         try:
             body = json.loads(raw)
         except ValueError:
+            with self._lock:
+                self.requests.append({"method": h.command, "path": h.path, "headers": dict(h.headers), "body": None})
             return self._send(h, 400, {"error": {"message": "invalid JSON body"}})
         with self._lock:
-            self.requests.append({"path": h.path, "headers": dict(h.headers), "body": body})
+            self.requests.append({"method": h.command, "path": h.path, "headers": dict(h.headers), "body": body})
             action = self._failures.pop(0) if self._failures else None
             self._concurrent += 1
             self.max_concurrent = max(self.max_concurrent, self._concurrent)
@@ -112,12 +121,16 @@ class FakeOpenAIServer:
                     headers = extra if isinstance(extra, dict) else None
                     msg = extra if isinstance(extra, str) else f"injected {status}"
                     return self._send(h, status, {"error": {"message": msg, "type": "injected"}}, headers)
+                if kind == "redirect":
+                    return self._send(h, action[1], {"error": {"message": "moved"}}, {"Location": action[2]})
                 if kind == "sleep":
                     time.sleep(action[1])
                 elif kind == "malformed":
                     return self._send(h, 200, b"{not json")
             if self.api_key is not None and h.headers.get("Authorization") != f"Bearer {self.api_key}":
                 return self._send(h, 401, {"error": {"message": "Incorrect API key provided"}})
+            if action is not None and action[0] == "nologprobs":
+                body = {k: v for k, v in body.items() if k not in ("logprobs", "top_logprobs")}
             if h.path.endswith("/chat/completions"):
                 return self._send(h, 200, self._chat(body))
             if h.path.endswith("/completions"):

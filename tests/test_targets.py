@@ -41,10 +41,11 @@ def test_feature_rows_are_cached_by_digest_and_a_new_process_pays_nothing(tmp_pa
     np.testing.assert_array_equal(clf2.teacher_labels_, clf.teacher_labels_[::-1])
 
 
-def test_a_cache_for_rows_of_a_teacher_without_identity_warns():
+def test_a_cache_for_rows_of_a_teacher_without_identity_warns(tmp_path):
     X = _rows(20)
     with pytest.warns(UserWarning, match="identity"):
-        LLKDClassifier(lambda b: _proba(b), labels=["a", "b"], teacher_cache="unused.sqlite", max_epochs=1).fit(X)
+        LLKDClassifier(lambda b: _proba(b), labels=["a", "b"], teacher_cache=tmp_path / "unused.sqlite",
+                       max_epochs=1).fit(X)
 
 
 @pytest.mark.parametrize("kind", ["rows", "texts"])

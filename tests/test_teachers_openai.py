@@ -150,13 +150,6 @@ def test_client_errors_are_not_retried():
             t.label(["good"])
 
 
-def test_connection_refused_is_retried_then_reported():
-    t = OpenAITeacher("m", LABELS, base_url="http://127.0.0.1:9/v1", api_key_env=None, max_retries=1,
-                      backoff=0.001, timeout=1.0)
-    with pytest.raises(OpenAIHTTPError, match="failed after 2 attempts"):
-        t.label(["good"])
-
-
 def test_concurrency_limit():
     with FakeOpenAIServer(delay=0.05) as srv:
         t = make(srv, max_concurrency=3)

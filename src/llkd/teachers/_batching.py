@@ -33,6 +33,11 @@ def open_cache(cache) -> TeacherCache | None:
     raise TypeError(f"cache must be None, True, a path or a TeacherCache, got {type(cache).__name__}")
 
 
+def _cached(store: TeacherCache, tkey: str, keys: list, C: int) -> dict:
+    hits = store.get(tkey, keys, n_classes=C)
+    return {keys[j]: ans for j, ans in hits.items() if 0 <= ans[0] < C and (ans[2] is None or ans[2].shape == (C,))}
+
+
 def _check_inputs(inputs):
     """A list of texts or a 2-D float array of rows; ``kind`` says which."""
     if isinstance(inputs, np.ndarray) and inputs.ndim == 2 and inputs.dtype.kind in "biuf":
@@ -142,13 +147,22 @@ def label_in_batches(
     if memory:
         done.update((k, memory[k]) for k in first if k in memory)
     if store is not None:
-        uniq = [k for k in first if k not in done]
-        for j, ans in store.get(tkey, uniq, n_classes=C).items():
-            if 0 <= ans[0] < C and (ans[2] is None or ans[2].shape == (C,)):
-                done[uniq[j]] = ans
-                if memory is not None:
-                    memory[uniq[j]] = ans
+        done.update(_cached(store, tkey, [k for k in first if k not in done], C))
     todo = [k for k in first if k not in done]
+    if todo and store is not None and kind == "texts" and callable(getattr(teacher, "settle_identity", None)):
+        # The teacher decides how it answers (OpenAITeacher, logprobs="auto"); its identity says which.
+        try:
+            teacher.settle_identity(todo[:1])
+        except Exception as exc:
+            raise teacher_error(exc, f"{name} raised {type(exc).__name__} on its first text, before batch 0 "
+                                f"(no answer was lost): {exc}", batch_index=0, start=0, stop=1, n_done=0) from exc
+        if (key := identity_key(teacher.identity, classes)) != tkey:
+            tkey = key
+            done = {k: memory[k] for k in first if memory and k in memory}
+            done.update(_cached(store, tkey, [k for k in first if k not in done], C))
+            todo = [k for k in first if k not in done]
+    if memory is not None:
+        memory.update(done)
     if sort_by_length and kind == "texts":
         todo.sort(key=len)
 
@@ -162,20 +176,29 @@ def label_in_batches(
             bar = None
     n_batches = (len(todo) + batch_size - 1) // batch_size
     what = "texts" if kind == "texts" else "rows"
+    # With a cache, batches are claimed in it first: inputs another process is asking are
+    # left to it and read from the cache after the loop (TeacherCache.share).
+    batches = (store.share(tkey, todo, batch_size) if store is not None
+               else (todo[s : s + batch_size] for s in range(0, len(todo), batch_size)))
+    e = 0
     try:
-        for b in range(n_batches):
-            s, e = b * batch_size, min(len(todo), (b + 1) * batch_size)
-            batch_keys = todo[s:e]
+        for b, batch_keys in enumerate(batches):
+            s, e = e, e + len(batch_keys)
             batch = [inputs[first[k]] for k in batch_keys] if kind == "texts" else inputs[[first[k] for k in batch_keys]]
             try:
                 out = teacher.label(batch)
             except Exception as exc:
+                answered = getattr(exc, "answered", None)  # (keys, output) the teacher got before failing
+                kept = s
+                if store is not None and answered is not None:
+                    store.put(tkey, *answered)
+                    kept += len(answered[0])
                 raise teacher_error(
                     exc,
                     f"{name} raised {type(exc).__name__} on batch {b} of {n_batches} "
                     f"({what} {s}..{e - 1} of the {len(todo)} sent to the teacher; "
-                    f"{s} answers before it are kept{' in the cache' if store is not None else ''}): {exc}",
-                    batch_index=b, start=s, stop=e, n_done=s,
+                    f"{kept} answers are kept{' in the cache' if store is not None else ''}): {exc}",
+                    batch_index=b, start=s, stop=e, n_done=kept,
                 ) from exc
             try:
                 out = check_teacher_output(out, len(batch_keys), C, f"{name} (batch {b}, {what} {s}..{e - 1})")
@@ -195,6 +218,13 @@ def label_in_batches(
     finally:
         if bar is not None:
             bar.close()
+        if store is not None:
+            batches.close()
+    if store is not None and len(done) < len(first):  # answered by other processes meanwhile
+        others = _cached(store, tkey, [k for k in first if k not in done], C)
+        done.update(others)
+        if memory is not None:
+            memory.update(others)
 
     from ._base import TeacherOutput
 

@@ -12,21 +12,38 @@ Class distribution
 - Without them (the server ignores or refuses ``logprobs``): *self-consistency*, ``k``
   sampled answers (``n_samples``, temperature ``sample_temperature``) parsed into classes;
   the distribution is the share of votes with add-``smoothing`` counts (unparseable
-  answers vote for nothing). ``mode_`` says which was used, and a warning says so when
-  the teacher falls back.
+  answers vote for nothing).
+
+With ``logprobs="auto"`` the method is decided once per teacher, at its first response
+(a response without log-probabilities is asked again once, so that one faulty response
+does not decide), and kept: a later response without log-probabilities is a fault and is
+retried, never a switch. ``mode_`` says which method was chosen, a warning says so when
+it is sampling, and the teacher's ``identity`` (the cache key of its answers) then says
+``"method": "sampling"``.
 
 Transport
 ---------
 The standard library (``urllib``) over HTTP(S); up to ``max_concurrency`` requests in
 flight (threads); each with ``timeout`` seconds; up to ``max_retries`` retries on 429,
-408, 5xx, timeouts, dropped connections and malformed JSON, waiting
+408, 5xx, timeouts (at most ``timeout_retries`` of them), dropped connections, malformed
+JSON and, in log-probability mode, responses without log-probabilities, waiting
 ``min(max_backoff, backoff * 2**attempt)`` seconds (times a random factor in [0.5, 1]),
-or the server's ``Retry-After`` when it sends one (capped at ``max_backoff``). Other 4xx
-errors raise :class:`OpenAIHTTPError` at once with the server's message.
+or the server's ``Retry-After`` when it sends one (capped at ``max_backoff``). A
+``deadline`` bounds one ``label`` call (one batch) as a whole. Other 4xx errors and a
+refused connection raise :class:`OpenAIHTTPError` at once.
 
+Credentials
+-----------
 The API key is read from the environment variable named by ``api_key_env`` at each
-request. It is never stored on the object, so it is in no pickle, repr, identity (cache
-key) or log message.
+request and sent in ``api_key_header`` (``Authorization: Bearer <key>`` by default). It
+is never stored on the object, so it is in no pickle, repr, identity (cache key) or log
+message. A credential given directly in ``headers`` or ``extra_body`` (a name such as
+``api-key``, ``x-api-key``, ``token``, ``secret``, or a value that looks like a key) is
+sent, but *dropped* when the teacher is pickled (an unpickled teacher raises a
+``ValueError`` naming it until it is set again) and replaced by ``"<redacted>"`` in
+``identity``. Redirects are followed only within the origin (scheme, host, port) of
+``base_url``; a redirect to another origin raises :class:`OpenAIHTTPError` naming its
+target, and nothing is sent there.
 """
 
 from __future__ import annotations
@@ -58,6 +75,78 @@ __all__ = ["OpenAITeacher", "OpenAIHTTPError"]
 logger = logging.getLogger("llkd.teachers.openai")
 
 _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+_REDIRECT_STATUS = {301, 302, 303, 307, 308}
+_MAX_REDIRECTS = 5
+_REDACTED = "<redacted>"
+_DROPPED = "<credential dropped when pickled: set it again>"
+_SECRET_NAMES = {"authorization", "proxyauthorization", "apikey", "key", "token", "accesstoken", "authtoken",
+                 "bearer", "secret", "clientsecret", "password", "passwd", "cookie", "credential", "credentials"}
+_SECRET_SUFFIXES = ("apikey", "secret", "password", "authtoken", "accesstoken", "subscriptionkey", "authorization")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Redirects surface as HTTPError, to be judged (same origin or not) by the teacher."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+def _origin(url: str) -> tuple:
+    u = urllib.parse.urlsplit(url)
+    port = u.port or {"http": 80, "https": 443}.get(u.scheme)
+    return (u.scheme.lower(), (u.hostname or "").lower(), port)
+
+
+def _secret_name(name) -> bool:
+    n = re.sub(r"[^a-z0-9]", "", str(name).lower())
+    return n in _SECRET_NAMES or n.endswith(_SECRET_SUFFIXES)
+
+
+def _secret_value(value, known: tuple) -> bool:
+    if not isinstance(value, str):
+        return False
+    v = value.strip()
+    return (v.startswith("sk-") and len(v) >= 20) or v.lower().startswith("bearer ") or (bool(v) and v in known)
+
+
+def _hide(obj, replacement: str, known: tuple = (), path: str = ""):
+    """``obj`` with credential entries (by name or by value) replaced; also the paths replaced."""
+    found: list[str] = []
+    if isinstance(obj, Mapping):
+        out = {}
+        for k, v in obj.items():
+            p = f"{path}[{k!r}]"
+            if (_secret_name(k) and isinstance(v, str)) or _secret_value(v, known):
+                out[k] = replacement
+                found.append(p)
+            else:
+                out[k], sub = _hide(v, replacement, known, p)
+                found += sub
+        return out, found
+    if isinstance(obj, list):
+        out = []
+        for i, v in enumerate(obj):
+            if _secret_value(v, known):
+                out.append(replacement)
+                found.append(f"{path}[{i}]")
+            else:
+                w, sub = _hide(v, replacement, known, f"{path}[{i}]")
+                out.append(w)
+                found += sub
+        return out, found
+    return obj, found
+
+
+def _dropped_in(obj, path: str = "") -> list[str]:
+    if isinstance(obj, Mapping):
+        return [q for k, v in obj.items() for q in ([f"{path}[{k!r}]"] if v == _DROPPED else _dropped_in(v, f"{path}[{k!r}]"))]
+    if isinstance(obj, list):
+        return [q for i, v in enumerate(obj) for q in ([f"{path}[{i}]"] if v == _DROPPED else _dropped_in(v, f"{path}[{i}]"))]
+    return []
 
 
 class OpenAIHTTPError(RuntimeError):
@@ -68,11 +157,17 @@ class OpenAIHTTPError(RuntimeError):
         self.status = status
 
 
+class OpenAIResponseError(OpenAIHTTPError, ValueError):
+    """The server kept answering without what the teacher needs (log-probabilities)."""
+
+
 class _Retryable(Exception):
-    def __init__(self, message: str, retry_after: float | None = None, status: int | None = None):
+    def __init__(self, message: str, retry_after: float | None = None, status: int | None = None,
+                 kind: str = "transient"):
         super().__init__(message)
         self.retry_after = retry_after
         self.status = status
+        self.kind = kind
 
 
 def _parse_retry_after(value) -> float | None:
@@ -111,13 +206,17 @@ class OpenAITeacher:
         examples as turns) or ``/completions`` (one text prompt, as the local teacher).
     api_key_env : str or None
         Name of the environment variable holding the API key (read at each request,
-        never stored). Without the variable no ``Authorization`` header is sent, unless
-        ``require_api_key`` (default: True for api.openai.com).
+        never stored). Without the variable no key is sent, unless ``require_api_key``
+        (default: True for api.openai.com).
+    api_key_header : str
+        The header that carries the key: ``"Authorization"`` (default) sends
+        ``Bearer <key>``; any other name (e.g. Azure's ``"api-key"``) sends the key as is.
     verbalizers, template, instructions, few_shot, task
         As for :class:`~llkd.teachers.TransformersTeacher`.
     logprobs : {"auto", True, False}
-        "auto": use log-probabilities, fall back to sampling when the server gives none;
-        True: require them (error otherwise); False: always sample.
+        "auto": use log-probabilities, or sampling when the server gives none (decided
+        once, at the first response, and kept); True: require them (a response without
+        them is retried, then an error); False: always sample.
     top_logprobs : int
         Alternatives asked per answer token (OpenAI allows up to 20).
     n_samples, sample_temperature, smoothing : int, float, float
@@ -133,10 +232,19 @@ class OpenAITeacher:
         Requests in flight at once.
     timeout, max_retries, backoff, max_backoff : float, int, float, float
         Per-request timeout (s), retries after the first try, and the backoff schedule.
+    timeout_retries : int
+        How many of the retries may follow a timeout: a server that accepts and never
+        answers fails after ``(timeout_retries + 1) * timeout`` seconds per request.
+    deadline : float, optional
+        Seconds one ``label`` call (one batch of :func:`label_in_batches`) may take in
+        all, retries and waits included; no request or wait runs past it and the call
+        then raises :class:`OpenAIHTTPError`. None: no bound beyond the above.
     batch_size : int
         Texts per ``label`` call made by :func:`label_in_batches`.
     extra_body, headers : dict, optional
-        Merged into every request's JSON body / HTTP headers.
+        Merged into every request's JSON body / HTTP headers. Credentials in them are
+        sent, but dropped from pickles and redacted in ``identity`` (see the module
+        docstring); prefer ``api_key_env`` with ``api_key_header``.
     seed : int, optional
         Sent as ``seed`` (servers that support it sample reproducibly).
     progress : bool
@@ -145,9 +253,13 @@ class OpenAITeacher:
     Attributes
     ----------
     mode_ : {"logprobs", "sampling", None}
-        How the distribution was obtained (None before the first request).
+        How the distributions are obtained (None before the first response with
+        ``logprobs="auto"``).
     n_requests_ : int
         HTTP requests made (retries included).
+    usage_ : dict
+        Tokens the server reported (``prompt_tokens``, ``completion_tokens``,
+        ``total_tokens``), summed over every response, retried ones included.
     """
 
     def __init__(
@@ -159,6 +271,7 @@ class OpenAITeacher:
         endpoint: str = "chat",
         api_key_env: str | None = "OPENAI_API_KEY",
         require_api_key: bool | None = None,
+        api_key_header: str = "Authorization",
         verbalizers=None,
         template: str | None = None,
         instructions: str | None = None,
@@ -176,6 +289,8 @@ class OpenAITeacher:
         max_retries: int = 5,
         backoff: float = 1.0,
         max_backoff: float = 60.0,
+        timeout_retries: int = 1,
+        deadline: float | None = None,
         batch_size: int = 16,
         extra_body: dict | None = None,
         headers: dict | None = None,
@@ -198,13 +313,17 @@ class OpenAITeacher:
         if isinstance(api_key_env, str) and (api_key_env.startswith("sk-") or len(api_key_env) > 64):
             raise ValueError("api_key_env must name an environment variable, not hold the key itself")
         self.api_key_env = api_key_env
+        if not isinstance(api_key_header, str) or not _HEADER_NAME.match(api_key_header):
+            raise ValueError(f"api_key_header must be an HTTP header name, got {api_key_header!r}")
+        self.api_key_header = api_key_header
         self.require_api_key = (parsed.hostname == "api.openai.com") if require_api_key is None else bool(require_api_key)
         if logprobs not in ("auto", True, False):
             raise ValueError(f"logprobs must be 'auto', True or False, got {logprobs!r}")
         self.logprobs = logprobs
         for name, v, lo in (("top_logprobs", top_logprobs, 1), ("n_samples", n_samples, 1),
                             ("max_tokens", max_tokens, 1), ("max_concurrency", max_concurrency, 1),
-                            ("max_retries", max_retries, 0), ("batch_size", batch_size, 1)):
+                            ("max_retries", max_retries, 0), ("batch_size", batch_size, 1),
+                            ("timeout_retries", timeout_retries, 0)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
                 raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
         for name, v in (("timeout", timeout), ("backoff", backoff), ("max_backoff", max_backoff),
@@ -213,6 +332,11 @@ class OpenAITeacher:
                 raise ValueError(f"{name} must be a non-negative number, got {v!r}")
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout!r}")
+        if deadline is not None and (isinstance(deadline, bool) or not isinstance(deadline, (int, float))
+                                     or not np.isfinite(deadline) or deadline <= 0):
+            raise ValueError(f"deadline must be a positive number of seconds or None, got {deadline!r}")
+        self.timeout_retries = int(timeout_retries)
+        self.deadline = None if deadline is None else float(deadline)
         self.top_logprobs = int(top_logprobs)
         self.n_samples = int(n_samples)
         self.sample_temperature = float(sample_temperature)
@@ -231,6 +355,8 @@ class OpenAITeacher:
         self.headers = dict(headers or {})
         if any(k.lower() == "authorization" for k in self.headers):
             raise ValueError("do not pass the API key in headers: name its environment variable with api_key_env")
+        if any(k.lower() == api_key_header.lower() for k in self.headers) and api_key_env:
+            raise ValueError(f"headers has {api_key_header!r}, the api_key_header that carries ${api_key_env}")
         self.seed = seed
         self.progress = progress
 
@@ -256,34 +382,68 @@ class OpenAITeacher:
 
         self.mode_ = None if logprobs == "auto" else ("logprobs" if logprobs else "sampling")
         self.n_requests_ = 0
+        self.usage_ = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
         self._lock = threading.Lock()
+        self._decide_lock = threading.Lock()
+        self._memo: dict = {}
         self._sleep = time.sleep
 
-    # -- pickling: no lock, no key (there is none to drop) -----------------------------------
+    # -- pickling: no lock, no credential ------------------------------------------------------
     def __getstate__(self):
         state = self.__dict__.copy()
-        del state["_lock"]
-        state.pop("_sleep", None)
+        for k in ("_lock", "_decide_lock", "_sleep", "_memo"):
+            state.pop(k, None)
+        known = self._known_secrets()
+        state["headers"] = {k: (_DROPPED if _secret_name(k) or _secret_value(v, known) else v)
+                            for k, v in self.headers.items()}
+        state["extra_body"] = _hide(self.extra_body, _DROPPED, known)[0]
         return state
 
     def __setstate__(self, state):
+        state.setdefault("api_key_header", "Authorization")
+        state.setdefault("timeout_retries", state.get("max_retries", 5))
+        state.setdefault("deadline", None)
+        state.setdefault("usage_", {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0})
         self.__dict__.update(state)
         self._lock = threading.Lock()
+        self._decide_lock = threading.Lock()
+        self._memo = {}
         self._sleep = time.sleep
+
+    def _known_secrets(self) -> tuple:
+        key = os.environ.get(self.api_key_env) if self.api_key_env else None
+        return (key,) if key else ()
 
     def __repr__(self) -> str:
         return f"OpenAITeacher({self.model!r}, labels={self.classes!r}, base_url={self.base_url!r}, endpoint={self.endpoint!r})"
 
     @property
     def identity(self) -> dict:
-        return {
+        ident = {
             "kind": "openai", "base_url": self.base_url, "endpoint": self.endpoint, "model": self.model,
             "template": self.template, "instructions": self.instructions,
             "few_shot": [(t, self.classes[k]) for t, k in self.few_shot], "verbalizers": self.verbalizers,
             "logprobs": self.logprobs, "top_logprobs": self.top_logprobs,
             "sampling": [self.n_samples, self.sample_temperature, self.smoothing, self.max_tokens, self.seed],
-            "extra_body": self.extra_body,
+            "extra_body": _hide(self.extra_body, _REDACTED, self._known_secrets())[0],
         }
+        # Keys outlive releases: "auto" answers made with log-probabilities keep the old key.
+        if self.logprobs == "auto" and self.mode_ == "sampling":
+            ident["method"] = "sampling"
+        return ident
+
+    def settle_identity(self, texts) -> None:
+        """Decide how answers are made before any is cached (``logprobs="auto"``).
+
+        :func:`label_in_batches` calls this with the texts it is about to ask: the
+        teacher asks the first one (its answer is kept for the coming ``label`` call),
+        decides between log-probabilities and sampling, and ``identity`` says which.
+        """
+        texts = list(texts)
+        if self.logprobs == "auto" and self.mode_ is None and texts:
+            dist = self._one(texts[0], self._deadline_at())
+            with self._lock:
+                self._memo[texts[0]] = dist
 
     def _check_verbalizers(self, verbalizers) -> list[list[str]]:
         if verbalizers is None:
@@ -346,12 +506,21 @@ class OpenAITeacher:
         return body
 
     # -- HTTP -------------------------------------------------------------------------------
+    def _check_not_dropped(self) -> None:
+        dropped = [f"headers[{k!r}]" for k, v in self.headers.items() if v == _DROPPED]
+        dropped += ["extra_body" + p for p in _dropped_in(self.extra_body)]
+        if dropped:
+            raise ValueError(
+                f"{', '.join(dropped)} held a credential, which is never pickled: set it again on this "
+                "OpenAITeacher, or give the key through api_key_env (and api_key_header)"
+            )
+
     def _headers(self) -> dict:
         h = {"Content-Type": "application/json", "Accept": "application/json", **self.headers}
         if self.api_key_env:
             key = os.environ.get(self.api_key_env)
             if key:
-                h["Authorization"] = "Bearer " + key
+                h[self.api_key_header] = ("Bearer " + key) if self.api_key_header.lower() == "authorization" else key
             elif self.require_api_key:
                 raise OpenAIHTTPError(
                     f"the environment variable {self.api_key_env} (api_key_env) is not set; "
@@ -359,61 +528,132 @@ class OpenAITeacher:
                 )
         return h
 
-    def _post_once(self, url: str, body: bytes) -> dict:
-        req = urllib.request.Request(url, data=body, headers=self._headers(), method="POST")
-        with self._lock:
-            self.n_requests_ += 1
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as e:
+    def _hint(self, status: int) -> str:
+        if status in (401, 403):
+            if not self.api_key_env:
+                return (" (the server wants an API key: set api_key_env to the name of the environment "
+                        "variable that holds it)")
+            if not os.environ.get(self.api_key_env):
+                return f" (the environment variable {self.api_key_env}, named by api_key_env, is not set)"
+            return f" (check the API key in ${self.api_key_env})"
+        return {404: " (check base_url and model)"}.get(status, "")
+
+    def _post_once(self, url: str, body: bytes, timeout: float) -> dict:
+        headers = self._headers()
+        for _hop in range(_MAX_REDIRECTS + 1):
+            req = urllib.request.Request(url, data=body, headers=headers, method="POST")
+            with self._lock:
+                self.n_requests_ += 1
             try:
-                detail = e.read().decode("utf-8", "replace")[:500]
-            except Exception:  # pragma: no cover
-                detail = ""
-            try:
-                msg = json.loads(detail)["error"]["message"]
-            except Exception:
-                msg = detail.strip() or e.reason
-            if e.code in _RETRY_STATUS:
-                raise _Retryable(f"HTTP {e.code}: {msg}", _parse_retry_after(e.headers.get("Retry-After")), e.code) from None
-            hint = {401: " (check the API key in $" + str(self.api_key_env) + ")", 404: " (check base_url and model)"}.get(e.code, "")
-            raise OpenAIHTTPError(f"{url} answered HTTP {e.code}: {msg}{hint}", e.code) from None
-        except (socket.timeout, TimeoutError) as e:
-            raise _Retryable(f"timed out after {self.timeout:g} s ({e})") from None
-        except urllib.error.URLError as e:
-            if isinstance(e.reason, (socket.timeout, TimeoutError)):
-                raise _Retryable(f"timed out after {self.timeout:g} s") from None
-            if isinstance(e.reason, ConnectionRefusedError):
-                raise _Retryable(f"connection refused by {self.base_url}") from None
-            raise _Retryable(f"connection error: {e.reason}") from None
-        except (http.client.HTTPException, ConnectionError, OSError) as e:
-            raise _Retryable(f"connection error: {type(e).__name__}: {e}") from None
+                with _OPENER.open(req, timeout=timeout) as resp:
+                    raw = resp.read()
+                break
+            except urllib.error.HTTPError as e:
+                if e.code in _REDIRECT_STATUS:
+                    e.close()  # its body is not needed: free the connection
+                    location = e.headers.get("Location")
+                    if not location:
+                        raise OpenAIHTTPError(f"{url} answered HTTP {e.code} without a Location", e.code) from None
+                    target = urllib.parse.urljoin(url, location)
+                    if _origin(target) != _origin(self.base_url):
+                        raise OpenAIHTTPError(
+                            f"{url} answered HTTP {e.code}, a redirect to {target}, another origin than "
+                            f"base_url {self.base_url}: the request and its credentials were not sent "
+                            "there (set base_url to that server if you trust it)", e.code) from None
+                    url = target  # same origin: the same request again
+                    continue
+                try:
+                    detail = e.read().decode("utf-8", "replace")[:500]
+                except Exception:  # pragma: no cover
+                    detail = ""
+                try:
+                    msg = json.loads(detail)["error"]["message"]
+                except Exception:
+                    msg = detail.strip() or e.reason
+                if e.code in _RETRY_STATUS:
+                    raise _Retryable(f"HTTP {e.code}: {msg}", _parse_retry_after(e.headers.get("Retry-After")),
+                                     e.code) from None
+                raise OpenAIHTTPError(f"{url} answered HTTP {e.code}: {msg}{self._hint(e.code)}", e.code) from None
+            except (socket.timeout, TimeoutError) as e:
+                raise _Retryable(f"timed out after {timeout:g} s ({e})", kind="timeout") from None
+            except urllib.error.URLError as e:
+                if isinstance(e.reason, (socket.timeout, TimeoutError)):
+                    raise _Retryable(f"timed out after {timeout:g} s", kind="timeout") from None
+                if isinstance(e.reason, ConnectionRefusedError):
+                    raise OpenAIHTTPError(f"{url}: connection refused (is the server at {self.base_url} running?)") from None
+                raise _Retryable(f"connection error: {e.reason}") from None
+            except ConnectionRefusedError:
+                raise OpenAIHTTPError(f"{url}: connection refused (is the server at {self.base_url} running?)") from None
+            except (http.client.HTTPException, ConnectionError, OSError) as e:
+                raise _Retryable(f"connection error: {type(e).__name__}: {e}") from None
+        else:
+            raise OpenAIHTTPError(f"{url}: more than {_MAX_REDIRECTS} redirects")
         try:
             data = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
             raise _Retryable(f"malformed JSON in the response: {raw[:120]!r}") from None
+        self._count_usage(data)
         if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
             raise _Retryable(f"response has no choices: {str(data)[:200]}")
         return data
 
-    def _post(self, body: dict) -> dict:
+    def _count_usage(self, data) -> None:
+        usage = data.get("usage") if isinstance(data, dict) else None
+        if not isinstance(usage, dict):
+            return
+        n = {k: usage.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+        n = {k: int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 else 0 for k, v in n.items()}
+        if not n["total_tokens"]:
+            n["total_tokens"] = n["prompt_tokens"] + n["completion_tokens"]
+        with self._lock:
+            for k, v in n.items():
+                self.usage_[k] += v
+
+    def _deadline_at(self) -> float | None:
+        return None if self.deadline is None else time.monotonic() + self.deadline
+
+    def _post(self, body: dict, deadline_at: float | None = None, parse=None):
+        """POST with retries; ``parse(data)`` (which may raise _Retryable) gives the result."""
         url = self.base_url + ("/chat/completions" if self.endpoint == "chat" else "/completions")
+        self._check_not_dropped()
         payload = json.dumps(body).encode("utf-8")
         last = None
+        n_timeouts = 0
+        attempts = 0
         for attempt in range(self.max_retries + 1):
+            timeout = self.timeout
+            if deadline_at is not None:
+                left = deadline_at - time.monotonic()
+                if left <= 0:
+                    break
+                timeout = min(timeout, left)
+            attempts += 1
             try:
-                return self._post_once(url, payload)
+                data = self._post_once(url, payload, timeout)
+                return data if parse is None else parse(data)
             except _Retryable as e:
                 last = e
-                if attempt == self.max_retries:
+                n_timeouts += e.kind == "timeout"
+                if attempt == self.max_retries or (e.kind == "timeout" and n_timeouts > self.timeout_retries):
                     break
                 delay = min(self.max_backoff, self.backoff * (2 ** attempt)) * random.uniform(0.5, 1.0)
                 if e.retry_after is not None:
                     delay = min(self.max_backoff, e.retry_after)
+                if deadline_at is not None and time.monotonic() + delay >= deadline_at:
+                    break
                 logger.warning("%s: %s; retry %d/%d in %.2f s", url, e, attempt + 1, self.max_retries, delay)
                 self._sleep(delay)
-        raise OpenAIHTTPError(f"{url} failed after {self.max_retries + 1} attempts: {last}", last.status)
+        if last is None:
+            raise OpenAIHTTPError(f"{url}: the deadline of {self.deadline:g} s for this batch passed before a request")
+        why = f"failed after {attempts} attempt{'s' * (attempts != 1)}"
+        if deadline_at is not None and attempt < self.max_retries and not (
+                last.kind == "timeout" and n_timeouts > self.timeout_retries):
+            why += f" (the deadline of {self.deadline:g} s for this batch)"
+        if last.kind == "no_logprobs":
+            raise OpenAIResponseError(
+                f"{url} {why}: {last}; the teacher uses log-probabilities for model {self.model!r} "
+                "and does not switch methods (use logprobs=False to sample answers instead)", last.status)
+        raise OpenAIHTTPError(f"{url} {why}: {last}", last.status)
 
     # -- answers ----------------------------------------------------------------------------
     def _class_of_token(self, token: str):
@@ -487,7 +727,7 @@ class OpenAITeacher:
         mass[~seen] = floor
         return mass / mass.sum()
 
-    def _sample_answers(self, text: str) -> list[str]:
+    def _sample_answers(self, text: str, deadline_at=None) -> list[str]:
         answers: list[str] = []
         for _ in range(self.n_samples):  # servers that ignore `n` answer once per request
             need = self.n_samples - len(answers)
@@ -495,7 +735,7 @@ class OpenAITeacher:
                 break
             body = self._payload(text, sampling=True)
             body["n"] = need
-            data = self._post(body)
+            data = self._post(body, deadline_at)
             for ch in data["choices"][:need]:
                 if self.endpoint == "chat":
                     answers.append((ch.get("message") or {}).get("content") or "")
@@ -503,10 +743,10 @@ class OpenAITeacher:
                     answers.append(ch.get("text") or "")
         return answers
 
-    def _dist_from_samples(self, text: str) -> np.ndarray:
+    def _dist_from_samples(self, text: str, deadline_at=None) -> np.ndarray:
         C = len(self.classes)
         votes = np.zeros(C)
-        for a in self._sample_answers(text):
+        for a in self._sample_answers(text, deadline_at):
             k = self.class_of_answer(a)
             if k is not None:
                 votes[k] += 1
@@ -516,70 +756,104 @@ class OpenAITeacher:
         return votes / votes.sum()
 
     def _switch_to_sampling(self, reason: str):
-        with self._lock:
-            if self.mode_ == "sampling":
-                return
-            self.mode_ = "sampling"
-            self.fallback_reason_ = reason
+        self.mode_ = "sampling"
+        self.fallback_reason_ = reason
         warnings.warn(
-            f"{self.base_url} ({self.model}) gives no log-probabilities ({reason}); falling back to "
-            f"self-consistency: {self.n_samples} sampled answers per text (OpenAITeacher.mode_ = 'sampling')",
+            f"{self.base_url} ({self.model}) gives no log-probabilities ({reason}); this teacher uses "
+            f"self-consistency instead: {self.n_samples} sampled answers per text (OpenAITeacher.mode_ = "
+            "'sampling', and its identity says so)",
             UserWarning, stacklevel=4,
         )
 
-    def _one(self, text: str) -> np.ndarray:
-        if self.mode_ != "sampling":
-            try:
-                data = self._post(self._payload(text, sampling=False))
-            except OpenAIHTTPError as e:
-                if self.logprobs == "auto" and e.status == 400 and "logprob" in str(e).lower():
-                    self._switch_to_sampling(f"the server refused logprobs: {e}")
-                    return self._dist_from_samples(text)
-                raise
-            dist = self._dist_from_logprobs(data)
-            if dist is not None:
+    def _need_logprobs(self, data: dict) -> np.ndarray:
+        dist = self._dist_from_logprobs(data)
+        if dist is None:
+            raise _Retryable("the response has no logprobs", kind="no_logprobs")
+        return dist
+
+    def _decide(self, text: str, deadline_at) -> np.ndarray:
+        """The first answer of an "auto" teacher: decides its method for good."""
+        try:
+            data = self._post(self._payload(text, sampling=False), deadline_at)
+        except OpenAIHTTPError as e:
+            if e.status == 400 and "logprob" in str(e).lower():
+                self._switch_to_sampling(f"the server refused logprobs: {e}")
+                return self._dist_from_samples(text, deadline_at)
+            raise
+        dist = self._dist_from_logprobs(data)
+        if dist is None:  # once more, so that one faulty response does not decide
+            dist = self._dist_from_logprobs(self._post(self._payload(text, sampling=False), deadline_at))
+        if dist is None:
+            self._switch_to_sampling("two responses had no logprobs")
+            return self._dist_from_samples(text, deadline_at)
+        self.mode_ = "logprobs"
+        return dist
+
+    def _one(self, text: str, deadline_at=None) -> np.ndarray:
+        if self.mode_ is None:
+            with self._decide_lock:
                 if self.mode_ is None:
-                    with self._lock:
-                        self.mode_ = self.mode_ or "logprobs"
-                return dist
-            if self.logprobs is True:
-                raise ValueError(
-                    f"{self.base_url} returned no logprobs for model {self.model!r}; "
-                    "use logprobs='auto' or False to sample answers instead"
-                )
-            self._switch_to_sampling("the response has no logprobs")
-        return self._dist_from_samples(text)
+                    return self._decide(text, deadline_at)
+        if self.mode_ == "sampling":
+            return self._dist_from_samples(text, deadline_at)
+        return self._post(self._payload(text, sampling=False), deadline_at, parse=self._need_logprobs)
 
     def label(self, texts: Sequence[str]) -> TeacherOutput:
+        """One answer per text; on failure the raised exception's ``answered`` holds
+        ``(texts, TeacherOutput)`` for the texts that were answered (paid for)."""
         texts = check_texts(texts, allow_empty=True)
         C = len(self.classes)
         if not texts:
             return TeacherOutput(np.zeros(0, np.int64), np.zeros(0), np.zeros((0, C)))
+        deadline_at = self._deadline_at()
+        rows: dict[int, np.ndarray] = {}
+        with self._lock:
+            for i, t in enumerate(texts):
+                if t in self._memo:
+                    rows[i] = self._memo.pop(t)
         bar = None
         if self.progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(texts), desc=f"asking {self.model}", unit="text")
+            bar = tqdm(total=len(texts), desc=f"asking {self.model}", unit="text", initial=len(rows))
+        todo = [i for i in range(len(texts)) if i not in rows]
         try:
-            if self.max_concurrency == 1 or len(texts) == 1:
-                rows = []
-                for t in texts:
-                    rows.append(self._one(t))
+            if todo and self.mode_ is None:  # the first response decides the method, for all
+                rows[todo[0]] = self._one(texts[todo[0]], deadline_at)
+                todo = todo[1:]
+                if bar is not None:
+                    bar.update(1)
+            if self.max_concurrency == 1 or len(todo) <= 1:
+                for i in todo:
+                    rows[i] = self._one(texts[i], deadline_at)
                     if bar is not None:
                         bar.update(1)
-            else:
-                with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(texts))) as pool:
-                    futures = [pool.submit(self._one, t) for t in texts]
+            elif todo:
+                with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(todo))) as pool:
+                    futures = {i: pool.submit(self._one, texts[i], deadline_at) for i in todo}
                     if bar is not None:
-                        for f in futures:
+                        for f in futures.values():
                             f.add_done_callback(lambda _f: bar.update(1))
                     try:
-                        rows = [f.result() for f in futures]
+                        for i, f in futures.items():
+                            rows[i] = f.result()
                     except BaseException:
-                        for f in futures:
+                        for f in futures.values():
                             f.cancel()
+                        pool.shutdown(wait=True)
+                        for i, f in futures.items():  # requests that finished are paid for: keep them
+                            if f.done() and not f.cancelled() and f.exception() is None:
+                                rows[i] = f.result()
                         raise
+        except BaseException as exc:
+            if rows:
+                keep = sorted(rows)
+                try:
+                    exc.answered = ([texts[i] for i in keep], TeacherOutput.from_proba(np.stack([rows[i] for i in keep])))
+                except Exception:  # pragma: no cover - exceptions without a __dict__
+                    pass
+            raise
         finally:
             if bar is not None:
                 bar.close()
-        return TeacherOutput.from_proba(np.stack(rows))
+        return TeacherOutput.from_proba(np.stack([rows[i] for i in range(len(texts))]))
