@@ -38,11 +38,13 @@ def acquisition_scores(logits: np.ndarray, rule: str, rng=None) -> np.ndarray:
     return normalized_entropy(logits)
 
 
-def choose_batch(scores: np.ndarray, k: int, rule: str, features=None, rng=None) -> np.ndarray:
+def choose_batch(scores: np.ndarray, k: int, rule: str, features=None, rng=None, max_clusters: int = 50) -> np.ndarray:
     """Indices of the ``k`` rows to ask about.
 
-    The ``k`` highest scores; for ``"diverse"``, the most uncertain row of each of ``k``
-    k-means clusters of the ``min(len, 4k)`` most uncertain rows' ``features``.
+    The ``k`` highest scores; for ``"diverse"``, the ``min(len, 4k)`` most uncertain rows
+    are clustered by k-means on their ``features`` into ``min(k, max_clusters)`` groups, and
+    each group gives its most uncertain rows in proportion to its size, so that a batch is
+    not spent on near-duplicates of one region.
     """
     k = int(min(k, len(scores)))
     if k <= 0:
@@ -53,15 +55,16 @@ def choose_batch(scores: np.ndarray, k: int, rule: str, features=None, rng=None)
     from sklearn.cluster import MiniBatchKMeans
 
     pool = order[: min(len(scores), 4 * k)]
+    n_clusters = int(min(k, max_clusters))
     seed = int(np.random.default_rng(rng).integers(2**31 - 1))
-    km = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=1, batch_size=max(256, 2 * k))
-    assign = km.fit_predict(np.asarray(features)[pool])
+    km = MiniBatchKMeans(n_clusters=n_clusters, random_state=seed, n_init=1, batch_size=1024)
+    assign = km.fit_predict(np.asarray(features, dtype=np.float64)[pool])
+    sizes = np.bincount(assign, minlength=n_clusters)
+    quota = np.floor(k * sizes / sizes.sum()).astype(int)
+    for c in np.argsort(-(k * sizes / sizes.sum() - quota))[: k - quota.sum()]:
+        quota[c] += 1  # largest remainders first
     chosen = []
-    for c in range(k):
-        members = pool[assign == c]
-        if len(members):
-            chosen.append(members[np.argmax(scores[members])])
-    taken = set(chosen)
-    rest = [i for i in pool if i not in taken]
-    chosen.extend(rest[: k - len(chosen)])  # empty clusters: fill with the next most uncertain
+    for c in range(n_clusters):
+        members = pool[assign == c]  # already in order of decreasing score
+        chosen.extend(members[: quota[c]])
     return np.sort(np.asarray(chosen[:k], dtype=np.int64))
