@@ -14,6 +14,7 @@
 #include <cstring>
 #include <string>
 
+#include "contract_py.hpp"
 #include "selection_cpu.hpp"
 
 namespace py = pybind11;
@@ -73,9 +74,9 @@ py::tuple step(py::object logits_obj, py::object labels_obj, py::object confiden
     py::array logits = as_ndarray(logits_obj, "student_logits");
     llkd::StepInput in;
     if (has_dtype<float>(logits))
-        in.dtype = llkd::Dtype::F32;
+        in.dtype = llkd::DType::F32;
     else if (has_dtype<double>(logits))
-        in.dtype = llkd::Dtype::F64;
+        in.dtype = llkd::DType::F64;
     else
         throw py::type_error("student_logits must be a float32 or float64 array, got dtype " +
                              std::string(py::str(logits.dtype())));
@@ -109,12 +110,15 @@ py::tuple step(py::object logits_obj, py::object labels_obj, py::object confiden
     require_layout(cls, "class_levels", true);
 
     // ---- scalars ----
-    if (mode < 0 || mode > 5) throw py::value_error("mode must be a code in 0..5, got " + std::to_string(mode));
-    if (weighting < 0 || weighting > 1)
-        throw py::value_error("weighting must be 0 (product) or 1 (none), got " + std::to_string(weighting));
+    if (mode < 0 || mode >= llkd::kNumModes)
+        throw py::value_error("mode must be a code in 0.." + std::to_string(llkd::kNumModes - 1) + ", got " +
+                              std::to_string(mode));
+    if (weighting < 0 || weighting >= llkd::kNumWeightings)
+        throw py::value_error("weighting must be a code in 0.." + std::to_string(llkd::kNumWeightings - 1) +
+                              ", got " + std::to_string(weighting));
     if (n_threads < 1) throw py::value_error("n_threads must be >= 1, got " + std::to_string(n_threads));
-    if (mode == llkd::MODE_RANDOM && !has_draws)
-        throw py::value_error("random_draws must be given for mode 'random' (code 5)");
+    if (mode == llkd::kModeRandom && !has_draws)
+        throw py::value_error("random_draws must be given for mode 'random'");
 
     in.logits = logits.data();
     in.n_rows = B;
@@ -184,6 +188,7 @@ py::dict build_info() {
 
 PYBIND11_MODULE(_selection_cpu, m) {
     m.doc() = "LLKD sample selection, multi-threaded C++ kernel (private; use llkd.selection.AdaptiveSelector).";
+    llkd::export_contract(m);
     m.def("step", &step, py::arg("student_logits"), py::arg("pseudo_labels"), py::arg("teacher_confidence"),
           py::arg("global_levels"), py::arg("class_levels"), py::arg("n_updates"), py::arg("momentum"),
           py::arg("mode"), py::arg("weighting"), py::arg("fixed_threshold"), py::arg("random_draws"),

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "contract_py.hpp"
 #include "selection_cuda.cuh"
 
 namespace py = pybind11;
@@ -110,7 +111,7 @@ py::dict step(py::handle logits, py::handle labels, py::handle confidence, py::h
               py::array_t<double, py::array::c_style | py::array::forcecast> state_global,
               py::array_t<double, py::array::c_style | py::array::forcecast> state_class, int64_t n_updates,
               double momentum, int mode, int weighting, double fixed_threshold, double random_rate, bool update,
-              uintptr_t stream, int variant, double tie_tolerance, bool trusted_buffers) {
+              uintptr_t stream, int variant, bool trusted_buffers) {
   const DeviceArray z = parse_cai(logits, "student_logits");
   if (z.shape.size() != 2)
     throw py::value_error("student_logits must be 2-D (batch, n_classes), got shape " + shape_str(z.shape));
@@ -177,7 +178,6 @@ py::dict step(py::handle logits, py::handle labels, py::handle confidence, py::h
   a.weighting = weighting;
   a.fixed_threshold = fixed_threshold;
   a.random_rate = random_rate;
-  a.tie_tolerance = tie_tolerance;
   a.update = update;
   a.stream = stream;
   a.device = device;
@@ -213,6 +213,7 @@ py::dict step(py::handle logits, py::handle labels, py::handle confidence, py::h
 
 PYBIND11_MODULE(_selection_cuda, m) {
   m.doc() = "llkd's CUDA selection kernel (spec section 3); use it through llkd.selection.AdaptiveSelector.";
+  llkd::export_contract(m);
 
   m.def("device_count", &llkd_cuda::device_count,
         "Number of visible CUDA devices (0 without a driver or device; never raises).");
@@ -263,6 +264,6 @@ PYBIND11_MODULE(_selection_cuda, m) {
         py::arg("scratch_size"), py::arg("state_global"), py::arg("state_class"), py::arg("n_updates"),
         py::arg("momentum"), py::arg("mode"), py::arg("weighting"), py::arg("fixed_threshold"),
         py::arg("random_rate"), py::arg("update"), py::arg("stream"), py::arg("variant") = -1,
-        py::arg("tie_tolerance") = 0.0, py::arg("trusted_buffers") = false,
+        py::arg("trusted_buffers") = false,
         "One selection step on the device; returns flags, new levels and thresholds (host arrays).");
 }

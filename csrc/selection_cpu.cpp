@@ -359,10 +359,12 @@ static void check_params(const StepInput& in) {
                                            std::to_string(in.n_classes));
     if (!in.logits || !in.labels || !in.confidence || !in.global_levels || !in.class_levels)
         throw InputError("missing input array");
-    if (in.mode < MODE_LLKD || in.mode > MODE_RANDOM)
-        throw InputError("mode must be a code in 0..5, got " + std::to_string(in.mode));
-    if (in.weighting != WEIGHT_PRODUCT && in.weighting != WEIGHT_NONE)
-        throw InputError("weighting must be 0 (product) or 1 (none), got " + std::to_string(in.weighting));
+    if (in.mode < 0 || in.mode >= kNumModes)
+        throw InputError("mode must be a code in 0.." + std::to_string(kNumModes - 1) + ", got " +
+                         std::to_string(in.mode));
+    if (in.weighting < 0 || in.weighting >= kNumWeightings)
+        throw InputError("weighting must be a code in 0.." + std::to_string(kNumWeightings - 1) + ", got " +
+                         std::to_string(in.weighting));
     if (!(in.momentum >= 0.0 && in.momentum < 1.0))
         throw InputError("momentum must be in [0, 1), got " + fmt_double(in.momentum));
     if (!(in.fixed_threshold >= 0.0 && in.fixed_threshold <= 1.0))
@@ -371,8 +373,8 @@ static void check_params(const StepInput& in) {
         throw InputError("random_rate must be in [0, 1], got " + fmt_double(in.random_rate));
     if (in.n_threads < 1) throw InputError("n_threads must be >= 1, got " + std::to_string(in.n_threads));
     if (in.n_updates < 0) throw InputError("n_updates must be >= 0, got " + std::to_string(in.n_updates));
-    if (in.mode == MODE_RANDOM && !in.random_draws)
-        throw InputError("random_draws are required for mode 'random' (code 5)");
+    if (in.mode == kModeRandom && !in.random_draws)
+        throw InputError("random_draws are required for mode 'random'");
     for (int i = 0; i < 2; ++i)
         if (!std::isfinite(in.global_levels[i]))
             throw InputError("global_levels contains NaN or infinite values: the selector state is corrupt");
@@ -454,16 +456,16 @@ static void select_rows(const SelectArgs& a, int64_t r0, int64_t r1, ChunkInfo& 
     auto one = [&](int64_t i) -> double {
         const double c = conf[i], u = unc[i];
         bool sel;
-        if (MODE == MODE_LLKD) {
+        if (MODE == kModeLLKD) {
             const int64_t y = lab[i];
             sel = (c >= tt[y]) & (u >= ts[y]);
-        } else if (MODE == MODE_TEACHER) {
+        } else if (MODE == kModeTeacher) {
             sel = c >= tt[lab[i]];
-        } else if (MODE == MODE_STUDENT) {
+        } else if (MODE == kModeStudent) {
             sel = u >= ts[lab[i]];
-        } else if (MODE == MODE_ALL) {
+        } else if (MODE == kModeAll) {
             sel = true;
-        } else if (MODE == MODE_FIXED) {
+        } else if (MODE == kModeFixed) {
             sel = c >= fixed;
         } else {
             sel = draws[i] < rate;
@@ -474,7 +476,7 @@ static void select_rows(const SelectArgs& a, int64_t r0, int64_t r1, ChunkInfo& 
         w[i] = r;
         return r;
     };
-    if (MODE == MODE_RANDOM) {
+    if (MODE == kModeRandom) {
         for (int64_t i = r0; i < r1; ++i)
             if (!std::isfinite(draws[i])) {
                 ci.err_row = i, ci.err_kind = ERR_DRAWS, ci.err_value = draws[i];
@@ -496,12 +498,12 @@ static void select_rows(const SelectArgs& a, int64_t r0, int64_t r1, ChunkInfo& 
 template <bool PRODUCT>
 static void select_mode(const SelectArgs& a, int mode, int64_t r0, int64_t r1, ChunkInfo& ci) {
     switch (mode) {
-        case MODE_LLKD: return select_rows<MODE_LLKD, PRODUCT>(a, r0, r1, ci);
-        case MODE_TEACHER: return select_rows<MODE_TEACHER, PRODUCT>(a, r0, r1, ci);
-        case MODE_STUDENT: return select_rows<MODE_STUDENT, PRODUCT>(a, r0, r1, ci);
-        case MODE_ALL: return select_rows<MODE_ALL, PRODUCT>(a, r0, r1, ci);
-        case MODE_FIXED: return select_rows<MODE_FIXED, PRODUCT>(a, r0, r1, ci);
-        default: return select_rows<MODE_RANDOM, PRODUCT>(a, r0, r1, ci);
+        case kModeLLKD: return select_rows<kModeLLKD, PRODUCT>(a, r0, r1, ci);
+        case kModeTeacher: return select_rows<kModeTeacher, PRODUCT>(a, r0, r1, ci);
+        case kModeStudent: return select_rows<kModeStudent, PRODUCT>(a, r0, r1, ci);
+        case kModeAll: return select_rows<kModeAll, PRODUCT>(a, r0, r1, ci);
+        case kModeFixed: return select_rows<kModeFixed, PRODUCT>(a, r0, r1, ci);
+        default: return select_rows<kModeRandom, PRODUCT>(a, r0, r1, ci);
     }
 }
 
@@ -543,7 +545,7 @@ void step(const StepInput& in, StepOutput& out) {
         for (int64_t b0 = r0; b0 < r1; b0 += kBlock) {
             const int64_t nb = std::min(kBlock, r1 - b0);
             int64_t stop = nb;  // rows of this block that are valid
-            if (in.dtype == Dtype::F32) {
+            if (in.dtype == DType::F32) {
                 const float* z = static_cast<const float*>(in.logits) + b0 * C;
                 K.rows_f32(z, nb, C, sbuf, tbuf);
                 stop = check_rows(z, nb, C, sbuf, tbuf);
@@ -644,12 +646,10 @@ void step(const StepInput& in, StepOutput& out) {
     }
 
     // ---------------- pass 2: mask and r = c*u ----------------
-    const bool product = in.weighting == WEIGHT_PRODUCT && in.mode != MODE_ALL;
+    const bool product = in.weighting == kWeightProduct && in.mode != kModeAll;
     SelectArgs sa;
     sa.labels = in.labels, sa.conf = in.confidence, sa.u = out.uncertainty, sa.draws = in.random_draws;
-    // Tests pass at value >= tau - TIE_TOLERANCE (llkd.selection._reference): running
-    // means of tied values can land one ulp above them and must not reject them.
-    constexpr double kTieTolerance = 1e-9;
+    // Tests pass at value >= tau - kTieTolerance (selection_contract.hpp).
     std::vector<double> cut_t(static_cast<size_t>(C)), cut_s(static_cast<size_t>(C));
     for (int64_t y = 0; y < C; ++y)
         cut_t[y] = out.tau_teacher[y] - kTieTolerance, cut_s[y] = out.tau_student[y] - kTieTolerance;

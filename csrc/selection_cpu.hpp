@@ -11,12 +11,10 @@
 #include <string>
 #include <vector>
 
+#include "selection_contract.hpp"
+
 namespace llkd {
 
-enum class Dtype { F32 = 0, F64 = 1 };
-
-enum Mode : int { MODE_LLKD = 0, MODE_TEACHER, MODE_STUDENT, MODE_ALL, MODE_FIXED, MODE_RANDOM };
-enum Weighting : int { WEIGHT_PRODUCT = 0, WEIGHT_NONE };
 
 // Bad input found by the kernel (mapped to ValueError by the bindings). The message
 // names the argument, as the Python front end does.
@@ -26,7 +24,7 @@ struct InputError : std::invalid_argument {
 
 struct StepInput {
     const void* logits = nullptr;  // [B, C] row-major, float32 or float64
-    Dtype dtype = Dtype::F32;
+    DType dtype = DType::F32;
     int64_t n_rows = 0;            // B >= 1
     int64_t n_classes = 0;         // C >= 2
     const int64_t* labels = nullptr;       // [B], in [0, C)
@@ -35,10 +33,10 @@ struct StepInput {
     const double* class_levels = nullptr;  // [2*C] (m_T, m_S), read only
     int64_t n_updates = 0;
     double momentum = 0.99;
-    int mode = MODE_LLKD;
-    int weighting = WEIGHT_PRODUCT;
+    int mode = kModeLLKD;
+    int weighting = kWeightProduct;
     double fixed_threshold = 0.9;
-    const double* random_draws = nullptr;  // [B], required for MODE_RANDOM
+    const double* random_draws = nullptr;  // [B], required for kModeRandom
     double random_rate = 0.1;
     bool update = true;
     int64_t n_threads = 1;

@@ -371,11 +371,11 @@ __global__ void __launch_bounds__(kBlock) row_kernel(const RowArgs a) {
     // H = log s - t / s (t in base-2 units for float32); exactly 0 for a one-hot row.
     const T lg = s == T(1) ? T(0) : M::log_(s);
     const T u = M::to_u(lg - M::kUnit * M::div_(t, s), a.inv_log_c, a.log_c);
-    if (chk != chk) bad |= kBadLogits;
+    if (chk != chk) bad |= kFlagBadLogits;
     if (gl == 0) out_u[row] = u;
     const bool y_ok = y >= 0 && y < C;
-    if (!y_ok) bad |= kBadLabels;
-    if (!(cj >= 0.0 && cj <= 1.0)) bad |= kBadConfidence;  // NaN fails too
+    if (!y_ok) bad |= kFlagBadLabels;
+    if (!(cj >= 0.0 && cj <= 1.0)) bad |= kFlagBadConfidence;  // NaN fails too
     if (!a.accumulate || !y_ok) continue;
     const double uj = static_cast<double>(u);
     if constexpr (ACC == kAccPriv) {
@@ -548,13 +548,13 @@ __global__ void __launch_bounds__(kBlock) select_kernel(const SelectArgs a) {
     for (int q = 0; q < U; ++q) {
       const int64_t i = base + q * kBlock;
       const bool v = i < n;
-      constexpr bool kNeedY = MODE == kLLKD || MODE == kTeacher || MODE == kStudent;
-      constexpr bool kNeedC = MODE != kStudent && MODE != kRandom && MODE != kAll;
-      constexpr bool kNeedU = MODE == kLLKD || MODE == kStudent;
+      constexpr bool kNeedY = MODE == kModeLLKD || MODE == kModeTeacher || MODE == kModeStudent;
+      constexpr bool kNeedC = MODE != kModeStudent && MODE != kModeRandom && MODE != kModeAll;
+      constexpr bool kNeedU = MODE == kModeLLKD || MODE == kModeStudent;
       y[q] = (kNeedY && v) ? load_label(a.labels, a.labels64, i) : 0;
       c[q] = ((kNeedC || PRODUCT) && v) ? load_conf(a.conf, a.conf64, i) : 0.0;
       uv[q] = ((kNeedU || PRODUCT) && v) ? static_cast<double>(__ldg(uu + i)) : 0.0;
-      d[q] = (MODE == kRandom && v) ? __ldg(a.draws + i) : 0.0;
+      d[q] = (MODE == kModeRandom && v) ? __ldg(a.draws + i) : 0.0;
     }
 #pragma unroll
     for (int q = 0; q < U; ++q) {
@@ -563,11 +563,11 @@ __global__ void __launch_bounds__(kBlock) select_kernel(const SelectArgs a) {
       const int64_t k = y[q] < 0 ? 0 : (y[q] >= C ? C - 1 : y[q]);  // bad labels are flagged
       bool m;
       // value >= tau - tie, as llkd.selection._reference.select
-      if constexpr (MODE == kLLKD) m = c[q] >= __ldg(tauT + k) - tie && uv[q] >= __ldg(tauS + k) - tie;
-      else if constexpr (MODE == kTeacher) m = c[q] >= __ldg(tauT + k) - tie;
-      else if constexpr (MODE == kStudent) m = uv[q] >= __ldg(tauS + k) - tie;
-      else if constexpr (MODE == kAll) m = true;
-      else if constexpr (MODE == kFixed) m = c[q] >= a.fixed;
+      if constexpr (MODE == kModeLLKD) m = c[q] >= __ldg(tauT + k) - tie && uv[q] >= __ldg(tauS + k) - tie;
+      else if constexpr (MODE == kModeTeacher) m = c[q] >= __ldg(tauT + k) - tie;
+      else if constexpr (MODE == kModeStudent) m = uv[q] >= __ldg(tauS + k) - tie;
+      else if constexpr (MODE == kModeAll) m = true;
+      else if constexpr (MODE == kModeFixed) m = c[q] >= a.fixed;
       else m = d[q] < a.rate;
       a.mask[i] = m ? 1 : 0;
       if constexpr (PRODUCT) {
@@ -815,16 +815,17 @@ void launch_tail(const StepArgs& p, double* sw, const Layout& L, cudaStream_t st
   s.sel_cnt = reinterpret_cast<unsigned long long*>(sw + L.sel_cnt);
   s.fixed = p.fixed_threshold;
   s.rate = p.random_rate;
-  s.tie = p.tie_tolerance;
+  s.tie = kTieTolerance;
   using SelectKernel = void (*)(const SelectArgs);
   // [mode][product]; mode "all" never uses the product weighting
-  static const SelectKernel kSelect[6][2] = {
-      {select_kernel<T, kLLKD, false>, select_kernel<T, kLLKD, true>},
-      {select_kernel<T, kTeacher, false>, select_kernel<T, kTeacher, true>},
-      {select_kernel<T, kStudent, false>, select_kernel<T, kStudent, true>},
-      {select_kernel<T, kAll, false>, select_kernel<T, kAll, false>},
-      {select_kernel<T, kFixed, false>, select_kernel<T, kFixed, true>},
-      {select_kernel<T, kRandom, false>, select_kernel<T, kRandom, true>},
+  static_assert(llkd::kNumModes == 6, "one row of kSelect per mode");
+  static const SelectKernel kSelect[llkd::kNumModes][2] = {
+      {select_kernel<T, kModeLLKD, false>, select_kernel<T, kModeLLKD, true>},
+      {select_kernel<T, kModeTeacher, false>, select_kernel<T, kModeTeacher, true>},
+      {select_kernel<T, kModeStudent, false>, select_kernel<T, kModeStudent, true>},
+      {select_kernel<T, kModeAll, false>, select_kernel<T, kModeAll, false>},
+      {select_kernel<T, kModeFixed, false>, select_kernel<T, kModeFixed, true>},
+      {select_kernel<T, kModeRandom, false>, select_kernel<T, kModeRandom, true>},
   };
   const SelectKernel sk = kSelect[p.mode][product ? 1 : 0];
   const int64_t blocks = (p.n + kBlock * 4 - 1) / (kBlock * 4);
@@ -884,9 +885,9 @@ void step(const StepArgs& p, StepResult& r) {
   if (!p.logits || !p.labels || !p.confidence || !p.out_uncertainty || !p.out_mask || !p.out_weights ||
       !p.scratch || !p.state_global || !p.state_class)
     throw std::invalid_argument("null pointer passed to the CUDA selection kernel");
-  if (p.mode < kLLKD || p.mode > kRandom) throw std::invalid_argument("unknown selection mode code");
-  if (p.weighting != kProduct && p.weighting != kNone) throw std::invalid_argument("unknown weighting code");
-  if (p.mode == kRandom && !p.draws) throw std::invalid_argument("mode 'random' needs random_draws");
+  if (p.mode < 0 || p.mode >= llkd::kNumModes) throw std::invalid_argument("unknown selection mode code");
+  if (p.weighting < 0 || p.weighting >= llkd::kNumWeightings) throw std::invalid_argument("unknown weighting code");
+  if (p.mode == kModeRandom && !p.draws) throw std::invalid_argument("mode 'random' needs random_draws");
   if (p.scratch_size < scratch_bytes(p.c)) throw std::invalid_argument("scratch buffer too small");
   int vid = p.variant < 0 ? default_variant(p.c, p.logits_dtype) : p.variant;
   if (vid >= kNumVariants) throw std::invalid_argument("unknown kernel variant " + std::to_string(vid));
@@ -951,7 +952,7 @@ void step(const StepArgs& p, StepResult& r) {
   update_kernel<<<1, kUpdateBlock, 0, stream>>>(ua);
   check(cudaGetLastError(), "update kernel launch");
 
-  const bool product = p.weighting == kProduct && p.mode != kAll;
+  const bool product = p.weighting == kWeightProduct && p.mode != kModeAll;
   if (p.logits_dtype == DType::F32)
     launch_tail<float>(p, sw, L, stream, product);
   else

@@ -19,16 +19,25 @@
 #include <string>
 #include <vector>
 
+#include "selection_contract.hpp"
+
 namespace llkd_cuda {
 
-enum class DType : int { F32 = 0, F64 = 1, I32 = 2, I64 = 3 };
-
-// Mode and weighting codes, shared with llkd/selection/_native.py.
-enum Mode : int { kLLKD = 0, kTeacher = 1, kStudent = 2, kAll = 3, kFixed = 4, kRandom = 5 };
-enum Weighting : int { kProduct = 0, kNone = 1 };
-
-// Bits of the flag word returned by step().
-enum Flag : unsigned { kBadLogits = 1u, kBadLabels = 2u, kBadConfidence = 4u };
+// Modes, weightings, dtypes, flag bits (the flag word returned by step()) and the tie
+// tolerance: selection_contract.hpp.
+using llkd::DType;
+using llkd::kFlagBadConfidence;
+using llkd::kFlagBadLabels;
+using llkd::kFlagBadLogits;
+using llkd::kModeAll;
+using llkd::kModeFixed;
+using llkd::kModeLLKD;
+using llkd::kModeRandom;
+using llkd::kModeStudent;
+using llkd::kModeTeacher;
+using llkd::kTieTolerance;
+using llkd::kWeightNone;
+using llkd::kWeightProduct;
 
 struct StepArgs {
   const void* logits = nullptr;  // (n, c), C-contiguous, dtype logits_dtype (F32 / F64)
@@ -39,7 +48,7 @@ struct StepArgs {
   DType labels_dtype = DType::I64;
   const void* confidence = nullptr;  // (n,), F32 / F64
   DType confidence_dtype = DType::F64;
-  const double* draws = nullptr;  // (n,) float64, mode kRandom only
+  const double* draws = nullptr;  // (n,) float64, mode kModeRandom only
   void* out_uncertainty = nullptr;  // (n,), logits dtype
   uint8_t* out_mask = nullptr;      // (n,), bool
   void* out_weights = nullptr;      // (n,), logits dtype
@@ -49,11 +58,10 @@ struct StepArgs {
   const double* state_class = nullptr;   // host (2, c)
   int64_t n_updates = 0;
   double momentum = 0.99;
-  int mode = kLLKD;
-  int weighting = kProduct;
+  int mode = kModeLLKD;
+  int weighting = kWeightProduct;
   double fixed_threshold = 0.9;
   double random_rate = 0.1;
-  double tie_tolerance = 0.0;  // threshold tests pass when value >= tau - tie_tolerance
   bool update = true;
   uintptr_t stream = 0;  // cudaStream_t as an integer (0: legacy default stream)
   int device = 0;        // device the pointers live on

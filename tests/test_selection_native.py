@@ -35,7 +35,6 @@ cpu = pytest.importorskip(
     reason="llkd's C++ extension is not built (pip install -e . compiles it)",
 )
 
-MODE_CODES = {"llkd": 0, "teacher": 1, "student": 2, "all": 3, "fixed": 4, "random": 5}
 VARIANTS = cpu.build_info()["simd_supported"]
 FAST = settings(
     max_examples=25,

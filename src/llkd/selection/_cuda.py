@@ -14,13 +14,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import _reference, _validation
+from . import _validation
 from ._backends import cuda_device_count, cuda_module
-from ._native import MODE_CODES, WEIGHTING_CODES
+from ._contract import FLAGS, MODE_CODES, WEIGHTING_CODES
 from ._state import SelectionResult, SelectorState
 
-# Bits of the kernel's flag word (csrc/selection_cuda.cuh).
-_BAD_LOGITS, _BAD_LABELS, _BAD_CONFIDENCE = 1, 2, 4
+# Bits of the kernel's flag word (csrc/selection_contract.hpp).
+_BAD_LOGITS, _BAD_LABELS, _BAD_CONFIDENCE = (
+    FLAGS["bad_logits"], FLAGS["bad_labels"], FLAGS["bad_confidence"]
+)
 
 _TYPESTR = {
     torch.float32: "<f4", torch.float64: "<f8", torch.int32: "<i4", torch.int64: "<i8",
@@ -240,7 +242,7 @@ def step(
         float(momentum), MODE_CODES[mode], WEIGHTING_CODES[weighting],
         float(fixed_threshold), float(random_rate), bool(update),
         _current_stream(device), int(variant),
-        float(getattr(_reference, "TIE_TOLERANCE", 0.0)), out is None,
+        out is None,
     )
     if res["flags"]:
         _raise_for_flags(int(res["flags"]), y, c, n, n_classes)

@@ -13,10 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 from ._backends import native_module
+from ._contract import MODE_CODES, WEIGHTING_CODES
 from ._state import SelectionResult, SelectorState
 
-MODE_CODES = {"llkd": 0, "teacher": 1, "student": 2, "all": 3, "fixed": 4, "random": 5}
-WEIGHTING_CODES = {"product": 0, "none": 1}
 
 
 def _packed(x: np.ndarray, dtype=None) -> np.ndarray:

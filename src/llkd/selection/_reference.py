@@ -8,17 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._contract import MODES, TIE_TOLERANCE, WEIGHTINGS
 from ._state import SelectionResult, SelectorState
 
-MODES = ("llkd", "teacher", "student", "all", "fixed", "random")
+__all__ = ["MODES", "WEIGHTINGS", "TIE_TOLERANCE", "normalized_entropy", "step"]
 
-# Threshold tests pass when value >= tau - TIE_TOLERANCE. Levels are running means
-# of values in [0, 1]; when every value is the same (a teacher with discrete or
-# constant confidences, uniform logits), the mean and the momentum update can land
-# one ulp above that value and would reject every tied sample. 1e-9 is far above
-# float64 rounding of such means and far below any meaningful difference.
-TIE_TOLERANCE = 1e-9
-WEIGHTINGS = ("product", "none")
 
 
 def normalized_entropy(logits: np.ndarray) -> np.ndarray:
