@@ -7,7 +7,7 @@
 One "step" is spec section 3 on a batch of N rows: uncertainty from the float32 logits,
 the state update, thresholds, mask and weights. Timed, with the same inputs:
 
-- ``native``: ``llkd._selection_cpu.step`` (the kernel behind AdaptiveSelector's "native"
+- ``native``: ``llkd.selection._selection_cpu.Kernel.step`` (the kernel behind AdaptiveSelector's "native"
   backend, argument checks included), 2 threads;
 - ``selector``: ``AdaptiveSelector(backend="native").step``, i.e. the above plus the
   selector's Python-side checks of labels and confidences;
@@ -117,9 +117,10 @@ def bench_case(n, c, min_time, log):
 
     st_native = fresh_levels()
 
+    kernel = cpu.Kernel(c, "llkd", "product", MOMENTUM, 0.9, 0.1, THREADS)
+
     def native():
-        return cpu.step(z, y, conf, st_native.global_levels, st_native.class_levels, 1, MOMENTUM,
-                        0, 0, 0.9, None, 0.1, True, THREADS)
+        return kernel.step(z, y, conf, st_native.global_levels, st_native.class_levels, 1)
 
     sel = AdaptiveSelector(c, MOMENTUM, backend="native", n_threads=THREADS)
     sel.state = fresh_levels()
