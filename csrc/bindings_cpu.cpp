@@ -116,16 +116,6 @@ struct Kernel {
     }
 };
 
-uint64_t stream_read(py::object obj, int64_t n_threads) {
-    py::array a = as_ndarray(obj, "data");
-    if (!(a.flags() & py::array::c_style)) throw py::value_error("data must be C-contiguous");
-    if (n_threads < 1) throw py::value_error("n_threads must be >= 1, got " + std::to_string(n_threads));
-    const void* p = a.data();
-    const size_t n = static_cast<size_t>(a.nbytes());
-    py::gil_scoped_release release;
-    return llkd::stream_read(p, n, n_threads);
-}
-
 py::dict build_info() {
     py::dict d;
     for (const auto& kv : llkd::build_facts()) d[py::str(kv.first)] = kv.second;
@@ -165,9 +155,6 @@ written in place, and only when the whole step succeeded; n_updates is the new c
         .def_property_readonly("n_threads", [](const Kernel& k) { return k.n_threads; })
         .def("__repr__", [](const Kernel& k) { return k.config.repr(", n_threads=" + std::to_string(k.n_threads)); });
     def_config_properties(kernel);
-    m.def("stream_read", &stream_read, py::arg("data"), py::arg("n_threads") = 1,
-          "Sum (mod 2**64) of `data` read as native 64-bit words plus its trailing bytes: the\n"
-          "streaming-read reference of the benchmark.");
     m.def("build_info", &build_info, "Compiler, SIMD variants compiled/supported/dispatched, threading.");
     m.def("_set_simd", &llkd::simd_select, py::arg("name"),
           "Switch the SIMD variant ('auto' restores the run-time choice); False when unavailable.");

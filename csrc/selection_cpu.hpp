@@ -61,10 +61,6 @@ struct StepOutput {
 // Thread-safe; runs without touching Python.
 void step(const StepInput& in, StepOutput& out);
 
-// Sum (mod 2^64) of a buffer read as native 64-bit words, plus its trailing n_bytes % 8
-// bytes, with n_threads threads: the streaming-read reference of the benchmark.
-uint64_t stream_read(const void* data, size_t n_bytes, int64_t n_threads);
-
 // SIMD variants compiled into this build, those this CPU runs, and the active one.
 std::vector<std::string> simd_compiled();
 std::vector<std::string> simd_supported();

@@ -290,11 +290,6 @@ GARBAGE_SCRIPT = textwrap.dedent(
             m.Kernel(*args)
         except (TypeError, ValueError):
             pass
-    for value in garbage:
-        try:
-            m.stream_read(value, 1)
-        except (TypeError, ValueError):
-            pass
     print("survived", ok)
     """
 )
