@@ -115,7 +115,7 @@ def timeit(fn, min_time, min_reps=5, max_reps=200):
 def bench_case(n, c, min_time, log):
     import torch
 
-    from llkd import _selection_cpu as cpu
+    from llkd.selection import _selection_cpu as cpu
     from llkd.selection import AdaptiveSelector, _reference
     from llkd.selection._state import SelectorState
 
@@ -292,7 +292,7 @@ def main(argv=None):
 
     if not _backends.native_available():
         p.error("llkd's C++ extension is not built: pip install -e . first")
-    from llkd import _selection_cpu as cpu
+    from llkd.selection import _selection_cpu as cpu
 
     torch.set_num_threads(THREADS)
     info = cpu.build_info()

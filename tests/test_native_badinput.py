@@ -19,7 +19,7 @@ import pytest
 from llkd.selection import AdaptiveSelector
 
 cpu = pytest.importorskip(
-    "llkd._selection_cpu",
+    "llkd.selection._selection_cpu",
     reason="llkd's C++ extension is not built (pip install -e . compiles it)",
 )
 
@@ -250,7 +250,7 @@ GARBAGE_SCRIPT = textwrap.dedent(
     r"""
     import itertools, sys
     import numpy as np
-    import llkd._selection_cpu as m
+    import llkd.selection._selection_cpu as m
 
     config = dict(n_classes=4, mode="llkd", weighting="product", momentum=0.5, fixed_threshold=0.5,
                   random_rate=0.5, n_threads=1)
@@ -307,7 +307,7 @@ GUARD_SCRIPT = textwrap.dedent(
     r"""
     import ctypes, mmap
     import numpy as np
-    import llkd._selection_cpu as m
+    import llkd.selection._selection_cpu as m
 
     libc = ctypes.CDLL(None, use_errno=True)
     PAGE = mmap.PAGESIZE

@@ -31,7 +31,7 @@ from llkd.selection import MODES, WEIGHTINGS, AdaptiveSelector, _reference
 from llkd.selection._state import SelectorState
 
 cpu = pytest.importorskip(
-    "llkd._selection_cpu",
+    "llkd.selection._selection_cpu",
     reason="llkd's C++ extension is not built (pip install -e . compiles it)",
 )
 
@@ -346,7 +346,7 @@ def test_simd_override_by_environment():
     import subprocess
     import sys
 
-    code = "import llkd._selection_cpu as m; print(m.build_info()['simd_dispatched'])"
+    code = "import llkd.selection._selection_cpu as m; print(m.build_info()['simd_dispatched'])"
     env = dict(os.environ, LLKD_SIMD="scalar")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.strip() == "scalar", out.stderr
