@@ -1,4 +1,4 @@
-"""The CUDA selection kernel (llkd._selection_cuda) against the NumPy reference.
+"""The CUDA selection kernel (llkd.selection._selection_cuda) against the NumPy reference.
 
 Tests marked ``gpu`` need a CUDA device and the compiled module; they skip cleanly
 elsewhere. The others check that the module imports and degrades clearly without a
@@ -84,7 +84,7 @@ def test_device_count_without_visible_devices_is_zero():
     # Load the extension from its file, whatever the install layout (editable or not).
     code = (
         "import importlib.util as u, sys; "
-        f"s = u.spec_from_file_location('llkd._selection_cuda', {MOD.__file__!r}); "
+        f"s = u.spec_from_file_location('llkd.selection._selection_cuda', {MOD.__file__!r}); "
         "m = u.module_from_spec(s); s.loader.exec_module(m); "
         "print(m.device_count()); print(m.build_info()['devices'])"
     )
@@ -104,7 +104,7 @@ def test_cuda_backend_without_device_raises_clearly():
             AdaptiveSelector(3, backend="cuda")
         return
     sel = AdaptiveSelector(3, backend="cuda")
-    with pytest.raises(RuntimeError, match="no CUDA device"):
+    with pytest.raises(ValueError, match="no CUDA device"):
         sel.step(*args)
     assert sel.state.n_updates == 0
     # "auto" never picks CUDA for host data.

@@ -41,14 +41,14 @@ _device_seen = False
 def _module():
     module = cuda_module()
     if module is None:
-        raise RuntimeError(
+        raise ValueError(
             "backend='cuda' requested but llkd was built without its CUDA kernel "
             "(reinstall with a CUDA compiler on the PATH, or LLKD_CUDA=ON to insist)"
         )
     global _device_seen
     if not _device_seen:
         if cuda_device_count() <= 0:
-            raise RuntimeError(
+            raise ValueError(
                 "backend='cuda' requested but no CUDA device is visible "
                 "(llkd.selection._selection_cuda.device_count() == 0); use backend='native' or 'auto'"
             )
@@ -224,7 +224,7 @@ def step(
     C). On bad input a ValueError/TypeError is raised and ``state`` is left untouched.
     """
     module = _module()
-    n_classes = state.class_levels.shape[1]
+    n_classes = _validation.check_state(state)
     k = kernel(n_classes, variant=int(variant), **config)
     z = _cuda_logits(logits, n_classes)
     n, device = int(z.shape[0]), z.device

@@ -36,7 +36,7 @@ def _packed(x: np.ndarray, dtype=None) -> np.ndarray:
 def step(state: SelectorState, logits, labels, confidence, *, random_draws, update: bool,
          **config) -> SelectionResult:
     """One step of :func:`kernel` ``(**config)``; ``state`` is updated in place on success."""
-    k = kernel(state.class_levels.shape[1], **config)
+    k = kernel(logits.shape[1], **config)
     mask, weights, uncertainty, tau_t, tau_s, n_updates = k.step(
         _packed(logits, logits.dtype.newbyteorder("=")),
         _packed(labels, np.int64),
