@@ -102,6 +102,15 @@ struct KernelConfig {
             throw py::value_error("random_rate must be in [0, 1], got " +
                                   py::repr(py::float_(random_rate)).cast<std::string>());
     }
+    // Copies the configuration into a kernel's argument struct (StepInput, StepArgs).
+    template <class Args>
+    void fill(Args& a) const {
+        a.momentum = momentum;
+        a.mode = mode;
+        a.weighting = weighting;
+        a.fixed_threshold = fixed_threshold;
+        a.random_rate = random_rate;
+    }
     std::string mode_name() const { return kModeNames[mode]; }
     std::string weighting_name() const { return kWeightingNames[weighting]; }
     // The step's logits must have n_classes columns.
@@ -116,16 +125,30 @@ struct KernelConfig {
     }
 };
 
-// Read-only properties of the configuration, on either bound Kernel class.
-template <class Cls>
-void def_config_properties(Cls& cls) {
-    using K = typename Cls::type;
-    cls.def_property_readonly("n_classes", [](const K& k) { return k.config.n_classes; })
+// Binds struct K as the module's Kernel class: K(KernelConfig, Extra) is built from the
+// configuration plus one backend-specific argument (`extra`, with its default), and
+// K::config holds the configuration, exposed as read-only properties.
+template <class K, class Extra>
+py::class_<K> bind_kernel(py::module_& m, const char* doc, const char* extra, Extra extra_default) {
+    py::class_<K> cls(m, "Kernel", doc);
+    cls.def(py::init([](int64_t n_classes, const std::string& mode, const std::string& weighting, double momentum,
+                        double fixed_threshold, double random_rate, Extra x) {
+                return K(KernelConfig(n_classes, mode, weighting, momentum, fixed_threshold, random_rate), x);
+            }),
+            py::arg("n_classes"), py::arg("mode") = "llkd", py::arg("weighting") = "product",
+            py::arg("momentum") = 0.9, py::arg("fixed_threshold") = 0.9, py::arg("random_rate") = 0.1,
+            py::arg(extra) = extra_default)
+        .def_property_readonly("n_classes", [](const K& k) { return k.config.n_classes; })
         .def_property_readonly("mode", [](const K& k) { return k.config.mode_name(); })
         .def_property_readonly("weighting", [](const K& k) { return k.config.weighting_name(); })
         .def_property_readonly("momentum", [](const K& k) { return k.config.momentum; })
         .def_property_readonly("fixed_threshold", [](const K& k) { return k.config.fixed_threshold; })
-        .def_property_readonly("random_rate", [](const K& k) { return k.config.random_rate; });
+        .def_property_readonly("random_rate", [](const K& k) { return k.config.random_rate; })
+        .def_property_readonly(extra, [](const K& k) { return k.extra(); })
+        .def("__repr__", [extra](const K& k) {
+            return k.config.repr(std::string(", ") + extra + "=" + std::to_string(k.extra()));
+        });
+    return cls;
 }
 
 }  // namespace bind

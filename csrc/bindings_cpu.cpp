@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <utility>
 
 #include "bindings_common.hpp"
 #include "selection_cpu.hpp"
@@ -43,11 +44,10 @@ struct Kernel {
     KernelConfig config;
     int64_t n_threads;
 
-    Kernel(int64_t n_classes, const std::string& mode, const std::string& weighting, double momentum,
-           double fixed_threshold, double random_rate, int64_t n_threads_)
-        : config(n_classes, mode, weighting, momentum, fixed_threshold, random_rate), n_threads(n_threads_) {
+    Kernel(KernelConfig c, int64_t n_threads_) : config(std::move(c)), n_threads(n_threads_) {
         if (n_threads < 1) throw py::value_error("n_threads must be >= 1, got " + std::to_string(n_threads));
     }
+    int64_t extra() const { return n_threads; }
 
     py::tuple step(py::handle logits_obj, py::handle labels_obj, py::handle confidence_obj, py::handle global_obj,
                    py::handle class_obj, int64_t n_updates, py::handle draws_obj, bool update) const {
@@ -86,12 +86,8 @@ struct Kernel {
         in.global_levels = state.global_levels();
         in.class_levels = state.class_levels();
         in.n_updates = n_updates;
-        in.momentum = config.momentum;
-        in.mode = config.mode;
-        in.weighting = config.weighting;
-        in.fixed_threshold = config.fixed_threshold;
+        config.fill(in);
         in.random_draws = has_draws ? static_cast<const double*>(draws.data()) : nullptr;
-        in.random_rate = config.random_rate;
         in.update = update;
         in.n_threads = n_threads;
 
@@ -135,15 +131,11 @@ py::dict build_info() {
 PYBIND11_MODULE(_selection_cpu, m) {
     m.doc() = "LLKD sample selection, multi-threaded C++ kernel (private; use llkd.selection.AdaptiveSelector).";
     llkd::export_contract(m);
-    auto kernel = py::class_<Kernel>(m, "Kernel", R"doc(The CPU selection kernel for one configuration (spec section 3).
+    bind_kernel<Kernel, int64_t>(m, R"doc(The CPU selection kernel for one configuration (spec section 3).
 
 Kernel(n_classes, mode, weighting, momentum, fixed_threshold, random_rate, n_threads)
-checks the configuration once; mode and weighting are names from MODES and WEIGHTINGS.)doc");
-    kernel
-        .def(py::init<int64_t, const std::string&, const std::string&, double, double, double, int64_t>(),
-             py::arg("n_classes"), py::arg("mode") = "llkd", py::arg("weighting") = "product",
-             py::arg("momentum") = 0.9, py::arg("fixed_threshold") = 0.9, py::arg("random_rate") = 0.1,
-             py::arg("n_threads") = 1)
+checks the configuration once; mode and weighting are names from MODES and WEIGHTINGS.)doc",
+                                 "n_threads", 1)
         .def("step", &Kernel::step, py::arg("student_logits"), py::arg("pseudo_labels"),
              py::arg("teacher_confidence"), py::arg("global_levels"), py::arg("class_levels"),
              py::arg("n_updates"), py::arg("random_draws") = py::none(), py::arg("update") = true,
@@ -151,10 +143,7 @@ checks the configuration once; mode and weighting are names from MODES and WEIGH
 
 Returns (mask, weights, uncertainty, teacher_threshold, student_threshold, n_updates).
 With update=True the state arrays global_levels (2,) and class_levels (2, C) are
-written in place, and only when the whole step succeeded; n_updates is the new count.)doc")
-        .def_property_readonly("n_threads", [](const Kernel& k) { return k.n_threads; })
-        .def("__repr__", [](const Kernel& k) { return k.config.repr(", n_threads=" + std::to_string(k.n_threads)); });
-    def_config_properties(kernel);
+written in place, and only when the whole step succeeded; n_updates is the new count.)doc");
     m.def("build_info", &build_info, "Compiler, SIMD variants compiled/supported/dispatched, threading.");
     m.def("_set_simd", &llkd::simd_select, py::arg("name"),
           "Switch the SIMD variant ('auto' restores the run-time choice); False when unavailable.");

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bindings_common.hpp"
@@ -169,24 +170,36 @@ Inputs check_inputs(const DeviceArray& z, const DeviceArray& y, const DeviceArra
   return in;
 }
 
+// Reads the inputs with `parse` (parse_cai or parse_descriptor) and checks their shapes,
+// dtypes and devices.
+template <class Parse>
+Inputs read_inputs(Parse parse, py::handle logits, py::handle labels, py::handle confidence, py::handle draws,
+                   const KernelConfig& config) {
+  const DeviceArray z = parse(logits, "student_logits");
+  const DeviceArray y = parse(labels, "pseudo_labels");
+  const DeviceArray cf = parse(confidence, "teacher_confidence");
+  DeviceArray d;
+  if (!draws.is_none()) d = parse(draws, "random_draws");
+  return check_inputs(z, y, cf, draws.is_none() ? nullptr : &d, config);
+}
+
 // The kernel configuration, bound as a class (as hnswlib binds Index).
 struct Kernel {
   KernelConfig config;
   int variant;
 
-  Kernel(int64_t n_classes, const std::string& mode, const std::string& weighting, double momentum,
-         double fixed_threshold, double random_rate, int variant_)
-      : config(n_classes, mode, weighting, momentum, fixed_threshold, random_rate), variant(variant_) {
+  Kernel(KernelConfig c, int variant_) : config(std::move(c)), variant(variant_) {
     if (variant >= 0) {
       const auto vs = llkd_cuda::variants();
       if (variant >= static_cast<int>(vs.size()))
         throw py::value_error("unknown kernel variant " + std::to_string(variant));
       const auto& v = vs[static_cast<size_t>(variant)];
-      if (v.max_classes >= 0 && n_classes > v.max_classes)
+      if (v.max_classes >= 0 && config.n_classes > v.max_classes)
         throw py::value_error("kernel variant " + std::to_string(variant) + " (" + v.name + ") does not accept " +
-                              std::to_string(n_classes) + " classes");
+                              std::to_string(config.n_classes) + " classes");
     }
   }
+  int extra() const { return variant; }
 
   // Runs the step and commits the state; returns (teacher_threshold, student_threshold,
   // n_updates) as host values.
@@ -211,11 +224,7 @@ struct Kernel {
     a.state_global = state.global_levels();
     a.state_class = state.class_levels();
     a.n_updates = n_updates;
-    a.momentum = config.momentum;
-    a.mode = config.mode;
-    a.weighting = config.weighting;
-    a.fixed_threshold = config.fixed_threshold;
-    a.random_rate = config.random_rate;
+    config.fill(a);
     a.update = update;
     a.stream = stream;
     a.device = in.device;
@@ -239,14 +248,9 @@ struct Kernel {
   py::tuple step(py::handle logits, py::handle labels, py::handle confidence, py::handle global_levels,
                  py::handle class_levels, int64_t n_updates, py::tuple out, py::handle scratch,
                  py::handle random_draws, bool update, uintptr_t stream) const {
-    const DeviceArray z = parse_cai(logits, "student_logits");
-    const DeviceArray y = parse_cai(labels, "pseudo_labels");
-    const DeviceArray cf = parse_cai(confidence, "teacher_confidence");
-    DeviceArray d;
-    if (!random_draws.is_none()) d = parse_cai(random_draws, "random_draws");
-    const Inputs in = check_inputs(z, y, cf, random_draws.is_none() ? nullptr : &d, config);
-    const int64_t n = z.shape[0];
-    StateArrays state(global_levels, class_levels, z.shape[1]);
+    const Inputs in = read_inputs(parse_cai, logits, labels, confidence, random_draws, config);
+    const int64_t n = in.z.shape[0];
+    StateArrays state(global_levels, class_levels, in.z.shape[1]);
     if (py::len(out) != 3) throw py::value_error("out must be (uncertainty, mask, weights)");
     const char* names[3] = {"out uncertainty", "out mask", "out weights"};
     uintptr_t ptr[3];
@@ -255,9 +259,9 @@ struct Kernel {
       if (o.shape.size() != 1 || o.shape[0] != n)
         throw py::value_error(std::string(names[i]) + " must have shape (" + std::to_string(n) + ",), got " +
                               shape_str(o.shape));
-      const bool ok = i == 1 ? (o.typestr[1] == 'b' && o.itemsize == 1) : o.typestr == z.typestr;
+      const bool ok = i == 1 ? (o.typestr[1] == 'b' && o.itemsize == 1) : o.typestr == in.z.typestr;
       if (!ok)
-        throw py::type_error(std::string(names[i]) + " must have typestr '" + (i == 1 ? "|b1" : z.typestr) +
+        throw py::type_error(std::string(names[i]) + " must have typestr '" + (i == 1 ? "|b1" : in.z.typestr) +
                              "', got '" + o.typestr + "'");
       check_device(o.ptr, in.device, names[i]);
       ptr[i] = o.ptr;
@@ -275,13 +279,8 @@ struct Kernel {
                            uintptr_t out_u, uintptr_t out_mask, uintptr_t out_w, uintptr_t scratch,
                            size_t scratch_size, py::handle global_levels, py::handle class_levels, int64_t n_updates,
                            bool update, uintptr_t stream) const {
-    const DeviceArray z = parse_descriptor(logits, "student_logits");
-    const DeviceArray y = parse_descriptor(labels, "pseudo_labels");
-    const DeviceArray cf = parse_descriptor(confidence, "teacher_confidence");
-    DeviceArray d;
-    if (!random_draws.is_none()) d = parse_descriptor(random_draws, "random_draws");
-    const Inputs in = check_inputs(z, y, cf, random_draws.is_none() ? nullptr : &d, config);
-    StateArrays state(global_levels, class_levels, z.shape[1]);
+    const Inputs in = read_inputs(parse_descriptor, logits, labels, confidence, random_draws, config);
+    StateArrays state(global_levels, class_levels, in.z.shape[1]);
     return run(in, out_u, out_mask, out_w, scratch, scratch_size, state, n_updates, update, stream);
   }
 };
@@ -340,16 +339,12 @@ PYBIND11_MODULE(_selection_cuda, m) {
   if (!g_flags_error) throw py::error_already_set();
   m.attr("InputFlagsError") = py::handle(g_flags_error);  // a module reference; the type lives with the process
 
-  auto kernel = py::class_<Kernel>(m, "Kernel", R"doc(The CUDA selection kernel for one configuration (spec section 3).
+  bind_kernel<Kernel, int>(m, R"doc(The CUDA selection kernel for one configuration (spec section 3).
 
 Kernel(n_classes, mode, weighting, momentum, fixed_threshold, random_rate, variant=-1)
 checks the configuration once; mode and weighting are names from MODES and WEIGHTINGS,
-variant picks a row-kernel variant (-1: chosen from n_classes).)doc");
-  kernel
-      .def(py::init<int64_t, const std::string&, const std::string&, double, double, double, int>(),
-           py::arg("n_classes"), py::arg("mode") = "llkd", py::arg("weighting") = "product",
-           py::arg("momentum") = 0.9, py::arg("fixed_threshold") = 0.9, py::arg("random_rate") = 0.1,
-           py::arg("variant") = -1)
+variant picks a row-kernel variant (-1: chosen from n_classes).)doc",
+                           "variant", -1)
       .def("step", &Kernel::step, py::arg("student_logits"), py::arg("pseudo_labels"),
            py::arg("teacher_confidence"), py::arg("global_levels"), py::arg("class_levels"), py::arg("n_updates"),
            py::kw_only(), py::arg("out"), py::arg("scratch"), py::arg("random_draws") = py::none(),
@@ -370,8 +365,5 @@ succeeded. Bad values found on the device raise InputFlagsError (a ValueError).)
 
 Inputs are (pointer, shape, typestr) descriptors of C-contiguous device arrays; outputs
 and scratch are raw device pointers that are not checked. Returns (teacher_threshold,
-student_threshold, n_updates); state as in step().)doc")
-      .def_property_readonly("variant", [](const Kernel& k) { return k.variant; })
-      .def("__repr__", [](const Kernel& k) { return k.config.repr(", variant=" + std::to_string(k.variant)); });
-  def_config_properties(kernel);
+student_threshold, n_updates); state as in step().)doc");
 }

@@ -209,6 +209,35 @@ __device__ __forceinline__ void load_tile(const RowArgs& a, int64_t row, int gl,
   r.c = load_conf(a.conf, a.conf64, li);
 }
 
+// Adds the lane's logits x[k] (the columns k*G below `left`) to sj = sum e, tj = sum e*d
+// with d = (x - m) (base-2 units for float32); missing columns get d = kFloor (e == 0
+// exactly, e*d == 0). cj turns NaN iff one of the logits is NaN or infinite.
+template <typename T, int G, int K>
+__device__ __forceinline__ void exp_terms(const T (&x)[K], T m, int left, T& sj, T& tj, T& cj) {
+  using M = RowMath<T>;
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    const T d = k * G < left ? (x[k] - m) * M::kScale : M::kFloor;
+    const T e = M::exp_(d);
+    sj += e;
+    tj = fma(e, d, tj);
+    cj = fma(x[k], T(0), cj);
+  }
+}
+
+// Sums sj and tj over the G lanes of a row group (xor shuffles) into s and t.
+template <typename T, int G>
+__device__ __forceinline__ void group_sums(T sj, T tj, T cj, T& s, T& t, T& chk) {
+#pragma unroll
+  for (int off = G / 2; off > 0; off >>= 1) {
+    sj += __shfl_xor_sync(kFull, sj, off);
+    tj += __shfl_xor_sync(kFull, tj, off);
+  }
+  s = sj;
+  t = tj;
+  chk = cj;
+}
+
 // Row max, then s = sum e, t = sum e*d with d = (z - max) (base-2 units for float32), over
 // the lane's columns; group reductions by xor shuffles. Missing columns get d = kFloor
 // (e == 0 exactly, e*d == 0). chk is NaN iff one of the lane's logits is NaN or infinite.
@@ -221,22 +250,8 @@ __device__ __forceinline__ void row_sums(const RowTile<T, G, K>& r, int left, T&
 #pragma unroll
   for (int off = G / 2; off > 0; off >>= 1) m = M::max_(m, __shfl_xor_sync(kFull, m, off));
   T sj = T(0), tj = T(0), cj = T(0);
-#pragma unroll
-  for (int k = 0; k < K; ++k) {
-    const T d = k * G < left ? (r.x[k] - m) * M::kScale : M::kFloor;
-    const T e = M::exp_(d);
-    sj += e;
-    tj = fma(e, d, tj);
-    cj = fma(r.x[k], T(0), cj);
-  }
-#pragma unroll
-  for (int off = G / 2; off > 0; off >>= 1) {
-    sj += __shfl_xor_sync(kFull, sj, off);
-    tj += __shfl_xor_sync(kFull, tj, off);
-  }
-  s = sj;
-  t = tj;
-  chk = cj;
+  exp_terms<T, G, K>(r.x, m, left, sj, tj, cj);
+  group_sums<T, G>(sj, tj, cj, s, t, chk);
 }
 
 // Chunked rows (c > G*K): per-lane running max with rescaling, then the group merge.
@@ -268,14 +283,7 @@ __device__ __forceinline__ void row_sums_chunked(const RowArgs& a, int64_t row, 
       }
       m = cm;
     }
-#pragma unroll
-    for (int k = 0; k < K; ++k) {
-      const T d = k * G < left ? (x[k] - m) * M::kScale : M::kFloor;
-      const T e = M::exp_(d);
-      sj += e;
-      tj = fma(e, d, tj);
-      cj = fma(x[k], T(0), cj);
-    }
+    exp_terms<T, G, K>(x, m, left, sj, tj, cj);
   }
   T mg = m;
 #pragma unroll
@@ -286,14 +294,7 @@ __device__ __forceinline__ void row_sums_chunked(const RowArgs& a, int64_t row, 
     tj = f * fma(sj, dm, tj);
     sj *= f;
   }
-#pragma unroll
-  for (int off = G / 2; off > 0; off >>= 1) {
-    sj += __shfl_xor_sync(kFull, sj, off);
-    tj += __shfl_xor_sync(kFull, tj, off);
-  }
-  s = sj;
-  t = tj;
-  chk = cj;
+  group_sums<T, G>(sj, tj, cj, s, t, chk);
 }
 
 // Row kernel. ACC: kAccPriv (c <= G*K): thread t owns shared-memory slots [kk][t] holding
@@ -797,15 +798,21 @@ int grid_for(int64_t work_blocks, int device, int per_sm) {
   return static_cast<int>(g < 1 ? 1 : g);
 }
 
+// The per-row inputs the row and select kernels read (RowArgs, SelectArgs).
+template <class A>
+void set_row_inputs(A& a, const StepArgs& p) {
+  a.n = p.n;
+  a.c = p.c;
+  a.labels = p.labels;
+  a.labels64 = p.labels_dtype == DType::I64;
+  a.conf = p.confidence;
+  a.conf64 = p.confidence_dtype == DType::F64;
+}
+
 template <typename T>
 void launch_tail(const StepArgs& p, double* sw, const Layout& L, cudaStream_t stream, bool product) {
   SelectArgs s{};
-  s.n = p.n;
-  s.c = p.c;
-  s.labels = p.labels;
-  s.labels64 = p.labels_dtype == DType::I64;
-  s.conf = p.confidence;
-  s.conf64 = p.confidence_dtype == DType::F64;
+  set_row_inputs(s, p);
   s.u = p.out_uncertainty;
   s.draws = p.draws;
   s.mask = p.out_mask;
@@ -917,12 +924,7 @@ void step(const StepArgs& p, StepResult& r) {
 
   RowArgs ra{};
   ra.logits = p.logits;
-  ra.n = p.n;
-  ra.c = p.c;
-  ra.labels = p.labels;
-  ra.labels64 = p.labels_dtype == DType::I64;
-  ra.conf = p.confidence;
-  ra.conf64 = p.confidence_dtype == DType::F64;
+  set_row_inputs(ra, p);
   ra.out_u = p.out_uncertainty;
   ra.sum_c = sw + L.sum_c;
   ra.sum_u = sw + L.sum_u;

@@ -9,6 +9,7 @@ compiled module is importable, so that the NumPy reference still runs;
 from __future__ import annotations
 
 from types import MappingProxyType
+from typing import Protocol
 
 from ._backends import _import
 
@@ -48,3 +49,14 @@ DTYPES: dict = dict(_CONTRACT["DTYPES"])
 FLAGS: dict = dict(_CONTRACT["FLAGS"])
 MODE_CODES = {name: code for code, name in enumerate(MODES)}
 WEIGHTING_CODES = {name: code for code, name in enumerate(WEIGHTINGS)}
+
+
+class KernelConfig(Protocol):
+    """The configuration both compiled ``Kernel`` classes expose (read-only properties)."""
+
+    n_classes: int
+    mode: str
+    weighting: str
+    momentum: float
+    fixed_threshold: float
+    random_rate: float

@@ -3,6 +3,8 @@
 import numpy as np
 import numpy.typing as npt
 
+from ._contract import KernelConfig
+
 # The native contract (csrc/selection_contract.hpp).
 MODES: tuple[str, ...]
 WEIGHTINGS: tuple[str, ...]
@@ -10,19 +12,11 @@ TIE_TOLERANCE: float
 DTYPES: dict[str, int]
 FLAGS: dict[str, int]
 
-class Kernel:
+class Kernel(KernelConfig):
     """The CPU selection kernel for one configuration (spec section 3)."""
 
-    def __init__(
-        self,
-        n_classes: int,
-        mode: str = "llkd",
-        weighting: str = "product",
-        momentum: float = 0.9,
-        fixed_threshold: float = 0.9,
-        random_rate: float = 0.1,
-        n_threads: int = 1,
-    ) -> None: ...
+    def __init__(self, n_classes: int, mode: str = "llkd", weighting: str = "product", momentum: float = 0.9,
+                 fixed_threshold: float = 0.9, random_rate: float = 0.1, n_threads: int = 1) -> None: ...
     def step(
         self,
         student_logits: npt.NDArray[np.float32] | npt.NDArray[np.float64],
@@ -43,18 +37,6 @@ class Kernel:
     ]:
         """(mask, weights, uncertainty, teacher_threshold, student_threshold, n_updates);
         the state arrays are written in place only when the step succeeded."""
-    @property
-    def n_classes(self) -> int: ...
-    @property
-    def mode(self) -> str: ...
-    @property
-    def weighting(self) -> str: ...
-    @property
-    def momentum(self) -> float: ...
-    @property
-    def fixed_threshold(self) -> float: ...
-    @property
-    def random_rate(self) -> float: ...
     @property
     def n_threads(self) -> int: ...
 
