@@ -58,3 +58,12 @@ def test_reference_runs_on_the_fallback_without_compiled_modules():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split() == ["ok", "4"]
+
+
+def test_show_config_says_where_the_contract_comes_from():
+    from llkd._config import config
+
+    info = config()["selection_contract"]
+    assert info["modes"] == selection.MODES
+    expected = f"llkd.selection.{_contract.SOURCE}" if _contract.SOURCE else "Python fallback copy"
+    assert info["source"] == expected
