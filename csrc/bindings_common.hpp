@@ -44,7 +44,8 @@ inline void require_layout(const py::array& a, const char* name, bool writeable 
     if (!(a.flags() & py::array::c_style))
         throw py::value_error(std::string(name) + " must be C-contiguous (use numpy.ascontiguousarray)");
     if (!(a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_))
-        throw py::value_error(std::string(name) + " must be aligned (use numpy.require(x, requirements='CA'))");
+        throw py::value_error(std::string(name) +
+                              " must be aligned (use numpy.require(x, requirements='CA'))");
     if (writeable && !a.writeable())
         throw py::value_error(std::string(name) + " must be writeable (it is updated in place)");
 }
@@ -58,13 +59,15 @@ struct StateArrays {
     StateArrays(py::handle global_obj, py::handle class_obj, int64_t n_classes) : C(n_classes) {
         glob = as_ndarray(global_obj, "global_levels");
         if (!has_dtype<double>(glob))
-            throw py::type_error("global_levels must have dtype float64, got " + std::string(py::str(glob.dtype())));
+            throw py::type_error("global_levels must have dtype float64, got " +
+                                 std::string(py::str(glob.dtype())));
         if (glob.ndim() != 1 || glob.shape(0) != 2)
             throw py::value_error("global_levels must have shape (2,), got " + shape_str(glob));
         require_layout(glob, "global_levels", true);
         cls = as_ndarray(class_obj, "class_levels");
         if (!has_dtype<double>(cls))
-            throw py::type_error("class_levels must have dtype float64, got " + std::string(py::str(cls.dtype())));
+            throw py::type_error("class_levels must have dtype float64, got " +
+                                 std::string(py::str(cls.dtype())));
         if (cls.ndim() != 2 || cls.shape(0) != 2 || cls.shape(1) != C)
             throw py::value_error("class_levels must have shape (2, " + std::to_string(C) +
                                   ") to match student_logits, got " + shape_str(cls));
@@ -84,8 +87,8 @@ struct KernelConfig {
     int mode, weighting;
     double momentum, fixed_threshold, random_rate;
 
-    KernelConfig(int64_t n_classes_, const std::string& mode_, const std::string& weighting_, double momentum_,
-                 double fixed_threshold_, double random_rate_)
+    KernelConfig(int64_t n_classes_, const std::string& mode_, const std::string& weighting_,
+                 double momentum_, double fixed_threshold_, double random_rate_)
         : n_classes(n_classes_),
           mode(contract_code(mode_, kModeNames, kNumModes, "mode")),
           weighting(contract_code(weighting_, kWeightingNames, kNumWeightings, "weighting")),
@@ -94,7 +97,8 @@ struct KernelConfig {
           random_rate(random_rate_) {
         if (n_classes < 2) throw py::value_error("n_classes must be >= 2, got " + std::to_string(n_classes));
         if (!(momentum >= 0.0 && momentum < 1.0))
-            throw py::value_error("momentum must be in [0, 1), got " + py::repr(py::float_(momentum)).cast<std::string>());
+            throw py::value_error("momentum must be in [0, 1), got " +
+                                  py::repr(py::float_(momentum)).cast<std::string>());
         if (!(fixed_threshold >= 0.0 && fixed_threshold <= 1.0))
             throw py::value_error("fixed_threshold must be in [0, 1], got " +
                                   py::repr(py::float_(fixed_threshold)).cast<std::string>());
@@ -116,12 +120,14 @@ struct KernelConfig {
     // The step's logits must have n_classes columns.
     void check_columns(int64_t C) const {
         if (C != n_classes)
-            throw py::value_error("student_logits has " + std::to_string(C) +
-                                  " columns but the kernel was built for n_classes=" + std::to_string(n_classes));
+            throw py::value_error(
+                "student_logits has " + std::to_string(C) +
+                " columns but the kernel was built for n_classes=" + std::to_string(n_classes));
     }
     std::string repr(const std::string& extra) const {
         return "Kernel(n_classes=" + std::to_string(n_classes) + ", mode='" + mode_name() + "', weighting='" +
-               weighting_name() + "', momentum=" + py::repr(py::float_(momentum)).cast<std::string>() + extra + ")";
+               weighting_name() + "', momentum=" + py::repr(py::float_(momentum)).cast<std::string>() +
+               extra + ")";
     }
 };
 
@@ -131,8 +137,8 @@ struct KernelConfig {
 template <class K, class Extra>
 py::class_<K> bind_kernel(py::module_& m, const char* doc, const char* extra, Extra extra_default) {
     py::class_<K> cls(m, "Kernel", doc);
-    cls.def(py::init([](int64_t n_classes, const std::string& mode, const std::string& weighting, double momentum,
-                        double fixed_threshold, double random_rate, Extra x) {
+    cls.def(py::init([](int64_t n_classes, const std::string& mode, const std::string& weighting,
+                        double momentum, double fixed_threshold, double random_rate, Extra x) {
                 return K(KernelConfig(n_classes, mode, weighting, momentum, fixed_threshold, random_rate), x);
             }),
             py::arg("n_classes"), py::arg("mode") = "llkd", py::arg("weighting") = "product",

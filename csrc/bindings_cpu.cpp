@@ -49,8 +49,9 @@ struct Kernel {
     }
     int64_t extra() const { return n_threads; }
 
-    py::tuple step(py::handle logits_obj, py::handle labels_obj, py::handle confidence_obj, py::handle global_obj,
-                   py::handle class_obj, int64_t n_updates, py::handle draws_obj, bool update) const {
+    py::tuple step(py::handle logits_obj, py::handle labels_obj, py::handle confidence_obj,
+                   py::handle global_obj, py::handle class_obj, int64_t n_updates, py::handle draws_obj,
+                   bool update) const {
         // ---- logits ----
         py::array logits = as_ndarray(logits_obj, "student_logits");
         llkd::StepInput in;
@@ -62,9 +63,11 @@ struct Kernel {
             throw py::type_error("student_logits must be a float32 or float64 array, got dtype " +
                                  std::string(py::str(logits.dtype())));
         if (logits.ndim() != 2)
-            throw py::value_error("student_logits must be 2-D (batch, n_classes), got shape " + shape_str(logits));
+            throw py::value_error("student_logits must be 2-D (batch, n_classes), got shape " +
+                                  shape_str(logits));
         const int64_t B = logits.shape(0), C = logits.shape(1);
-        if (B < 1) throw py::value_error("student_logits is empty: a selection step needs at least one sample");
+        if (B < 1)
+            throw py::value_error("student_logits is empty: a selection step needs at least one sample");
         config.check_columns(C);
         require_layout(logits, "student_logits");
 
@@ -120,8 +123,8 @@ py::dict build_info() {
     d["simd_dispatched"] = llkd::simd_active();
     const char* env = std::getenv("LLKD_SIMD");
     d["simd_override"] = env ? py::object(py::str(env)) : py::object(py::none());
-    d["pybind11"] = std::to_string(PYBIND11_VERSION_MAJOR) + "." + std::to_string(PYBIND11_VERSION_MINOR) + "." +
-                    std::to_string(PYBIND11_VERSION_PATCH);
+    d["pybind11"] = std::to_string(PYBIND11_VERSION_MAJOR) + "." + std::to_string(PYBIND11_VERSION_MINOR) +
+                    "." + std::to_string(PYBIND11_VERSION_PATCH);
     d["gil_released"] = true;
     return d;
 }
@@ -129,7 +132,8 @@ py::dict build_info() {
 }  // namespace
 
 PYBIND11_MODULE(_selection_cpu, m) {
-    m.doc() = "LLKD sample selection, multi-threaded C++ kernel (private; use llkd.selection.AdaptiveSelector).";
+    m.doc() =
+        "LLKD sample selection, multi-threaded C++ kernel (private; use llkd.selection.AdaptiveSelector).";
     llkd::export_contract(m);
     bind_kernel<Kernel, int64_t>(m, R"doc(The CPU selection kernel for one configuration (spec section 3).
 

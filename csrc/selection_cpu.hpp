@@ -15,7 +15,6 @@
 
 namespace llkd {
 
-
 // Bad input found by the kernel (mapped to ValueError by the bindings). The message
 // names the argument, as the Python front end does.
 struct InputError : std::invalid_argument {
@@ -25,12 +24,12 @@ struct InputError : std::invalid_argument {
 struct StepInput {
     const void* logits = nullptr;  // [B, C] row-major, float32 or float64
     DType dtype = DType::F32;
-    int64_t n_rows = 0;            // B >= 1
-    int64_t n_classes = 0;         // C >= 2
-    const int64_t* labels = nullptr;       // [B], in [0, C)
-    const double* confidence = nullptr;    // [B], in [0, 1]
-    const double* global_levels = nullptr; // [2]   (g_T, g_S), read only
-    const double* class_levels = nullptr;  // [2*C] (m_T, m_S), read only
+    int64_t n_rows = 0;                     // B >= 1
+    int64_t n_classes = 0;                  // C >= 2
+    const int64_t* labels = nullptr;        // [B], in [0, C)
+    const double* confidence = nullptr;     // [B], in [0, 1]
+    const double* global_levels = nullptr;  // [2]   (g_T, g_S), read only
+    const double* class_levels = nullptr;   // [2*C] (m_T, m_S), read only
     int64_t n_updates = 0;
     double momentum = 0.99;
     int mode = kModeLLKD;

@@ -119,7 +119,8 @@ std::map<std::string, std::string> build_facts() {
 #else
     f["openmp"] = "no";
 #endif
-    f["threading"] = "std::thread, spawned per call over fixed row chunks (deterministic for any thread count)";
+    f["threading"] =
+        "std::thread, spawned per call over fixed row chunks (deterministic for any thread count)";
     f["exp_log"] = "polynomial SIMD exp (float32 in float32, float64 in float64), fdlibm-style float64 log";
     return f;
 }

@@ -14,7 +14,6 @@
 #include <immintrin.h>
 #endif
 
-
 #define LLKD_BODY_SCALAR 1
 #define LLKD_NS isa_scalar
 #define LLKD_NAME "scalar"

@@ -95,14 +95,16 @@ static std::string fmt_double(double v) {
                              std::to_string(ci.err_label) + at);
         case ERR_CONF:
             if (std::isfinite(ci.err_value))
-                throw InputError("teacher_confidence must lie in [0, 1], found " + fmt_double(ci.err_value) + at);
-            throw InputError("teacher_confidence contains NaN or infinite values (" + fmt_double(ci.err_value) +
-                             at + ")");
+                throw InputError("teacher_confidence must lie in [0, 1], found " + fmt_double(ci.err_value) +
+                                 at);
+            throw InputError("teacher_confidence contains NaN or infinite values (" +
+                             fmt_double(ci.err_value) + at + ")");
         case ERR_LOGITS:
             throw InputError("student_logits contains NaN or infinite values (first in row " +
                              std::to_string(ci.err_row) + ")");
         case ERR_DRAWS:
-            throw InputError("random_draws contains NaN or infinite values (" + fmt_double(ci.err_value) + at + ")");
+            throw InputError("random_draws contains NaN or infinite values (" + fmt_double(ci.err_value) +
+                             at + ")");
         default:
             throw InputError("invalid input");
     }
@@ -145,7 +147,7 @@ static Plan make_plan(int64_t B, int64_t C, int64_t n_threads) {
     // Chunks depend on (B, C) only, never on the thread count (determinism).
     constexpr int64_t kMinChunkElems = int64_t(1) << 16;  // ~30-60 us of work per chunk
     constexpr int64_t kMaxChunks = 64;
-    constexpr int64_t kMaxPartials = int64_t(1) << 20;    // chunk x class partial sums
+    constexpr int64_t kMaxPartials = int64_t(1) << 20;  // chunk x class partial sums
     int64_t rows = std::max<int64_t>((B + kMaxChunks - 1) / kMaxChunks, (kMinChunkElems + C - 1) / C);
     const int64_t max_chunks_mem = std::max<int64_t>(1, kMaxPartials / C);
     rows = std::max<int64_t>(rows, (B + max_chunks_mem - 1) / max_chunks_mem);
@@ -161,9 +163,11 @@ static Plan make_plan(int64_t B, int64_t C, int64_t n_threads) {
 }
 
 static void check_params(const StepInput& in) {
-    if (in.n_rows < 1) throw InputError("student_logits is empty: a selection step needs at least one sample");
-    if (in.n_classes < 2) throw InputError("student_logits needs at least 2 classes (columns), got " +
-                                           std::to_string(in.n_classes));
+    if (in.n_rows < 1)
+        throw InputError("student_logits is empty: a selection step needs at least one sample");
+    if (in.n_classes < 2)
+        throw InputError("student_logits needs at least 2 classes (columns), got " +
+                         std::to_string(in.n_classes));
     if (!in.logits || !in.labels || !in.confidence || !in.global_levels || !in.class_levels)
         throw InputError("missing input array");
     if (in.mode < 0 || in.mode >= kNumModes)
@@ -305,12 +309,18 @@ static void select_rows(const SelectArgs& a, int64_t r0, int64_t r1, ChunkInfo& 
 template <bool PRODUCT>
 static void select_mode(const SelectArgs& a, int mode, int64_t r0, int64_t r1, ChunkInfo& ci) {
     switch (mode) {
-        case kModeLLKD: return select_rows<kModeLLKD, PRODUCT>(a, r0, r1, ci);
-        case kModeTeacher: return select_rows<kModeTeacher, PRODUCT>(a, r0, r1, ci);
-        case kModeStudent: return select_rows<kModeStudent, PRODUCT>(a, r0, r1, ci);
-        case kModeAll: return select_rows<kModeAll, PRODUCT>(a, r0, r1, ci);
-        case kModeFixed: return select_rows<kModeFixed, PRODUCT>(a, r0, r1, ci);
-        default: return select_rows<kModeRandom, PRODUCT>(a, r0, r1, ci);
+        case kModeLLKD:
+            return select_rows<kModeLLKD, PRODUCT>(a, r0, r1, ci);
+        case kModeTeacher:
+            return select_rows<kModeTeacher, PRODUCT>(a, r0, r1, ci);
+        case kModeStudent:
+            return select_rows<kModeStudent, PRODUCT>(a, r0, r1, ci);
+        case kModeAll:
+            return select_rows<kModeAll, PRODUCT>(a, r0, r1, ci);
+        case kModeFixed:
+            return select_rows<kModeFixed, PRODUCT>(a, r0, r1, ci);
+        default:
+            return select_rows<kModeRandom, PRODUCT>(a, r0, r1, ci);
     }
 }
 
@@ -366,8 +376,8 @@ void step(const StepInput& in, StepOutput& out) {
             for (int64_t i = stop; i < npad; ++i) sbuf[i] = 1.0, tbuf[i] = 0.0;  // keep the log finite
             K.entropy(sbuf, tbuf, npad, logC, ubuf);
             std::memcpy(out.uncertainty + b0, ubuf, static_cast<size_t>(nb) * sizeof(double));
-            const int64_t bad = accumulate_block(in.labels + b0, in.confidence + b0, ubuf, stop, C, acc,
-                                                 copies > 1, tc, tu);
+            const int64_t bad =
+                accumulate_block(in.labels + b0, in.confidence + b0, ubuf, stop, C, acc, copies > 1, tc, tu);
             if (bad < stop) {
                 const int64_t y = in.labels[b0 + bad];
                 ci.err_row = b0 + bad;
