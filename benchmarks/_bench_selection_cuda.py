@@ -99,7 +99,7 @@ def torch_eager_step(state, z, y, c, lam):
     state["n"] += 1
     top = state["m"].max(dim=1, keepdim=True).values
     tau = torch.where(top > 0, state["g"][:, None] * state["m"] / top, torch.zeros_like(state["m"]))
-    tie = 1e-9  # llkd.selection._reference.TIE_TOLERANCE
+    from llkd.selection._contract import TIE_TOLERANCE as tie
     mask = (c64 >= tau[0][y] - tie) & (u64 >= tau[1][y] - tie)
     r = torch.where(mask, c64 * u64, torch.zeros_like(c64))
     mean = r.sum() / mask.sum().clamp(min=1)

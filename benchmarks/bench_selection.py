@@ -7,15 +7,15 @@
 One "step" is docs/design.md section 3 on a batch of N rows: uncertainty from the float32 logits,
 the state update, thresholds, mask and weights. Timed, with the same inputs:
 
-- ``native``: ``llkd._selection_cpu.step`` (the kernel behind AdaptiveSelector's "native"
+- ``native``: ``llkd.selection._selection_cpu.Kernel.step`` (the kernel behind AdaptiveSelector's "native"
   backend, argument checks included), 2 threads;
 - ``selector``: ``AdaptiveSelector(backend="native").step``, i.e. the above plus the
   selector's Python-side checks of labels and confidences;
 - ``numpy``: the reference ``llkd.selection._reference.step`` (float64 throughout);
 - ``torch``: the same rule in torch eager ops (log_softmax in float32, bincount,
   index_add_, where), ``torch.set_num_threads(2)``;
-- ``read``: ``llkd._selection_cpu.stream_read`` of the logits (2 threads), the physical
-  floor: how fast the same bytes can merely be read.
+- ``read``: :func:`stream_read` of the logits (NumPy sums of 64-bit words in 2 threads,
+  GIL released), the physical floor: how fast the same bytes can merely be read.
 
 Times are medians of repeats after a warm-up. GB/s counts the logits' bytes only.
 """
@@ -31,6 +31,7 @@ import platform
 import statistics
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,23 @@ MOMENTUM = 0.9
 
 
 # ------------------------------------------------------------------------ the contenders
+_POOL = ThreadPoolExecutor(THREADS)
+
+
+def stream_read(a: np.ndarray, n_threads: int = THREADS) -> int:
+    """Sum (mod 2**64) of ``a``'s bytes read as native 64-bit words plus its trailing bytes.
+
+    Each of ``n_threads`` threads sums a contiguous share with NumPy (the reduction
+    releases the GIL): the streaming-read reference of the benchmark.
+    """
+    b = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+    k = b.size // 8 * 8
+    parts = np.array_split(b[:k].view(np.uint64), n_threads)
+    pool = _POOL if n_threads == THREADS else ThreadPoolExecutor(n_threads)
+    sums = pool.map(lambda p: int(p.sum(dtype=np.uint64)), parts)
+    return (sum(sums) + int(b[k:].sum())) % 2**64
+
+
 def torch_step(state, z, y, c, momentum=MOMENTUM):
     """docs/design.md section 3 written the way a PyTorch user would (eager, CPU)."""
     import torch
@@ -97,7 +115,7 @@ def timeit(fn, min_time, min_reps=5, max_reps=200):
 def bench_case(n, c, min_time, log):
     import torch
 
-    from llkd import _selection_cpu as cpu
+    from llkd.selection import _selection_cpu as cpu
     from llkd.selection import AdaptiveSelector, _reference
     from llkd.selection._state import SelectorState
 
@@ -117,9 +135,10 @@ def bench_case(n, c, min_time, log):
 
     st_native = fresh_levels()
 
+    kernel = cpu.Kernel(c, "llkd", "product", MOMENTUM, 0.9, 0.1, THREADS)
+
     def native():
-        return cpu.step(z, y, conf, st_native.global_levels, st_native.class_levels, 1, MOMENTUM,
-                        0, 0, 0.9, None, 0.1, True, THREADS)
+        return kernel.step(z, y, conf, st_native.global_levels, st_native.class_levels, 1)
 
     sel = AdaptiveSelector(c, MOMENTUM, backend="native", n_threads=THREADS)
     sel.state = fresh_levels()
@@ -153,7 +172,7 @@ def bench_case(n, c, min_time, log):
         "selector": timeit(selector, min_time),
         "numpy": timeit(numpy_ref, min_time, min_reps=3),
         "torch": timeit(torch_ref, min_time),
-        "read": timeit(lambda: cpu.stream_read(z, THREADS), min_time, min_reps=10, max_reps=2000),
+        "read": timeit(lambda: stream_read(z, THREADS), min_time, min_reps=10, max_reps=2000),
     }
     row = dict(n=n, c=c, nbytes=nbytes)
     for k, (med, best) in res.items():
@@ -273,7 +292,7 @@ def main(argv=None):
 
     if not _backends.native_available():
         p.error("llkd's C++ extension is not built: pip install -e . first")
-    from llkd import _selection_cpu as cpu
+    from llkd.selection import _selection_cpu as cpu
 
     torch.set_num_threads(THREADS)
     info = cpu.build_info()

@@ -36,7 +36,7 @@ log "environment"
 log "build: pip install -e . (LLKD_CUDA=ON, CMAKE_CUDA_ARCHITECTURES=${LLKD_DEVICE_ARCH:-90-real})"
 if LLKD_CUDA=ON timeout "$(cap 240)" "$PY" -m pip install -q --no-build-isolation --no-deps --no-cache-dir -e . \
     -C cmake.define.CMAKE_CUDA_ARCHITECTURES="${LLKD_DEVICE_ARCH:-90-real}" -C build-dir=/tmp/llkd-build \
-    >>"$OUT/setup.log" 2>&1 && "$PY" -c "import llkd._selection_cuda" >>"$OUT/setup.log" 2>&1; then
+    >>"$OUT/setup.log" 2>&1 && "$PY" -c "import llkd.selection._selection_cuda" >>"$OUT/setup.log" 2>&1; then
   log "build ok"
 else
   log "full build failed (see setup.log); building only the CUDA module with nvcc"
@@ -44,10 +44,10 @@ else
   EXT=$("$PY" -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
   nvcc -O3 -std=c++17 -arch=sm_90 -shared -Xcompiler -fPIC,-fvisibility=hidden -DLLKD_CUDA_ARCHS='"90-real"' \
     $("$PY" -m pybind11 --includes) -Icsrc csrc/selection_cuda.cu csrc/bindings_cuda.cpp \
-    -o "src/llkd/_selection_cuda$EXT" >>"$OUT/setup.log" 2>&1 || { log "nvcc build failed"; tail -30 "$OUT/setup.log"; exit 1; }
+    -o "src/llkd/selection/_selection_cuda$EXT" >>"$OUT/setup.log" 2>&1 || { log "nvcc build failed"; tail -30 "$OUT/setup.log"; exit 1; }
   export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
 fi
-SO=$("$PY" -c "import llkd._selection_cuda as m; print(m.__file__)")
+SO=$("$PY" -c "import llkd.selection._selection_cuda as m; print(m.__file__)")
 { echo "== cuobjdump -res-usage"; cuobjdump -res-usage "$SO" 2>&1 | grep -E "Function|REG" | sed 's/_ZN9llkd_cuda[^ ]*\(row_kernel\|select_kernel\|scale_kernel\|update_kernel\)/\1/'; } >>"$OUT/setup.log" 2>&1
 if [ "$FULL" = 1 ]; then
   "$PY" -c "import llkd; llkd.show_config()" >>"$OUT/setup.log" 2>&1

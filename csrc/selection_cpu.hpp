@@ -11,12 +11,9 @@
 #include <string>
 #include <vector>
 
+#include "selection_contract.hpp"
+
 namespace llkd {
-
-enum class Dtype { F32 = 0, F64 = 1 };
-
-enum Mode : int { MODE_LLKD = 0, MODE_TEACHER, MODE_STUDENT, MODE_ALL, MODE_FIXED, MODE_RANDOM };
-enum Weighting : int { WEIGHT_PRODUCT = 0, WEIGHT_NONE };
 
 // Bad input found by the kernel (mapped to ValueError by the bindings). The message
 // names the argument, as the Python front end does.
@@ -26,19 +23,19 @@ struct InputError : std::invalid_argument {
 
 struct StepInput {
     const void* logits = nullptr;  // [B, C] row-major, float32 or float64
-    Dtype dtype = Dtype::F32;
-    int64_t n_rows = 0;            // B >= 1
-    int64_t n_classes = 0;         // C >= 2
-    const int64_t* labels = nullptr;       // [B], in [0, C)
-    const double* confidence = nullptr;    // [B], in [0, 1]
-    const double* global_levels = nullptr; // [2]   (g_T, g_S), read only
-    const double* class_levels = nullptr;  // [2*C] (m_T, m_S), read only
+    DType dtype = DType::F32;
+    int64_t n_rows = 0;                     // B >= 1
+    int64_t n_classes = 0;                  // C >= 2
+    const int64_t* labels = nullptr;        // [B], in [0, C)
+    const double* confidence = nullptr;     // [B], in [0, 1]
+    const double* global_levels = nullptr;  // [2]   (g_T, g_S), read only
+    const double* class_levels = nullptr;   // [2*C] (m_T, m_S), read only
     int64_t n_updates = 0;
     double momentum = 0.99;
-    int mode = MODE_LLKD;
-    int weighting = WEIGHT_PRODUCT;
+    int mode = kModeLLKD;
+    int weighting = kWeightProduct;
     double fixed_threshold = 0.9;
-    const double* random_draws = nullptr;  // [B], required for MODE_RANDOM
+    const double* random_draws = nullptr;  // [B], required for kModeRandom
     double random_rate = 0.1;
     bool update = true;
     int64_t n_threads = 1;
@@ -62,10 +59,6 @@ struct StepOutput {
 // confidences outside [0, 1] or NaN, non-finite logits or draws, bad parameters).
 // Thread-safe; runs without touching Python.
 void step(const StepInput& in, StepOutput& out);
-
-// Sum (mod 2^64) of a buffer read as native 64-bit words, plus its trailing n_bytes % 8
-// bytes, with n_threads threads: the streaming-read reference of the benchmark.
-uint64_t stream_read(const void* data, size_t n_bytes, int64_t n_threads);
 
 // SIMD variants compiled into this build, those this CPU runs, and the active one.
 std::vector<std::string> simd_compiled();

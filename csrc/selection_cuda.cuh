@@ -19,65 +19,73 @@
 #include <string>
 #include <vector>
 
+#include "selection_contract.hpp"
+
 namespace llkd_cuda {
 
-enum class DType : int { F32 = 0, F64 = 1, I32 = 2, I64 = 3 };
-
-// Mode and weighting codes, shared with llkd/selection/_native.py.
-enum Mode : int { kLLKD = 0, kTeacher = 1, kStudent = 2, kAll = 3, kFixed = 4, kRandom = 5 };
-enum Weighting : int { kProduct = 0, kNone = 1 };
-
-// Bits of the flag word returned by step().
-enum Flag : unsigned { kBadLogits = 1u, kBadLabels = 2u, kBadConfidence = 4u };
+// Modes, weightings, dtypes, flag bits (the flag word returned by step()) and the tie
+// tolerance: selection_contract.hpp.
+using llkd::DType;
+using llkd::kFlagBadConfidence;
+using llkd::kFlagBadLabels;
+using llkd::kFlagBadLogits;
+using llkd::kModeAll;
+using llkd::kModeFixed;
+using llkd::kModeLLKD;
+using llkd::kModeRandom;
+using llkd::kModeStudent;
+using llkd::kModeTeacher;
+using llkd::kTieTolerance;
+using llkd::kWeightNone;
+using llkd::kWeightProduct;
 
 struct StepArgs {
-  const void* logits = nullptr;  // (n, c), C-contiguous, dtype logits_dtype (F32 / F64)
-  DType logits_dtype = DType::F32;
-  int64_t n = 0;
-  int64_t c = 0;
-  const void* labels = nullptr;  // (n,), I32 / I64
-  DType labels_dtype = DType::I64;
-  const void* confidence = nullptr;  // (n,), F32 / F64
-  DType confidence_dtype = DType::F64;
-  const double* draws = nullptr;  // (n,) float64, mode kRandom only
-  void* out_uncertainty = nullptr;  // (n,), logits dtype
-  uint8_t* out_mask = nullptr;      // (n,), bool
-  void* out_weights = nullptr;      // (n,), logits dtype
-  void* scratch = nullptr;          // scratch_bytes(c) bytes of device memory
-  size_t scratch_size = 0;
-  const double* state_global = nullptr;  // host (2,)
-  const double* state_class = nullptr;   // host (2, c)
-  int64_t n_updates = 0;
-  double momentum = 0.99;
-  int mode = kLLKD;
-  int weighting = kProduct;
-  double fixed_threshold = 0.9;
-  double random_rate = 0.1;
-  double tie_tolerance = 0.0;  // threshold tests pass when value >= tau - tie_tolerance
-  bool update = true;
-  uintptr_t stream = 0;  // cudaStream_t as an integer (0: legacy default stream)
-  int device = 0;        // device the pointers live on
-  int variant = -1;      // row-kernel variant, -1: chosen from c
+    const void* logits = nullptr;  // (n, c), C-contiguous, dtype logits_dtype (F32 / F64)
+    DType logits_dtype = DType::F32;
+    int64_t n = 0;
+    int64_t c = 0;
+    const void* labels = nullptr;  // (n,), I32 / I64
+    DType labels_dtype = DType::I64;
+    const void* confidence = nullptr;  // (n,), F32 / F64
+    DType confidence_dtype = DType::F64;
+    const double* draws = nullptr;    // (n,) float64, mode kModeRandom only
+    void* out_uncertainty = nullptr;  // (n,), logits dtype
+    uint8_t* out_mask = nullptr;      // (n,), bool
+    void* out_weights = nullptr;      // (n,), logits dtype
+    void* scratch = nullptr;          // scratch_bytes(c) bytes of device memory
+    size_t scratch_size = 0;
+    const double* state_global = nullptr;  // host (2,)
+    const double* state_class = nullptr;   // host (2, c)
+    int64_t n_updates = 0;
+    double momentum = 0.99;
+    int mode = kModeLLKD;
+    int weighting = kWeightProduct;
+    double fixed_threshold = 0.9;
+    double random_rate = 0.1;
+    bool update = true;
+    uintptr_t stream = 0;  // cudaStream_t as an integer (0: legacy default stream)
+    int device = 0;        // device the pointers live on
+    int variant = -1;      // row-kernel variant, -1: chosen from c
 };
 
 struct StepResult {
-  unsigned flags = 0;
-  std::vector<double> global_levels;  // (2,)   levels after this step (== input if !update)
-  std::vector<double> class_levels;   // (2*c,)
-  std::vector<double> thresholds;     // (2*c,) teacher thresholds then student thresholds
-  double selected_sum = 0.0;          // sum of c*u over the selected rows (product weighting)
-  uint64_t n_selected = 0;            // selected rows (product weighting only)
-  int variant = -1;                   // row-kernel variant that ran
+    unsigned flags = 0;
+    std::vector<double> global_levels;  // (2,)   levels after this step (== input if !update)
+    std::vector<double> class_levels;   // (2*c,)
+    std::vector<double> thresholds;     // (2*c,) teacher thresholds then student thresholds
+    double selected_sum = 0.0;          // sum of c*u over the selected rows (product weighting)
+    uint64_t n_selected = 0;            // selected rows (product weighting only)
+    int variant = -1;                   // row-kernel variant that ran
 };
 
 struct VariantInfo {
-  int id;
-  int threads_per_row;   // G: lanes that share one row
-  int elems_per_thread;  // K: logits a lane holds per chunk (G*K per chunk)
-  int prefetch;          // 1: the next row tile is loaded while the current one is processed
-  int accumulation;      // 0 private shared-memory slots (c <= G*K), 1 shared atomics, 2 global atomics
-  int64_t max_classes;   // largest c this variant accepts (-1: any)
-  std::string name;
+    int id;
+    int threads_per_row;   // G: lanes that share one row
+    int elems_per_thread;  // K: logits a lane holds per chunk (G*K per chunk)
+    int prefetch;          // 1: the next row tile is loaded while the current one is processed
+    int accumulation;      // 0 private shared-memory slots (c <= G*K), 1 shared atomics, 2 global atomics
+    int64_t max_classes;   // largest c this variant accepts (-1: any)
+    std::string name;
 };
 
 // Device bytes of scratch space step() needs for c classes.

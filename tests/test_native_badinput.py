@@ -2,7 +2,7 @@
 
 Through AdaptiveSelector both backends ("numpy" and "native") must raise the same
 exception type with a message naming the argument, and leave the state untouched.
-The raw module (``llkd._selection_cpu.step``) checks everything itself: it is called
+The raw module (``llkd.selection._selection_cpu.Kernel``) checks everything itself: it is called
 here with wrong types, dtypes, shapes, layouts and values, and a battery of garbage
 calls runs in a subprocess to prove the interpreter survives all of them.
 """
@@ -19,7 +19,7 @@ import pytest
 from llkd.selection import AdaptiveSelector
 
 cpu = pytest.importorskip(
-    "llkd._selection_cpu",
+    "llkd.selection._selection_cpu",
     reason="llkd's C++ extension is not built (pip install -e . compiles it)",
 )
 
@@ -90,6 +90,10 @@ def test_selector_rejects_bad_input_and_keeps_state(backend, case):
 
 
 # --------------------------------------------------------------------- raw module
+CONFIG = dict(n_classes=C, mode="llkd", weighting="product", momentum=0.9, fixed_threshold=0.5,
+              random_rate=0.1, n_threads=2)
+
+
 def raw_args(**over):
     args = dict(
         student_logits=Z.copy(),
@@ -98,17 +102,16 @@ def raw_args(**over):
         global_levels=np.array([0.5, 0.5]),
         class_levels=np.full((2, C), 0.5),
         n_updates=3,
-        momentum=0.9,
-        mode=0,
-        weighting=0,
-        fixed_threshold=0.5,
         random_draws=None,
-        random_rate=0.1,
         update=True,
-        n_threads=2,
     )
     args.update(over)
     return args
+
+
+def raw_call(args, **config):
+    """Kernel(**CONFIG with config).step(**args): a bad value fails in either."""
+    return cpu.Kernel(**{**CONFIG, **config}).step(**args)
 
 
 def readonly(a):
@@ -159,9 +162,11 @@ RAW_CASES = [
     ("class inf", dict(class_levels=np.full((2, C), np.inf)), ValueError, "class_levels"),
     ("class list", dict(class_levels=[[0.0] * C] * 2), TypeError, "class_levels"),
     # scalars
-    ("mode 6", dict(mode=6), ValueError, "mode"),
-    ("mode -1", dict(mode=-1), ValueError, "mode"),
-    ("weighting 2", dict(weighting=2), ValueError, "weighting"),
+    ("mode unknown", dict(mode="six"), ValueError, "mode must be one of"),
+    ("mode empty", dict(mode=""), ValueError, "mode"),
+    ("weighting unknown", dict(weighting="sum"), ValueError, "weighting must be one of"),
+    ("n_classes 1", dict(n_classes=1), ValueError, "n_classes"),
+    ("logits wrong C", dict(n_classes=C + 1), ValueError, "n_classes=5"),
     ("momentum 1", dict(momentum=1.0), ValueError, "momentum"),
     ("momentum NaN", dict(momentum=float("nan")), ValueError, "momentum"),
     ("momentum < 0", dict(momentum=-0.1), ValueError, "momentum"),
@@ -169,11 +174,12 @@ RAW_CASES = [
     ("n_updates < 0", dict(n_updates=-1), ValueError, "n_updates"),
     ("fixed NaN", dict(fixed_threshold=float("nan")), ValueError, "fixed_threshold"),
     ("rate 2", dict(random_rate=2.0), ValueError, "random_rate"),
-    ("random without draws", dict(mode=5), ValueError, "random_draws"),
-    ("draws short", dict(mode=5, random_draws=np.zeros(2)), ValueError, "random_draws"),
-    ("draws NaN", dict(mode=5, random_draws=np.array([0.1, np.nan, 0, 0, 0, 0])), ValueError, "random_draws"),
-    ("draws int", dict(mode=5, random_draws=np.zeros(6, np.int64)), TypeError, "random_draws"),
-    ("mode str", dict(mode="llkd"), TypeError, "mode"),
+    ("random without draws", dict(mode="random"), ValueError, "random_draws"),
+    ("draws short", dict(mode="random", random_draws=np.zeros(2)), ValueError, "random_draws"),
+    ("draws NaN", dict(mode="random", random_draws=np.array([0.1, np.nan, 0, 0, 0, 0])), ValueError,
+     "random_draws"),
+    ("draws int", dict(mode="random", random_draws=np.zeros(6, np.int64)), TypeError, "random_draws"),
+    ("mode code", dict(mode=0), TypeError, "mode"),
     ("n_threads float", dict(n_threads=2.5), TypeError, "n_threads"),
 ]
 
@@ -181,13 +187,14 @@ RAW_CASES = [
 @pytest.mark.parametrize("case", RAW_CASES, ids=[c[0] for c in RAW_CASES])
 def test_raw_module_rejects_bad_input_and_keeps_state(case):
     _, over, exc, words = case
+    config = {k: over.pop(k) for k in list(over) if k in CONFIG}
     args = raw_args(**over)
     g = args["global_levels"]
     cl = args["class_levels"]
     g_before = np.array(g, copy=True) if isinstance(g, np.ndarray) else None
     c_before = np.array(cl, copy=True) if isinstance(cl, np.ndarray) else None
     with pytest.raises(exc) as info:
-        cpu.step(**args)
+        raw_call(args, **config)
     assert words in str(info.value), str(info.value)
     if g_before is not None:
         np.testing.assert_array_equal(g, g_before)
@@ -210,11 +217,10 @@ def test_raw_module_reports_errors_found_by_any_thread():
         (dict(student_logits=np.where(np.arange(n)[:, None] == 150_001, np.float32(np.nan), z)), "row 150001"),
     ]:
         args = dict(student_logits=z, pseudo_labels=y, teacher_confidence=conf, global_levels=g,
-                    class_levels=cl, n_updates=1, momentum=0.9, mode=0, weighting=0,
-                    fixed_threshold=0.5, random_draws=None, random_rate=0.1, update=True, n_threads=3)
+                    class_levels=cl, n_updates=1)
         args.update(over)
         with pytest.raises(ValueError, match=msg):
-            cpu.step(**args)
+            cpu.Kernel(c, fixed_threshold=0.5, n_threads=3).step(**args)
         np.testing.assert_array_equal(g, [0.3, 0.4])
         np.testing.assert_array_equal(cl, 0.2)
     # the earliest bad row wins, whatever thread found it
@@ -223,18 +229,18 @@ def test_raw_module_reports_errors_found_by_any_thread():
     labels = y.copy()
     labels[120_000] = -1
     with pytest.raises(ValueError, match="at index 120000"):
-        cpu.step(bad, labels, conf, g, cl, 1, 0.9, 0, 0, 0.5, None, 0.1, True, 4)
+        cpu.Kernel(c, fixed_threshold=0.5, n_threads=4).step(bad, labels, conf, g, cl, 1)
 
 
 def test_state_updated_in_place_only_on_success():
     args = raw_args()
     g, cl = args["global_levels"], args["class_levels"]
-    out = cpu.step(**args)
+    out = raw_call(args)
     assert out[5] == 4  # n_updates + 1
     assert not np.array_equal(g, [0.5, 0.5])
     args = raw_args(update=False)
     g, cl = args["global_levels"], args["class_levels"]
-    out = cpu.step(**args)
+    out = raw_call(args)
     assert out[5] == 3
     np.testing.assert_array_equal(g, [0.5, 0.5])
     np.testing.assert_array_equal(cl, 0.5)
@@ -244,13 +250,14 @@ GARBAGE_SCRIPT = textwrap.dedent(
     r"""
     import itertools, sys
     import numpy as np
-    import llkd._selection_cpu as m
+    import llkd.selection._selection_cpu as m
 
+    config = dict(n_classes=4, mode="llkd", weighting="product", momentum=0.5, fixed_threshold=0.5,
+                  random_rate=0.5, n_threads=1)
     good = dict(
         student_logits=np.zeros((3, 4), np.float32), pseudo_labels=np.zeros(3, np.int64),
         teacher_confidence=np.full(3, 0.5), global_levels=np.zeros(2), class_levels=np.zeros((2, 4)),
-        n_updates=0, momentum=0.5, mode=0, weighting=0, fixed_threshold=0.5, random_draws=None,
-        random_rate=0.5, update=True, n_threads=1,
+        n_updates=0, random_draws=None, update=True,
     )
     garbage = [
         None, 0, -1, 2**70, 1.5, float("nan"), "x", b"\xff", [], [[1.0]], {}, object(),
@@ -262,24 +269,25 @@ GARBAGE_SCRIPT = textwrap.dedent(
         np.zeros((2, 4), np.float32), np.zeros(2, np.float16), np.memmap,
     ]
     ok = 0
-    for key in good:
+    for key in list(config) + list(good):
         for value in garbage:
-            args = dict(good)
-            args[key] = value
+            cfg, args = dict(config), dict(good)
+            (cfg if key in config else args)[key] = value
             try:
-                m.step(**args)
+                m.Kernel(**cfg).step(**args)
                 ok += 1
             except (TypeError, ValueError, OverflowError, MemoryError):
                 pass
     # positional garbage, wrong arity
-    for args in [(), (1,), tuple(good.values())[:-1], tuple(good.values()) + (1,)]:
+    kernel = m.Kernel(**config)
+    for args in [(), (1,), tuple(good.values())[:4], tuple(good.values()) + (1,)]:
         try:
-            m.step(*args)
+            kernel.step(*args)
         except TypeError:
             pass
-    for value in garbage:
+    for args in [(), ("x",), (4, "llkd", "product", 0.5, 0.5, 0.5, 1, 9)]:
         try:
-            m.stream_read(value, 1)
+            m.Kernel(*args)
         except (TypeError, ValueError):
             pass
     print("survived", ok)
@@ -299,7 +307,7 @@ GUARD_SCRIPT = textwrap.dedent(
     r"""
     import ctypes, mmap
     import numpy as np
-    import llkd._selection_cpu as m
+    import llkd.selection._selection_cpu as m
 
     libc = ctypes.CDLL(None, use_errno=True)
     PAGE = mmap.PAGESIZE
@@ -325,8 +333,8 @@ GUARD_SCRIPT = textwrap.dedent(
                 for n in list(range(1, 12)) + [127, 128, 129, 131]:
                     z = guarded((n, c), dtype)
                     z[...] = rng.normal(size=(n, c))
-                    m.step(z, rng.integers(0, c, n), rng.random(n), np.zeros(2), np.zeros((2, c)),
-                           0, 0.9, 0, 0, 0.5, None, 0.1, True, 1)
+                    m.Kernel(c, fixed_threshold=0.5).step(z, rng.integers(0, c, n), rng.random(n),
+                                                          np.zeros(2), np.zeros((2, c)), 0)
                     calls += 1
     print("calls", calls)
     """

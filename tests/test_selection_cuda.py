@@ -1,4 +1,4 @@
-"""The CUDA selection kernel (llkd._selection_cuda) against the NumPy reference.
+"""The CUDA selection kernel (llkd.selection._selection_cuda) against the NumPy reference.
 
 Tests marked ``gpu`` need a CUDA device and the compiled module; they skip cleanly
 elsewhere. The others check that the module imports and degrades clearly without a
@@ -55,11 +55,36 @@ def test_module_imports_and_reports():
 
 
 @needs_module
+def test_kernel_class_checks_its_configuration_without_a_device():
+    k = MOD.Kernel(20, "teacher", "none", 0.8, 0.5, 0.25, variant=-1)
+    assert (k.n_classes, k.mode, k.weighting, k.momentum, k.fixed_threshold, k.random_rate, k.variant) == (
+        20, "teacher", "none", 0.8, 0.5, 0.25, -1)
+    assert "mode='teacher'" in repr(k)
+    for kwargs, words in [
+        (dict(mode="nope"), "mode must be one of"),
+        (dict(weighting="nope"), "weighting must be one of"),
+        (dict(momentum=1.0), "momentum"),
+        (dict(fixed_threshold=2.0), "fixed_threshold"),
+        (dict(random_rate=-1.0), "random_rate"),
+        (dict(n_classes=1), "n_classes"),
+        (dict(variant=999), "variant"),
+        (dict(n_classes=40, variant=0), "does not accept 40 classes"),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            MOD.Kernel(**{"n_classes": 20, **kwargs})
+    assert issubclass(MOD.InputFlagsError, ValueError)
+    state = SelectorState.empty(20)
+    with pytest.raises(TypeError, match="student_logits.*__cuda_array_interface__"):
+        k.step(np.zeros((3, 20)), None, None, state.global_levels, state.class_levels, 0,
+               out=(None, None, None), scratch=None)
+
+
+@needs_module
 def test_device_count_without_visible_devices_is_zero():
     # Load the extension from its file, whatever the install layout (editable or not).
     code = (
         "import importlib.util as u, sys; "
-        f"s = u.spec_from_file_location('llkd._selection_cuda', {MOD.__file__!r}); "
+        f"s = u.spec_from_file_location('llkd.selection._selection_cuda', {MOD.__file__!r}); "
         "m = u.module_from_spec(s); s.loader.exec_module(m); "
         "print(m.device_count()); print(m.build_info()['devices'])"
     )
@@ -79,7 +104,7 @@ def test_cuda_backend_without_device_raises_clearly():
             AdaptiveSelector(3, backend="cuda")
         return
     sel = AdaptiveSelector(3, backend="cuda")
-    with pytest.raises(RuntimeError, match="no CUDA device"):
+    with pytest.raises(ValueError, match="no CUDA device"):
         sel.step(*args)
     assert sel.state.n_updates == 0
     # "auto" never picks CUDA for host data.
@@ -505,20 +530,38 @@ def test_binding_validates_raw_arrays():
     sb = MOD.scratch_bytes(c)
     scratch = torch.empty(sb, dtype=torch.uint8, device="cuda")
     st0 = SelectorState.empty(c)
+    k = MOD.Kernel(c, "llkd", "product", 0.9, 0.9, 0.1)
+    stream = torch.cuda.current_stream().cuda_stream
 
     def call(zz=z, yy=y, cc=cf, uptr=None, ss=sb):
-        return MOD.step(zz, yy, cc, None, uptr or u.data_ptr(), m.data_ptr(), w.data_ptr(),
-                        scratch.data_ptr(), ss, st0.global_levels, st0.class_levels, 0, 0.9, 0, 0,
-                        0.9, 0.1, True, torch.cuda.current_stream().cuda_stream)
+        return k.step_unchecked(zz, yy, cc, None, uptr or u.data_ptr(), m.data_ptr(), w.data_ptr(),
+                                scratch.data_ptr(), ss, st0.global_levels, st0.class_levels, 0, False,
+                                stream)
 
-    assert call()["flags"] == 0
+    desc = lambda t: (t.data_ptr(), tuple(t.shape), t.__cuda_array_interface__["typestr"])  # noqa: E731
+    assert len(call(desc(z), desc(y), desc(cf))) == 3
     with pytest.raises(TypeError, match="student_logits"):
-        call(zz=z.cpu().numpy())
-    with pytest.raises(ValueError, match="C-contiguous"):
-        call(zz=torch.randn(c, n, device="cuda").t())
-    with pytest.raises(TypeError, match="pseudo_labels"):
-        call(yy=y.float())
-    with pytest.raises(ValueError, match="not in CUDA device memory"):
-        call(uptr=12345)
+        call(zz=z)  # step_unchecked takes descriptors only
     with pytest.raises(ValueError, match="scratch"):
-        call(ss=8)
+        call(desc(z), desc(y), desc(cf), ss=8)
+    # the checked entry: __cuda_array_interface__ objects everywhere, outputs included
+    res = k.step(z, y, cf, st0.global_levels, st0.class_levels, 0, out=(u, m, w), scratch=scratch,
+                 update=False, stream=stream)
+    assert res[0] is m and res[1] is w and res[2] is u and res[5] == 0
+    checked = dict(out=(u, m, w), scratch=scratch, update=False, stream=stream)
+    with pytest.raises(TypeError, match="student_logits"):
+        k.step(z.cpu().numpy(), y, cf, st0.global_levels, st0.class_levels, 0, **checked)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        k.step(torch.randn(c, n, device="cuda").t(), y, cf, st0.global_levels, st0.class_levels, 0, **checked)
+    with pytest.raises(TypeError, match="pseudo_labels"):
+        k.step(z, y.float(), cf, st0.global_levels, st0.class_levels, 0, **checked)
+    with pytest.raises(ValueError, match="out mask"):
+        k.step(z, y, cf, st0.global_levels, st0.class_levels, 0, **dict(checked, out=(u, m[:-1], w)))
+    with pytest.raises(ValueError, match="not in CUDA device memory"):
+        k.step(z, y, cf, st0.global_levels, st0.class_levels, 0, **dict(checked, out=(u.cpu(), m, w)))
+    bad = y.clone()
+    bad[3] = c
+    with pytest.raises(MOD.InputFlagsError) as info:
+        k.step(z, bad, cf, st0.global_levels, st0.class_levels, 0, **dict(checked, update=True))
+    assert isinstance(info.value, ValueError) and info.value.flags == MOD.FLAGS["bad_labels"]
+    assert not st0.class_levels.any()  # state untouched

@@ -1,4 +1,4 @@
-"""The C++ kernel (``llkd._selection_cpu``) against the NumPy reference (docs/design.md sections 3, 4).
+"""The C++ kernel (``llkd.selection._selection_cpu``) against the NumPy reference (docs/design.md sections 3, 4).
 
 Every comparison runs once per SIMD variant this CPU supports (scalar C++, 128-bit vectors
 (SSE2 or NEON) and, where the CPU has it, AVX2+FMA), so the variants that are not dispatched
@@ -31,11 +31,10 @@ from llkd.selection import MODES, WEIGHTINGS, AdaptiveSelector, _reference
 from llkd.selection._state import SelectorState
 
 cpu = pytest.importorskip(
-    "llkd._selection_cpu",
+    "llkd.selection._selection_cpu",
     reason="llkd's C++ extension is not built (pip install -e . compiles it)",
 )
 
-MODE_CODES = {"llkd": 0, "teacher": 1, "student": 2, "all": 3, "fixed": 4, "random": 5}
 VARIANTS = cpu.build_info()["simd_supported"]
 FAST = settings(
     max_examples=25,
@@ -271,8 +270,7 @@ def test_simd_variants_agree(variant):
         for dtype in (np.float32, np.float64):
             z = make_logits(rng, 301, c, dtype, "normal")
             y, conf = rng.integers(0, c, 301), rng.random(301)
-            u = cpu.step(z, y, conf, np.zeros(2), np.zeros((2, c)), 0, 0.9, 0, 0, 0.5, None, 0.1,
-                         True, 1)[2]
+            u = cpu.Kernel(c, fixed_threshold=0.5).step(z, y, conf, np.zeros(2), np.zeros((2, c)), 0)[2]
             np.testing.assert_allclose(u, _reference.normalized_entropy(z), rtol=0, atol=tol_u(dtype))
 
 
@@ -282,8 +280,8 @@ def test_exact_values_identical_and_one_hot_rows(variant):
             z = np.zeros((9, c), dtype=dtype)
             z[4:, 0] = 1e4  # rows 4..8: one-hot
             z[4:, 1:] = -1e4
-            out = cpu.step(z, np.zeros(9, np.int64), np.ones(9), np.zeros(2), np.zeros((2, c)), 0,
-                           0.9, 0, 0, 0.5, None, 0.1, True, 1)
+            out = cpu.Kernel(c, fixed_threshold=0.5).step(z, np.zeros(9, np.int64), np.ones(9), np.zeros(2),
+                                                          np.zeros((2, c)), 0)
             np.testing.assert_array_equal(out[2][:4], 1.0)  # identical logits: u == 1 exactly
             np.testing.assert_array_equal(out[2][4:], 0.0)  # u == 0 exactly
 
@@ -295,8 +293,8 @@ def test_huge_finite_logits_are_handled_exactly(variant, dtype):
     (For float64 row 0 the reference itself returns NaN: 0 * -inf in its t sum.)"""
     big = np.finfo(dtype).max * 0.75
     z = np.array([[big, -big, 0.0], [1.0, 2.0, 3.0], [-big, -big, -big]] * 5, dtype=dtype)
-    out = cpu.step(z, np.zeros(15, np.int64), np.ones(15), np.zeros(2), np.zeros((2, 3)), 0, 0.9,
-                   0, 0, 0.5, None, 0.1, True, 1)
+    out = cpu.Kernel(3, fixed_threshold=0.5).step(z, np.zeros(15, np.int64), np.ones(15), np.zeros(2),
+                                                  np.zeros((2, 3)), 0)
     u = out[2].reshape(5, 3)
     assert np.all(np.isfinite(u))
     np.testing.assert_array_equal(u[:, 0], 0.0)
@@ -313,6 +311,23 @@ def test_torch_tensors_and_default_backend():
     assert res.backend == "native" and res.mask.shape == (10,)
 
 
+def test_kernel_class_holds_the_configuration():
+    k = cpu.Kernel(5, "fixed", "none", 0.8, 0.3, 0.2, 3)
+    assert (k.n_classes, k.mode, k.weighting, k.momentum, k.fixed_threshold, k.random_rate, k.n_threads) == (
+        5, "fixed", "none", 0.8, 0.3, 0.2, 3)
+    assert repr(k).startswith("Kernel(n_classes=5, mode='fixed'")
+    rng = np.random.default_rng(0)
+    z, y, conf = rng.normal(size=(50, 5)), rng.integers(0, 5, 50), rng.random(50)
+    state, ref_state = SelectorState.empty(5), SelectorState.empty(5)
+    mask, weights, u, tau_t, tau_s, n = k.step(z, y, conf, state.global_levels, state.class_levels, 0)
+    ref = _reference.step(ref_state, z, y, conf, momentum=0.8, mode="fixed", weighting="none",
+                          fixed_threshold=0.3, random_rate=0.2, random_draws=None)
+    assert n == 1
+    np.testing.assert_array_equal(mask, ref.mask)
+    np.testing.assert_array_equal(mask, conf >= 0.3)
+    np.testing.assert_allclose(state.class_levels, ref_state.class_levels, rtol=1e-12)
+
+
 def test_build_info():
     """What llkd.show_config() reports for the native backend."""
     info = cpu.build_info()
@@ -321,6 +336,7 @@ def test_build_info():
     assert "scalar" in info["simd_compiled"]
     assert info["simd_dispatched"] in info["simd_supported"]
     assert set(info["simd_supported"]) <= set(info["simd_compiled"])
+    assert not hasattr(cpu, "stream_read")  # a benchmark helper, not shipped
     assert not cpu._set_simd("no-such-variant")
     assert cpu._simd_active() == info["simd_dispatched"]
 
@@ -330,19 +346,10 @@ def test_simd_override_by_environment():
     import subprocess
     import sys
 
-    code = "import llkd._selection_cpu as m; print(m.build_info()['simd_dispatched'])"
+    code = "import llkd.selection._selection_cpu as m; print(m.build_info()['simd_dispatched'])"
     env = dict(os.environ, LLKD_SIMD="scalar")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.strip() == "scalar", out.stderr
-
-
-def test_stream_read_sums_words_then_tail_bytes():
-    for n in (0, 7, 8, 1000, (1 << 20) + 13, 3_000_011):
-        a = np.random.default_rng(n).integers(0, 256, n, dtype=np.uint8)
-        k = n // 8 * 8
-        expect = (int(a[:k].view(np.uint64).sum(dtype=np.uint64)) + int(a[k:].sum())) % 2**64
-        for threads in (1, 3):
-            assert cpu.stream_read(a, threads) == expect
 
 
 def test_gil_is_released_during_the_step():
@@ -356,7 +363,7 @@ def test_gil_is_released_during_the_step():
 
     def work():
         for _ in range(3):
-            cpu.step(z, y, conf, np.zeros(2), np.zeros((2, 20)), 0, 0.9, 0, 0, 0.5, None, 0.1, True, 1)
+            cpu.Kernel(20, fixed_threshold=0.5).step(z, y, conf, np.zeros(2), np.zeros((2, 20)), 0)
         done.set()
 
     th = threading.Thread(target=work)

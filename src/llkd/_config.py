@@ -25,6 +25,14 @@ def config() -> dict:
     }
     if native[0] is not None and hasattr(native[0], "build_info"):
         info["native"].update(native[0].build_info())
+    from .selection import _contract
+
+    info["selection_contract"] = {
+        "source": f"llkd.selection.{_contract.SOURCE}" if _contract.SOURCE else "Python fallback copy",
+        "modes": _contract.MODES,
+        "weightings": _contract.WEIGHTINGS,
+        "tie_tolerance": _contract.TIE_TOLERANCE,
+    }
     cuda = _backends._import("_selection_cuda")
     info["cuda"] = {"built": cuda[0] is not None, "devices": _backends.cuda_device_count()}
     if cuda[0] is not None and hasattr(cuda[0], "build_info"):

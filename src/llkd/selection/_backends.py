@@ -16,7 +16,7 @@ BACKENDS = ("auto", "native", "cuda", "numpy")
 @functools.lru_cache(maxsize=None)
 def _import(name: str):
     try:
-        return importlib.import_module(f"llkd.{name}"), None
+        return importlib.import_module(f"llkd.selection.{name}"), None
     except ImportError as exc:  # not built, or built for another Python
         return None, exc
 

@@ -1,4 +1,4 @@
-"""Adapter between AdaptiveSelector and the CUDA kernel (``llkd._selection_cuda``).
+"""Adapter between AdaptiveSelector and the CUDA kernel (``llkd.selection._selection_cuda``).
 
 The logits stay on their device: the kernel reads them in place (through
 ``__cuda_array_interface__``), and only O(n_classes) numbers (levels, thresholds,
@@ -11,16 +11,20 @@ in the logits' dtype, ``mask`` as ``torch.bool``.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
-from . import _reference, _validation
+from . import _validation
 from ._backends import cuda_device_count, cuda_module
-from ._native import MODE_CODES, WEIGHTING_CODES
+from ._contract import FLAGS, MODE_CODES, WEIGHTING_CODES
 from ._state import SelectionResult, SelectorState
 
-# Bits of the kernel's flag word (csrc/selection_cuda.cuh).
-_BAD_LOGITS, _BAD_LABELS, _BAD_CONFIDENCE = 1, 2, 4
+# Bits of the kernel's flag word (csrc/selection_contract.hpp).
+_BAD_LOGITS, _BAD_LABELS, _BAD_CONFIDENCE = (
+    FLAGS["bad_logits"], FLAGS["bad_labels"], FLAGS["bad_confidence"]
+)
 
 _TYPESTR = {
     torch.float32: "<f4", torch.float64: "<f8", torch.int32: "<i4", torch.int64: "<i8",
@@ -28,7 +32,7 @@ _TYPESTR = {
 
 
 def _desc(t: torch.Tensor):
-    """(pointer, shape, typestr) of a contiguous CUDA tensor: the binding's fast path."""
+    """(pointer, shape, typestr) of a contiguous CUDA tensor: ``Kernel.step_unchecked``'s input."""
     return (t.data_ptr(), tuple(t.shape), _TYPESTR[t.dtype])
 
 _device_seen = False
@@ -37,16 +41,16 @@ _device_seen = False
 def _module():
     module = cuda_module()
     if module is None:
-        raise RuntimeError(
+        raise ValueError(
             "backend='cuda' requested but llkd was built without its CUDA kernel "
             "(reinstall with a CUDA compiler on the PATH, or LLKD_CUDA=ON to insist)"
         )
     global _device_seen
     if not _device_seen:
         if cuda_device_count() <= 0:
-            raise RuntimeError(
+            raise ValueError(
                 "backend='cuda' requested but no CUDA device is visible "
-                "(llkd._selection_cuda.device_count() == 0); use backend='native' or 'auto'"
+                "(llkd.selection._selection_cuda.device_count() == 0); use backend='native' or 'auto'"
             )
         _device_seen = True
     return module
@@ -193,66 +197,66 @@ def _raise_for_flags(flags: int, labels: torch.Tensor, confidence: torch.Tensor,
     raise RuntimeError(f"CUDA selection kernel reported unknown error flags {flags:#x}")
 
 
+@functools.lru_cache(maxsize=64)
+def kernel(n_classes: int, mode: str, weighting: str, momentum: float, fixed_threshold: float,
+           random_rate: float, variant: int = -1):
+    """The compiled CUDA ``Kernel`` of one configuration (cached: building one checks it)."""
+    return _module().Kernel(n_classes, mode, weighting, momentum, fixed_threshold, random_rate, variant)
+
+
 def step(
     state: SelectorState,
     logits,
     labels,
     confidence,
     *,
-    momentum: float,
-    mode: str,
-    weighting: str,
-    fixed_threshold: float,
-    random_rate: float,
     random_draws: np.ndarray | None,
     update: bool,
     out=None,
     variant: int = -1,
+    **config,
 ) -> SelectionResult:
     """One selection step on the logits' device (see AdaptiveSelector.step).
 
-    ``out`` optionally gives preallocated ``(uncertainty, mask, weights)`` tensors;
-    ``variant`` picks a row-kernel variant (tests and benchmarks; -1 chooses by C).
-    On bad input a ValueError/TypeError is raised and ``state`` is left untouched.
+    ``config`` holds the kernel's parameters (momentum, mode, weighting, fixed_threshold,
+    random_rate). ``out`` optionally gives preallocated ``(uncertainty, mask, weights)``
+    tensors; ``variant`` picks a row-kernel variant (tests and benchmarks; -1 chooses by
+    C). On bad input a ValueError/TypeError is raised and ``state`` is left untouched.
     """
     module = _module()
-    n_classes = state.class_levels.shape[1]
+    n_classes = _validation.check_state(state)
+    k = kernel(n_classes, variant=int(variant), **config)
     z = _cuda_logits(logits, n_classes)
     n, device = int(z.shape[0]), z.device
     y = _labels_on_device(labels, n, n_classes, device)
     c = _confidence_on_device(confidence, n, device)
     draws = None
-    if mode == "random":
+    if config["mode"] == "random":
         if random_draws is None:
             raise ValueError("mode='random' needs random_draws")
         draws = torch.from_numpy(np.ascontiguousarray(random_draws, dtype=np.float64)).to(device)
     scratch_size = module.scratch_bytes(n_classes)
     if out is None:
         u, mask, w, scratch_ptr, _keep = _allocate(n, z.dtype, device, scratch_size)
-    else:
+    else:  # checked here: step_unchecked trusts them
         u, mask, w = _outputs(out, n, z.dtype, device)
         _keep = torch.empty(scratch_size, dtype=torch.uint8, device=device)
         scratch_ptr = _keep.data_ptr()
-    res = module.step(
-        _desc(z), _desc(y), _desc(c), None if draws is None else _desc(draws),
-        u.data_ptr(), mask.data_ptr(), w.data_ptr(), scratch_ptr, scratch_size,
-        state.global_levels, state.class_levels, int(state.n_updates),
-        float(momentum), MODE_CODES[mode], WEIGHTING_CODES[weighting],
-        float(fixed_threshold), float(random_rate), bool(update),
-        _current_stream(device), int(variant),
-        float(getattr(_reference, "TIE_TOLERANCE", 0.0)), out is None,
-    )
-    if res["flags"]:
-        _raise_for_flags(int(res["flags"]), y, c, n, n_classes)
-    if update:
-        state.global_levels[:] = res["global_levels"]
-        state.class_levels[:] = res["class_levels"]
-        state.n_updates += 1
+    try:
+        tau_t, tau_s, n_updates = k.step_unchecked(
+            _desc(z), _desc(y), _desc(c), None if draws is None else _desc(draws),
+            u.data_ptr(), mask.data_ptr(), w.data_ptr(), scratch_ptr, scratch_size,
+            state.global_levels, state.class_levels, int(state.n_updates), bool(update),
+            _current_stream(device),
+        )
+    except module.InputFlagsError as exc:
+        _raise_for_flags(int(exc.flags), y, c, n, n_classes)
+    state.n_updates = int(n_updates)
     return SelectionResult(
         mask=mask,
         weights=w,
         uncertainty=u,
-        teacher_threshold=res["teacher_threshold"],
-        student_threshold=res["student_threshold"],
+        teacher_threshold=tau_t,
+        student_threshold=tau_s,
         backend="cuda",
     )

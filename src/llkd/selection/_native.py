@@ -1,22 +1,31 @@
-"""Adapter between AdaptiveSelector and the compiled CPU kernel (``llkd._selection_cpu``).
+"""Adapter between AdaptiveSelector and the compiled CPU kernel (``llkd.selection._selection_cpu``).
 
-The kernel (``csrc/selection_cpu.cpp``) makes one fused, multi-threaded pass over the
-logits with the GIL released. It checks its arguments itself (types, shapes, labels in
-range, confidences in [0, 1], finite logits) and raises ``ValueError``/``TypeError``
-naming the argument and the row. Through :class:`AdaptiveSelector` Python checks only
-shapes and dtypes first; every value check is the kernel's. The state
-arrays are updated in place, and only when the whole step succeeded.
+The kernel (``csrc/cpu/``) makes one fused, multi-threaded pass over the logits with the
+GIL released. It checks its arguments itself (types, shapes, labels in range,
+confidences in [0, 1], finite logits) and raises ``ValueError``/``TypeError`` naming the
+argument and the row. Through :class:`AdaptiveSelector` Python checks only shapes and
+dtypes first; every value check is the kernel's. The state arrays are updated in
+place, and only when the whole step succeeded.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
 from ._backends import native_module
 from ._state import SelectionResult, SelectorState
 
-MODE_CODES = {"llkd": 0, "teacher": 1, "student": 2, "all": 3, "fixed": 4, "random": 5}
-WEIGHTING_CODES = {"product": 0, "none": 1}
+
+@functools.lru_cache(maxsize=64)
+def kernel(n_classes: int, mode: str, weighting: str, momentum: float, fixed_threshold: float,
+           random_rate: float, n_threads: int):
+    """The compiled ``Kernel`` of one configuration (cached: building one checks it)."""
+    module = native_module()
+    if module is None:  # pragma: no cover - the selector checks availability first
+        raise RuntimeError("llkd's compiled selection kernel is not available")
+    return module.Kernel(n_classes, mode, weighting, momentum, fixed_threshold, random_rate, n_threads)
 
 
 def _packed(x: np.ndarray, dtype=None) -> np.ndarray:
@@ -24,40 +33,19 @@ def _packed(x: np.ndarray, dtype=None) -> np.ndarray:
     return np.require(x, dtype=dtype, requirements=("C", "A"))
 
 
-def step(
-    state: SelectorState,
-    logits: np.ndarray,
-    labels: np.ndarray,
-    confidence: np.ndarray,
-    *,
-    momentum: float,
-    mode: str,
-    weighting: str,
-    fixed_threshold: float,
-    random_rate: float,
-    random_draws: np.ndarray | None,
-    update: bool,
-    n_threads: int,
-) -> SelectionResult:
-    module = native_module()
-    if module is None:  # pragma: no cover - the selector checks availability first
-        raise RuntimeError("llkd's compiled selection kernel is not available")
-    logits = _packed(logits, logits.dtype.newbyteorder("="))
-    mask, weights, uncertainty, tau_t, tau_s, n_updates = module.step(
-        logits,
+def step(state: SelectorState, logits, labels, confidence, *, random_draws, update: bool,
+         **config) -> SelectionResult:
+    """One step of :func:`kernel` ``(**config)``; ``state`` is updated in place on success."""
+    k = kernel(logits.shape[1], **config)
+    mask, weights, uncertainty, tau_t, tau_s, n_updates = k.step(
+        _packed(logits, logits.dtype.newbyteorder("=")),
         _packed(labels, np.int64),
         _packed(confidence, np.float64),
         state.global_levels,
         state.class_levels,
         int(state.n_updates),
-        float(momentum),
-        MODE_CODES[mode],
-        WEIGHTING_CODES[weighting],
-        float(fixed_threshold),
         None if random_draws is None else _packed(random_draws, np.float64),
-        float(random_rate),
         bool(update),
-        int(n_threads),
     )
     state.n_updates = int(n_updates)
     return SelectionResult(mask, weights, uncertainty, tau_t, tau_s, backend="native")

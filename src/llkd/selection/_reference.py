@@ -8,17 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._contract import MODES, TIE_TOLERANCE, WEIGHTINGS
 from ._state import SelectionResult, SelectorState
+from ._validation import check_state
 
-MODES = ("llkd", "teacher", "student", "all", "fixed", "random")
+__all__ = ["MODES", "WEIGHTINGS", "TIE_TOLERANCE", "normalized_entropy", "step"]
 
-# Threshold tests pass when value >= tau - TIE_TOLERANCE. Levels are running means
-# of values in [0, 1]; when every value is the same (a teacher with discrete or
-# constant confidences, uniform logits), the mean and the momentum update can land
-# one ulp above that value and would reject every tied sample. 1e-9 is far above
-# float64 rounding of such means and far below any meaningful difference.
-TIE_TOLERANCE = 1e-9
-WEIGHTINGS = ("product", "none")
 
 
 def normalized_entropy(logits: np.ndarray) -> np.ndarray:
@@ -26,14 +21,17 @@ def normalized_entropy(logits: np.ndarray) -> np.ndarray:
 
     Uses the identity ``H = log(s) - sum_j e_j (z_j - m) / s`` with ``m`` the row
     maximum and ``e_j = exp(z_j - m)``, ``s = sum_j e_j``, which is stable for any
-    finite logits.
+    finite logits: where ``z_j - m`` overflows to ``-inf`` (finite logits spanning more
+    than the float64 range), ``e_j == 0`` and the term is exactly 0, as in the kernels.
     """
     z = np.asarray(logits, dtype=np.float64)
     n_classes = z.shape[1]
-    shifted = z - z.max(axis=1, keepdims=True)
-    e = np.exp(shifted)
+    with np.errstate(over="ignore", invalid="ignore"):
+        shifted = z - z.max(axis=1, keepdims=True)
+        e = np.exp(shifted)
+        terms = np.where(e > 0, e * shifted, 0.0)
     s = e.sum(axis=1)
-    entropy = np.log(s) - (e * shifted).sum(axis=1) / s
+    entropy = np.log(s) - terms.sum(axis=1) / s
     return np.clip(entropy / np.log(n_classes), 0.0, 1.0)
 
 
@@ -135,7 +133,12 @@ def step(
     random_draws: np.ndarray | None,
     update: bool = True,
 ) -> SelectionResult:
-    """One selection step of docs/design.md section 3 (``update=False`` scores without learning)."""
+    """One selection step of docs/design.md section 3 (``update=False`` scores without learning).
+
+    ``state`` is checked first (float64 levels of shapes (2,) and (2, C), finite, a
+    non-negative update count): a corrupt state raises instead of poisoning the step.
+    """
+    check_state(state, np.shape(logits)[1])
     confidence = np.asarray(confidence, dtype=np.float64)
     uncertainty = normalized_entropy(logits)
     if update:

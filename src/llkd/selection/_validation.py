@@ -46,7 +46,13 @@ def _TORCH_NUMPY_FLOATS():
     return (torch.float32, torch.float64)
 
 
+def native_byte_order(x: np.ndarray) -> np.ndarray:
+    """``x`` in native byte order (big-endian input is converted, not refused)."""
+    return x if x.dtype.isnative else x.astype(x.dtype.newbyteorder("="))
+
+
 def check_logits(logits: np.ndarray, n_classes: int) -> np.ndarray:
+    logits = native_byte_order(logits)
     if logits.ndim != 2:
         raise ValueError(
             f"student_logits must be 2-D (batch, n_classes), got shape {logits.shape}"
@@ -117,3 +123,29 @@ def check_confidence(confidence: np.ndarray, n_rows: int, *, values: bool = True
 def check_finite_logits(logits: np.ndarray) -> None:
     if not np.all(np.isfinite(logits)):
         raise ValueError("student_logits contains NaN or infinite values")
+
+
+def check_state(state, n_classes: int | None = None) -> int:
+    """The selector state the backends read and write in place (spec section 3).
+
+    Returns the number of classes (taken from ``class_levels`` when not given).
+    """
+    if n_classes is None:
+        shape = np.shape(getattr(state, "class_levels", ()))
+        n_classes = int(shape[-1]) if shape else 0
+    for name, shape in (("global_levels", (2,)), ("class_levels", (2, n_classes))):
+        a = getattr(state, name, None)
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"state.{name} must be a numpy.ndarray, got {type(a).__name__}")
+        if a.dtype != np.float64:
+            raise TypeError(f"state.{name} must have dtype float64, got {a.dtype}")
+        if a.shape != shape:
+            raise ValueError(f"state.{name} must have shape {shape}, got {a.shape}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(
+                f"state.{name} contains NaN or infinite values: the selector state is corrupt"
+            )
+    n = state.n_updates
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"state.n_updates must be a non-negative int, got {n!r}")
+    return n_classes
