@@ -135,11 +135,12 @@ PYBIND11_MODULE(_selection_cpu, m) {
     m.doc() =
         "LLKD sample selection, multi-threaded C++ kernel (private; use llkd.selection.AdaptiveSelector).";
     llkd::export_contract(m);
-    bind_kernel<Kernel, int64_t>(m, R"doc(The CPU selection kernel for one configuration (spec section 3).
+    bind_kernel<Kernel, int64_t>(
+        m, R"doc(The CPU selection kernel for one configuration (docs/design.md section 3).
 
 Kernel(n_classes, mode, weighting, momentum, fixed_threshold, random_rate, n_threads)
 checks the configuration once; mode and weighting are names from MODES and WEIGHTINGS.)doc",
-                                 "n_threads", 1)
+        "n_threads", 1)
         .def("step", &Kernel::step, py::arg("student_logits"), py::arg("pseudo_labels"),
              py::arg("teacher_confidence"), py::arg("global_levels"), py::arg("class_levels"),
              py::arg("n_updates"), py::arg("random_draws") = py::none(), py::arg("update") = true,

@@ -298,7 +298,8 @@ struct Kernel {
 
 PYBIND11_MODULE(_selection_cuda, m) {
     m.doc() =
-        "llkd's CUDA selection kernel (spec section 3); use it through llkd.selection.AdaptiveSelector.";
+        "llkd's CUDA selection kernel (docs/design.md section 3); use it through "
+        "llkd.selection.AdaptiveSelector.";
     llkd::export_contract(m);
 
     m.def("device_count", &llkd_cuda::device_count,
@@ -364,7 +365,8 @@ PYBIND11_MODULE(_selection_cuda, m) {
     m.attr("InputFlagsError") =
         py::handle(g_flags_error);  // a module reference; the type lives with the process
 
-    bind_kernel<Kernel, int>(m, R"doc(The CUDA selection kernel for one configuration (spec section 3).
+    bind_kernel<Kernel, int>(m,
+                             R"doc(The CUDA selection kernel for one configuration (docs/design.md section 3).
 
 Kernel(n_classes, mode, weighting, momentum, fixed_threshold, random_rate, variant=-1)
 checks the configuration once; mode and weighting are names from MODES and WEIGHTINGS,

@@ -1,7 +1,7 @@
 // The contract shared by the CPU kernel, the CUDA kernel and their bindings: mode and
 // weighting codes, dtype codes, the bits of the CUDA flag word and the tie tolerance.
 // Defined here once; both compiled modules export it to Python (llkd.selection._contract
-// derives MODES, WEIGHTINGS and the codes from it). Semantics: spec section 3 and the
+// derives MODES, WEIGHTINGS and the codes from it). Semantics: docs/design.md section 3 and the
 // NumPy reference, src/llkd/selection/_reference.py.
 #pragma once
 

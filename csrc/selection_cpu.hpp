@@ -1,4 +1,4 @@
-// LLKD batched sample selection on the CPU (spec section 3): public C++ interface.
+// LLKD batched sample selection on the CPU (docs/design.md section 3): public C++ interface.
 //
 // The kernel is independent of Python; bindings_cpu.cpp wraps it with pybind11.
 // Semantics are those of the NumPy reference, src/llkd/selection/_reference.py.

@@ -1,4 +1,4 @@
-// CUDA implementation of the LLKD selection rule (spec section 3). See selection_cuda.cuh.
+// CUDA implementation of the LLKD selection rule (docs/design.md section 3). See selection_cuda.cuh.
 //
 // Row kernel layout: a group of G lanes (G in 1..32, a power of two) shares one row; lane
 // l of the group holds the logits l, l+G, ..., l+(K-1)G of a chunk of G*K columns in

@@ -8,5 +8,5 @@ cd "$(dirname "$0")/.."
 .venv/bin/python -m pip install -q "ruff==0.17.6" "clang-format==23.1.5"
 .venv/bin/python -m ruff check .
 .venv/bin/python -m ruff format --check .
-.venv/bin/python -c "import clang_format; clang_format.clang_format()" --dry-run --Werror csrc/*
+.venv/bin/python -c "import clang_format; clang_format.clang_format()" --dry-run --Werror $(find csrc -name "*.cpp" -o -name "*.hpp" -o -name "*.cu" -o -name "*.cuh" -o -name "*.inc")
 echo "lint: ok"

@@ -1,4 +1,4 @@
-// LLKD batched sample selection on the CPU (spec section 3, semantics of
+// LLKD batched sample selection on the CPU (docs/design.md section 3, semantics of
 // src/llkd/selection/_reference.py).
 //
 // This file: the step (validation, the passes, the state update). Around it, in csrc/cpu/:

@@ -23,7 +23,7 @@ class InputFlagsError(ValueError):
 Descriptor = tuple[int, tuple[int, ...], str]
 
 class Kernel(KernelConfig):
-    """The CUDA selection kernel for one configuration (spec section 3)."""
+    """The CUDA selection kernel for one configuration (docs/design.md section 3)."""
 
     def __init__(self, n_classes: int, mode: str = "llkd", weighting: str = "product", momentum: float = 0.9,
                  fixed_threshold: float = 0.9, random_rate: float = 0.1, variant: int = -1) -> None: ...

@@ -126,7 +126,7 @@ def check_finite_logits(logits: np.ndarray) -> None:
 
 
 def check_state(state, n_classes: int | None = None) -> int:
-    """The selector state the backends read and write in place (spec section 3).
+    """The selector state the backends read and write in place (docs/design.md section 3).
 
     Returns the number of classes (taken from ``class_levels`` when not given).
     """
