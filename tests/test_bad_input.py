@@ -370,3 +370,11 @@ def test_score_ignores_unlabeled_rows():
     assert clf.score(X, partial) == clf.score(X[:20], y[:20])
     with_none = np.array([v if i < 20 else None for i, v in enumerate(y)], dtype=object)
     assert clf.score(X, with_none) == clf.score(X[:20], y[:20])
+
+
+def test_iterables_of_texts_are_read_once_and_accepted():
+    texts = ["good", "bad", "fine", "awful"] * 5
+    a = _text_clf(random_state=0).fit(iter(texts))
+    b = _text_clf(random_state=0).fit(texts)
+    np.testing.assert_array_equal(a.teacher_labels_, b.teacher_labels_)
+    np.testing.assert_array_equal(a.predict_proba(t for t in texts), b.predict_proba(texts))

@@ -283,3 +283,48 @@ def test_distill_reads_its_data_without_pandas(monkeypatch, tmp_path, capsys):
     # reading the data and checking the labels comes before any teacher is loaded
     assert main(["distill", "--data", data, "--labels", "a,b", "--teacher", "magic", "--out", str(tmp_path / "m")]) == 2
     assert "--teacher 'magic'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ honest packaging
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pyproject():
+    import tomllib
+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _floor(requirements, name):
+    for req in requirements:
+        pkg, _, version = req.partition(">=")
+        if pkg.strip().lower() == name:
+            return tuple(int(p) for p in version.split(",")[0].split("."))
+    raise AssertionError(f"{name} is not a dependency")
+
+
+def test_dependency_floors_have_the_apis_the_code_uses():
+    deps = _pyproject()["project"]["dependencies"]
+    assert _floor(deps, "scikit-learn") >= (1, 6)  # sklearn.utils.validation.validate_data, __sklearn_tags__
+    assert _floor(deps, "transformers") >= (4, 56)  # from_pretrained(dtype=...)
+    from sklearn.utils.validation import validate_data  # noqa: F401  (what the floor promises)
+
+    # the command line needs no pandas: it is in no required dependency
+    assert not any(d.lower().startswith("pandas") for d in deps)
+
+
+def test_the_version_has_one_source(capsys):
+    import importlib.metadata
+
+    import llkd
+    from scikit_build_core.metadata.regex import dynamic_metadata
+
+    project = _pyproject()
+    assert "version" not in project["project"] and project["project"]["dynamic"] == ["version"]
+    settings = dict(project["tool"]["scikit-build"]["metadata"]["version"])
+    assert settings.pop("provider") == "scikit_build_core.metadata.regex"
+    assert dynamic_metadata("version", settings) == llkd.__version__  # what a build reads
+    assert importlib.metadata.version("llkd") == llkd.__version__  # what this install was built with
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.strip() == f"llkd {llkd.__version__}"

@@ -405,7 +405,10 @@ def _stdout_to_devnull() -> None:
 def main(argv=None) -> int:
     from .selection import MODES
 
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="llkd", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"llkd {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     sub = parser.add_subparsers(dest="command", required=True)
