@@ -127,12 +127,12 @@ def _gpu_absent():
 
 
 def _set_nan(weights):
-    name = sorted(weights)[0]
+    name = min(weights)
     weights[name].view(-1)[0] = float("nan")
 
 
 def _set_inf(weights):
-    name = sorted(weights)[-1]
+    name = max(weights)
     weights[name].view(-1)[0] = float("inf")
 
 
@@ -229,9 +229,9 @@ CASES = [
      ["model.safetensors", "NaN or infinite"]),
     ("load-float64-weights", lambda c: c.load(c.tensors(c.model(), _as_float64)), ValueError,
      ["model.safetensors", "F64", "F32"]),
-    ("load-extra-tensor", lambda c: c.load(c.tensors(c.model(), lambda w: w.update(extra=w[sorted(w)[0]].clone()))),
+    ("load-extra-tensor", lambda c: c.load(c.tensors(c.model(), lambda w: w.update(extra=w[min(w)].clone()))),
      ValueError, ["model.safetensors", "unexpected", "extra"]),
-    ("load-missing-tensor", lambda c: c.load(c.tensors(c.model(), lambda w: w.pop(sorted(w)[0]))), ValueError,
+    ("load-missing-tensor", lambda c: c.load(c.tensors(c.model(), lambda w: w.pop(min(w)))), ValueError,
      ["model.safetensors", "missing"]),
     ("load-shape-mismatch", lambda c: c.load(c.config(c.model(), model_config=lambda m: {**m, "hidden_size": 5})),
      ValueError, ["model.safetensors", "shape"]),
@@ -343,7 +343,7 @@ def test_a_failing_teacher_in_distill_is_one_line(ctx, monkeypatch):
     import llkd.cli
 
     class Broken:
-        classes = ["a", "b"]
+        classes = ("a", "b")
         identity = None
 
         def label(self, texts):

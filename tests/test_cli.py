@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_estimator_text import keyword_teacher, make_texts
 
 from llkd import LLKDClassifier
 from llkd.cli import main
-from test_estimator_text import keyword_teacher, make_texts
 
 
 def write_csv(path, columns: dict):
@@ -224,7 +224,7 @@ def test_distill_evaluates_teacher_and_student_against_gold_labels(tiny_encoder_
         argv = ["distill", "--data", data, "--label-column", "gold", "--labels", "negative,positive",
                 "--student", "finetune", "--encoder", tiny_encoder_dir, "--epochs", "3", "--lr", "3e-3",
                 "--cache", str(tmp_path / "c.sqlite"), "--out", str(out)] + (["--hold-out-gold"] if hold_out else [])
-        with FakeOpenAIServer() as srv:
+        with FakeOpenAIServer():
             assert main(argv) == 0
         printed = capsys.readouterr().out
         report = json.loads((out / "evaluation.json").read_text())
@@ -264,14 +264,14 @@ def test_the_commands_work_without_pandas_and_fail_in_one_line(saved_model, tmp_
     out = tmp_path / "out.csv"
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     run = subprocess.run([sys.executable, "-c", _NO_PANDAS, "predict", "--model", path, "--data", data,
-                          "--output", str(out)], capture_output=True, text=True, env=env)
+                          "--output", str(out)], capture_output=True, text=True, env=env, check=False)
     assert run.returncode == 0, run.stderr[-2000:]
     assert [r["label"] for r in read_csv(out)] == list(clf.predict(texts))
     bad = write_jsonl(tmp_path / "bad.jsonl", {"text": texts[:2]})
     with open(bad, "a") as f:
         f.write("[1, 2]\n")
     run = subprocess.run([sys.executable, "-c", _NO_PANDAS, "predict", "--model", path, "--data", bad],
-                         capture_output=True, text=True, env=env)
+                         capture_output=True, text=True, env=env, check=False)
     assert run.returncode == 2
     line = _one_error_line(run.stderr, "predict")
     assert f"{bad} line 3: expected a JSON object" in line
@@ -316,8 +316,9 @@ def test_dependency_floors_have_the_apis_the_code_uses():
 def test_the_version_has_one_source(capsys):
     import importlib.metadata
 
-    import llkd
     from scikit_build_core.metadata.regex import dynamic_metadata
+
+    import llkd
 
     project = _pyproject()
     assert "version" not in project["project"] and project["project"]["dynamic"] == ["version"]

@@ -403,9 +403,8 @@ def _stdout_to_devnull() -> None:
 
 
 def main(argv=None) -> int:
-    from .selection import MODES
-
     from . import __version__
+    from .selection import MODES
 
     parser = argparse.ArgumentParser(prog="llkd", description=__doc__)
     parser.add_argument("--version", action="version", version=f"llkd {__version__}")
