@@ -1,15 +1,55 @@
-"""The llkd command line: predict with a saved model, argument errors."""
+"""The llkd command line: distil and predict, gold-label evaluation, errors in one line.
 
+The data files are written and read with the standard library only: the command needs no
+pandas (see test_the_commands_work_without_pandas).
+"""
+
+import csv
 import json
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
+from test_estimator_text import keyword_teacher, make_texts
 
 from llkd import LLKDClassifier
 from llkd.cli import main
-from test_estimator_text import keyword_teacher, make_texts
+
+
+def write_csv(path, columns: dict):
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(list(columns))
+        writer.writerows(zip(*columns.values()))
+    return str(path)
+
+
+def read_csv(path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def write_jsonl(path, columns: dict):
+    rows = [dict(zip(columns, values)) for values in zip(*columns.values())]
+    Path(path).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def sentiment_texts(n, seed):
+    """Texts with the sentiment words of the fake server (tests/_openai_server.py) that the
+    tiny tokenizer knows, and their labels by construction."""
+    rng = np.random.default_rng(seed)
+    filler = ["the", "movie", "plot", "actor", "scene", "was", "very", "quite", "and", "story"]
+    texts, truth = [], []
+    for label in rng.integers(0, 2, n):
+        words = list(rng.choice(filler, 5)) + [rng.choice(["good", "great"] if label else ["bad", "awful", "dull"])]
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+        truth.append("positive" if label else "negative")
+    return texts, truth
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +67,7 @@ def saved_model(tiny_encoder_dir, tmp_path_factory):
 def test_predict_writes_labels_and_confidences(saved_model, tmp_path, capsys):
     clf, path = saved_model
     texts, _ = make_texts(30, 1)
-    data = tmp_path / "in.csv"
-    pd.DataFrame({"review": texts}).to_csv(data, index=False)
+    data = write_csv(tmp_path / "in.csv", {"review": texts})
     out = tmp_path / "out.jsonl"
     assert main(["predict", "--model", path, "--data", str(data), "--text-column", "review", "--output", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -39,8 +78,7 @@ def test_predict_writes_labels_and_confidences(saved_model, tmp_path, capsys):
 
 def test_predict_errors_are_clear(saved_model, tmp_path, capsys):
     _, path = saved_model
-    data = tmp_path / "in.csv"
-    pd.DataFrame({"review": ["a good movie"]}).to_csv(data, index=False)
+    data = write_csv(tmp_path / "in.csv", {"review": ["a good movie"]})
     assert main(["predict", "--model", path, "--data", str(data), "--text-column", "text"]) == 2
     assert "'text' is not a column" in capsys.readouterr().err
     assert main(["predict", "--model", str(tmp_path / "nowhere"), "--data", str(data), "--text-column", "review"]) == 2
@@ -52,8 +90,7 @@ def test_predict_errors_are_clear(saved_model, tmp_path, capsys):
 
 
 def test_distill_rejects_bad_arguments(tmp_path, capsys):
-    data = tmp_path / "in.jsonl"
-    pd.DataFrame({"text": ["a", "b"]}).to_json(data, orient="records", lines=True)
+    data = write_jsonl(tmp_path / "in.jsonl", {"text": ["a", "b"]})
     assert main(["distill", "--data", str(data), "--labels", "onlyone", "--out", str(tmp_path / "m")]) == 2
     assert "at least two" in capsys.readouterr().err
     assert main(["distill", "--data", str(data), "--labels", "a,b", "--teacher", "magic", "--out", str(tmp_path / "m")]) == 2
@@ -67,16 +104,8 @@ def test_distill_rejects_bad_arguments(tmp_path, capsys):
 def test_distill_then_predict_end_to_end(tiny_encoder_dir, tmp_path, capsys):
     from _openai_server import FakeOpenAIServer
 
-    # Sentiment words the fake server knows (tests/_openai_server.py) and the tiny tokenizer has.
-    rng = np.random.default_rng(7)
-    filler = ["the", "movie", "plot", "actor", "scene", "was", "very", "quite", "and", "story"]
-    texts = []
-    for label in rng.integers(0, 2, 240):
-        words = list(rng.choice(filler, 5)) + [rng.choice(["good", "great"] if label else ["bad", "awful", "dull"])]
-        rng.shuffle(words)
-        texts.append(" ".join(words))
-    data = tmp_path / "reviews.csv"
-    pd.DataFrame({"review": texts}).to_csv(data, index=False)
+    texts, _ = sentiment_texts(240, 7)
+    data = write_csv(tmp_path / "reviews.csv", {"review": texts})
     model_dir, cache = tmp_path / "student", tmp_path / "answers.sqlite"
     with FakeOpenAIServer() as srv:
         argv = ["distill", "--data", str(data), "--text-column", "review", "--labels", "negative,positive",
@@ -98,12 +127,12 @@ def test_distill_then_predict_end_to_end(tiny_encoder_dir, tmp_path, capsys):
     preds = tmp_path / "preds.csv"
     assert main(["predict", "--model", str(model_dir), "--data", str(data), "--text-column", "review",
                  "--output", str(preds)]) == 0
-    out = pd.read_csv(preds)
-    assert out["text"].tolist() == texts
+    out = read_csv(preds)
+    assert [r["text"] for r in out] == texts
     from _openai_server import p_positive
 
     teacher_says = np.where([p_positive(t) > 0.5 for t in texts], "positive", "negative")
-    assert (out["label"].to_numpy() == teacher_says).mean() > 0.85
+    assert (np.array([r["label"] for r in out]) == teacher_says).mean() > 0.85
 
 
 def test_a_closed_output_pipe_ends_quietly(monkeypatch, capsys):
@@ -117,3 +146,186 @@ def test_a_closed_output_pipe_ends_quietly(monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdout", ClosedPipe())
     assert main(["show-config"]) == 1
     assert capsys.readouterr().err == ""
+
+
+def _one_error_line(err: str, command: str) -> str:
+    """The error line of stderr, checked to be the only one (progress bars aside)."""
+    lines = [line for line in err.replace("\r", "\n").splitlines() if line.strip() and "it/s]" not in line
+             and "text/s]" not in line]
+    assert len(lines) == 1 and lines[0].startswith(f"llkd {command}: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_predict_reads_jsonl_and_names_a_bad_line(saved_model, tmp_path, capsys):
+    clf, path = saved_model
+    texts, _ = make_texts(5, 2)
+    data = write_jsonl(tmp_path / "in.jsonl", {"text": texts})
+    assert main(["predict", "--model", path, "--data", data]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["label"] for r in rows] == list(clf.predict(texts))
+    with open(data, "a") as f:
+        f.write('{"text": "the plot was good"}\n{"text": "unterminated\n')
+    assert main(["predict", "--model", path, "--data", data]) == 2
+    line = _one_error_line(capsys.readouterr().err, "predict")
+    assert f"{data} line 7: not valid JSON" in line
+    header_only = tmp_path / "empty.csv"
+    header_only.write_text("text\n")
+    assert main(["predict", "--model", path, "--data", str(header_only)]) == 2
+    assert "has no data rows (only a header)" in _one_error_line(capsys.readouterr().err, "predict")
+    gap = write_csv(tmp_path / "gap.csv", {"text": ["good", "", "bad"]})
+    assert main(["predict", "--model", path, "--data", gap]) == 2
+    assert "is empty on 1 row(s)" in (msg := _one_error_line(capsys.readouterr().err, "predict")) and "line 3" in msg
+
+
+def test_predict_on_a_tampered_model_is_one_line_and_debug_shows_the_traceback(saved_model, tmp_path, capsys):
+    import shutil
+
+    _, path = saved_model
+    bad = tmp_path / "tampered"
+    shutil.copytree(path, bad)
+    config = json.loads((bad / "config.json").read_text())
+    config["classes"]["values"].append("neutral")
+    (bad / "config.json").write_text(json.dumps(config))
+    data = write_csv(tmp_path / "in.csv", {"text": ["a good movie"]})
+    assert main(["predict", "--model", str(bad), "--data", data]) == 2
+    line = _one_error_line(capsys.readouterr().err, "predict")
+    assert "config.json" in line and "classes" in line
+    with pytest.raises(ValueError, match="classes"):
+        main(["predict", "--model", str(bad), "--data", data, "--debug"])
+
+
+def test_distill_reports_a_teacher_failure_in_one_line(tiny_encoder_dir, tmp_path, capsys):
+    from _openai_server import FakeOpenAIServer
+
+    texts, _ = sentiment_texts(20, 3)
+    data = write_csv(tmp_path / "reviews.csv", {"text": texts})
+    with FakeOpenAIServer() as srv:
+        srv.fail_next(*[("status", 400, "model 'nope' does not exist")] * 10)
+        code = main(["distill", "--data", data, "--labels", "negative,positive", "--teacher", f"openai:nope@{srv.url}",
+                     "--encoder", tiny_encoder_dir, "--cache", str(tmp_path / "c.sqlite"), "--out", str(tmp_path / "m")])
+    assert code != 0
+    line = _one_error_line(capsys.readouterr().err, "distill")
+    assert "400" in line and "batch 0" in line, line
+    assert not (tmp_path / "m" / "config.json").exists()
+
+
+def test_distill_evaluates_teacher_and_student_against_gold_labels(tiny_encoder_dir, tmp_path, capsys):
+    from _openai_server import FakeOpenAIServer, p_positive
+
+    texts, truth = sentiment_texts(160, 11)
+    gold = [t if i % 4 == 0 else "" for i, t in enumerate(truth)]  # 40 gold rows
+    data = write_csv(tmp_path / "reviews.csv", {"text": texts, "gold": gold})
+    gold_rows = [i for i, g in enumerate(gold) if g]
+    teacher_says = ["positive" if p_positive(texts[i]) > 0.5 else "negative" for i in gold_rows]
+    y_gold = [gold[i] for i in gold_rows]
+    for hold_out in (False, True):
+        out = tmp_path / f"m{int(hold_out)}"
+        argv = ["distill", "--data", data, "--label-column", "gold", "--labels", "negative,positive",
+                "--student", "finetune", "--encoder", tiny_encoder_dir, "--epochs", "3", "--lr", "3e-3",
+                "--cache", str(tmp_path / "c.sqlite"), "--out", str(out)] + (["--hold-out-gold"] if hold_out else [])
+        with FakeOpenAIServer():
+            assert main(argv) == 0
+        printed = capsys.readouterr().out
+        report = json.loads((out / "evaluation.json").read_text())
+        assert report["n_gold"] == 40 and report["gold_used_for_training"] is (not hold_out)
+        assert report["classes"] == ["negative", "positive"]
+        # the fake teacher samples its answers, so it is right about most, not all, of what its rule says
+        assert report["teacher"]["accuracy"] >= 0.9 * np.mean(np.array(teacher_says) == np.array(y_gold))
+        for name in ("teacher", "student"):
+            m = np.array(report[name]["confusion_matrix"])
+            assert m.shape == (2, 2) and m.sum() == 40
+            np.testing.assert_array_equal(m.sum(1), [y_gold.count("negative"), y_gold.count("positive")])
+            assert report[name]["accuracy"] == pytest.approx(np.trace(m) / 40)
+            f1 = [2 * m[k, k] / (m[k].sum() + m[:, k].sum()) for k in range(2)]
+            assert report[name]["macro_f1"] == pytest.approx(np.mean(f1))
+            assert f"{name:<8s} accuracy {report[name]['accuracy']:.3f}" in printed
+        student = LLKDClassifier.load(out)
+        assert report["student"]["accuracy"] == pytest.approx(
+            np.mean(student.predict([texts[i] for i in gold_rows]) == np.array(y_gold)))
+        assert ("120 texts" if hold_out else "160 texts") in printed
+        assert "evaluation.json" in printed and "confusion matrix, student" in printed
+    # a gold label that is not a class is refused before anything is asked or trained
+    bad = write_csv(tmp_path / "bad.csv", {"text": texts[:3], "gold": ["positive", "", "neutral"]})
+    assert main(["distill", "--data", bad, "--label-column", "gold", "--labels", "negative,positive",
+                 "--out", str(tmp_path / "m2")]) == 2
+    line = _one_error_line(capsys.readouterr().err, "distill")
+    assert f"{bad} line 4" in line and "'neutral'" in line
+
+
+_NO_PANDAS = "import sys; sys.modules['pandas'] = None; from llkd.cli import main; raise SystemExit(main(sys.argv[1:]))"
+
+
+def test_the_commands_work_without_pandas_and_fail_in_one_line(saved_model, tmp_path):
+    """Through a subprocess, as a user runs it, with pandas made unimportable."""
+    clf, path = saved_model
+    texts, _ = make_texts(8, 4)
+    data = write_csv(tmp_path / "in.csv", {"text": texts})
+    out = tmp_path / "out.csv"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    run = subprocess.run([sys.executable, "-c", _NO_PANDAS, "predict", "--model", path, "--data", data,
+                          "--output", str(out)], capture_output=True, text=True, env=env, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert [r["label"] for r in read_csv(out)] == list(clf.predict(texts))
+    bad = write_jsonl(tmp_path / "bad.jsonl", {"text": texts[:2]})
+    with open(bad, "a") as f:
+        f.write("[1, 2]\n")
+    run = subprocess.run([sys.executable, "-c", _NO_PANDAS, "predict", "--model", path, "--data", bad],
+                         capture_output=True, text=True, env=env, check=False)
+    assert run.returncode == 2
+    line = _one_error_line(run.stderr, "predict")
+    assert f"{bad} line 3: expected a JSON object" in line
+
+
+def test_distill_reads_its_data_without_pandas(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "pandas", None)  # import pandas now raises ImportError
+    data = write_jsonl(tmp_path / "in.jsonl", {"text": ["a", "b"]})
+    # reading the data and checking the labels comes before any teacher is loaded
+    assert main(["distill", "--data", data, "--labels", "a,b", "--teacher", "magic", "--out", str(tmp_path / "m")]) == 2
+    assert "--teacher 'magic'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ honest packaging
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pyproject():
+    import tomllib
+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _floor(requirements, name):
+    for req in requirements:
+        pkg, _, version = req.partition(">=")
+        if pkg.strip().lower() == name:
+            return tuple(int(p) for p in version.split(",")[0].split("."))
+    raise AssertionError(f"{name} is not a dependency")
+
+
+def test_dependency_floors_have_the_apis_the_code_uses():
+    deps = _pyproject()["project"]["dependencies"]
+    assert _floor(deps, "scikit-learn") >= (1, 6)  # sklearn.utils.validation.validate_data, __sklearn_tags__
+    assert _floor(deps, "transformers") >= (4, 56)  # from_pretrained(dtype=...)
+    from sklearn.utils.validation import validate_data  # noqa: F401  (what the floor promises)
+
+    # the command line needs no pandas: it is in no required dependency
+    assert not any(d.lower().startswith("pandas") for d in deps)
+
+
+def test_the_version_has_one_source(capsys):
+    import importlib.metadata
+
+    from scikit_build_core.metadata.regex import dynamic_metadata
+
+    import llkd
+
+    project = _pyproject()
+    assert "version" not in project["project"] and project["project"]["dynamic"] == ["version"]
+    settings = dict(project["tool"]["scikit-build"]["metadata"]["version"])
+    assert settings.pop("provider") == "scikit_build_core.metadata.regex"
+    assert dynamic_metadata("version", settings) == llkd.__version__  # what a build reads
+    assert importlib.metadata.version("llkd") == llkd.__version__  # what this install was built with
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.strip() == f"llkd {llkd.__version__}"

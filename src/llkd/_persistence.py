@@ -1,18 +1,78 @@
-"""Pickle-free persistence: safetensors for weights, JSON for everything else."""
+"""Pickle-free persistence: safetensors for weights, JSON for everything else.
+
+A saved model is a directory::
+
+    config.json         format_version, the estimator's parameters, the fitted attributes
+                        of FITTED, and (format 2) encoder_ref
+    model.safetensors   the student's state_dict
+    tokenizer/          the fine-tuned student's tokenizer
+    encoder/            format 2, text input with a frozen encoder given as a path: a copy
+
+Loading validates everything it reads before it builds anything from it (format
+version; keys and types of config.json; tensor names, shapes and dtypes against the
+model the config describes; finiteness; classes against the output width) and raises a
+ValueError naming the file and the field. It follows no path named in config.json
+outside the directory: the frozen encoder is the packaged one, the directory's own
+``encoder/`` copy, or the one the caller passes.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+CONFIG, WEIGHTS, TOKENIZER_DIR, ENCODER_DIR = "config.json", "model.safetensors", "tokenizer", "encoder"
+# Encoder names that resolve inside the installed packages, never on disk or a hub.
+PACKAGED_ENCODERS = ("auto", "packaged-minilm")
+
+_SAFETENSORS_DTYPES = {
+    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
+    torch.uint8: "U8", torch.bool: "BOOL",
+}
 
 
-def _jsonable_classes(classes: np.ndarray) -> dict:
+class _Invalid(ValueError):
+    """A field of config.json that is not what it should be (the reader adds the file)."""
+
+
+# ------------------------------------------------------------- field readers
+def _expect(value, types, where: str, what: str):
+    if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+        raise _Invalid(f"{where} must be {what}, got {value!r}")
+    if not isinstance(value, types):
+        raise _Invalid(f"{where} must be {what}, got {type(value).__name__} {_short(value)}")
+    return value
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _int(value, where, minimum=0):
+    _expect(value, int, where, "an int")
+    if value < minimum:
+        raise _Invalid(f"{where} must be >= {minimum}, got {value}")
+    return value
+
+
+def _bool(value, where):
+    return _expect(value, bool, where, "true or false")
+
+
+def _classes_to_json(classes) -> dict:
+    classes = np.asarray(classes)
     kind = classes.dtype.kind
     if kind in "iu":
         return {"dtype": "int", "values": [int(c) for c in classes]}
@@ -25,13 +85,128 @@ def _jsonable_classes(classes: np.ndarray) -> dict:
     raise TypeError(f"classes of type {classes.dtype} cannot be saved without pickle")
 
 
-def _classes_from_json(d: dict) -> np.ndarray:
-    return np.asarray(d["values"], dtype={"int": np.int64, "bool": bool, "float": np.float64, "str": None}[d["dtype"]])
+_CLASS_TYPES = {"int": (np.int64, int), "bool": (bool, bool), "float": (np.float64, (int, float)), "str": (None, str)}
 
 
-def _jsonable_params(est) -> dict:
+def _classes_from_json(d, where) -> np.ndarray:
+    _expect(d, dict, where, "an object with 'dtype' and 'values'")
+    if set(d) != {"dtype", "values"}:
+        raise _Invalid(f"{where} must have exactly the keys 'dtype' and 'values', got {sorted(d)}")
+    if d["dtype"] not in _CLASS_TYPES:
+        raise _Invalid(f"{where}.dtype must be one of {sorted(_CLASS_TYPES)}, got {_short(d['dtype'])}")
+    dtype, pytype = _CLASS_TYPES[d["dtype"]]
+    values = _expect(d["values"], list, f"{where}.values", "a list")
+    for i, v in enumerate(values):
+        if d["dtype"] != "bool" and isinstance(v, bool) or not isinstance(v, pytype):
+            raise _Invalid(f"{where}.values[{i}] is {_short(v)}, not a {d['dtype']}")
+    if len(values) < 2 or len(set(values)) != len(values):
+        raise _Invalid(f"{where}.values must be at least 2 distinct classes, got {_short(values)}")
+    return np.asarray(values, dtype=dtype)
+
+
+_MODEL_CONFIG_KEYS = {
+    "mlp": {"kind": str, "n_features": int, "n_classes": int, "hidden_size": int, "dropout": float},
+    "finetune": {"kind": str, "n_classes": int, "dropout": float},
+}
+
+
+def _model_config(d, where) -> dict:
+    _expect(d, dict, where, "an object")
+    kind = d.get("kind")
+    if kind not in _MODEL_CONFIG_KEYS:
+        raise _Invalid(f"{where}.kind must be 'mlp' or 'finetune', got {_short(kind)}")
+    keys = _MODEL_CONFIG_KEYS[kind]
+    if set(d) != set(keys):
+        raise _Invalid(f"{where} of kind {kind!r} must have the keys {sorted(keys)}, got {sorted(d)}")
+    for key, typ in keys.items():
+        if typ is float:
+            _expect(d[key], (int, float), f"{where}.{key}", "a number")
+            if not 0 <= d[key] < 1:
+                raise _Invalid(f"{where}.{key} must be in [0, 1), got {d[key]!r}")
+        elif typ is int:
+            _int(d[key], f"{where}.{key}", minimum=0 if key == "hidden_size" else 1)
+    if d["n_classes"] < 2:
+        raise _Invalid(f"{where}.n_classes must be >= 2, got {d['n_classes']}")
+    return dict(d)
+
+
+def _dict_or_none(d, where):
+    return None if d is None else dict(_expect(d, dict, where, "an object or null"))
+
+
+def _n_features(value, where):
+    return None if _int(value, where, minimum=-1) < 0 else value
+
+
+def _history(value, where) -> list:
+    _expect(value, list, where, "a list")
+    for i, rec in enumerate(value):
+        _expect(rec, dict, f"{where}[{i}]", "an object")
+    return value
+
+
+def _selector_state(d, where):
+    from .selection import SelectorState
+
+    _expect(d, dict, where, "an object")
+    if set(d) != {"global_levels", "class_levels", "n_updates"}:
+        raise _Invalid(f"{where} must have the keys class_levels, global_levels, n_updates, got {sorted(d)}")
+    try:
+        state = SelectorState.from_dict(d)
+    except (TypeError, ValueError) as exc:
+        raise _Invalid(f"{where} is not numeric: {exc}") from None
+    if state.global_levels.shape != (2,) or state.class_levels.ndim != 2 or state.class_levels.shape[0] != 2:
+        raise _Invalid(
+            f"{where} has levels of shapes {state.global_levels.shape} and {state.class_levels.shape}, "
+            "expected (2,) and (2, n_classes)"
+        )
+    if not (np.isfinite(state.global_levels).all() and np.isfinite(state.class_levels).all()):
+        raise _Invalid(f"{where} holds NaN or infinite levels")
+    _int(d["n_updates"], f"{where}.n_updates")
+    return state
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """One fitted attribute of the estimator: where it goes in config.json and how.
+
+    ``dump`` turns the attribute's value into JSON; ``read`` turns the JSON back into
+    the value (None: the estimator has no such attribute), raising a ValueError that
+    names the field when it is not what ``dump`` writes. ``absent`` is what an
+    estimator without the attribute stores.
+    """
+
+    attr: str
+    key: str
+    dump: Callable[[Any], Any]
+    read: Callable[[Any, str], Any]
+    absent: Any = field(default=None)
+    optional: bool = False  # None means "no attribute", not an attribute set to None
+
+
+# The one list of what a saved model holds besides its parameters and weights.
+FITTED = (
+    Fitted("classes_", "classes", _classes_to_json, _classes_from_json),
+    Fitted("_is_text", "is_text", bool, _bool),
+    Fitted("_model_config_", "model_config", dict, _model_config),
+    Fitted("_encoder_config_", "encoder_config", lambda v: v, _dict_or_none),
+    Fitted("n_features_in_", "n_features_in", int, _n_features, absent=-1, optional=True),
+    Fitted("history_", "history", list, _history),
+    Fitted("n_iter_", "n_iter", int, _int),
+    Fitted("selector_", "selector_state", lambda sel: sel.state.to_dict(), _selector_state),
+)
+_TOP_KEYS = {"format_version", "params"} | {f.key for f in FITTED}
+
+
+def fitted_values(est) -> dict:
+    """The attributes of FITTED, read from a fitted estimator."""
+    return {f.attr: getattr(est, f.attr, None) for f in FITTED}
+
+
+def jsonable_params(params: dict) -> dict:
+    """Constructor parameters as JSON (the teacher is never saved)."""
     out = {}
-    for key, value in est.get_params(deep=False).items():
+    for key, value in params.items():
         if key == "teacher":
             continue
         if isinstance(value, os.PathLike):
@@ -41,75 +216,325 @@ def _jsonable_params(est) -> dict:
         if key == "encoder" and not isinstance(value, str):
             value = None  # a custom encoder object: pass it again to load()
         if key == "labels" and value is not None:
-            value = list(value)
+            value = [v.item() if isinstance(v, np.generic) else v for v in value]
         out[key] = value
     return out
 
 
-def save_model(est, path) -> None:
+# ---------------------------------------------------------------- writing
+def write_model(path, *, params: dict, fitted: dict, weights: dict, tokenizer=None, encoder_source=None) -> None:
+    """Write a model directory from values: JSON-able ``params``, ``fitted`` (attr -> value,
+    see FITTED), the student's ``weights``, a tokenizer to save, and ``encoder_source``:
+    None, a packaged encoder name, or a frozen encoder (a directory path, or an object with
+    ``save(dir)``) to copy into ``encoder/``."""
     from safetensors.torch import save_file
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in est.student_.state_dict().items()}
-    save_file(state, str(path / "model.safetensors"))
-    config = {
-        "format_version": FORMAT_VERSION,
-        "params": _jsonable_params(est),
-        "classes": _jsonable_classes(np.asarray(est.classes_)),
-        "is_text": bool(est._is_text),
-        "model_config": est._model_config_,
-        "encoder_config": getattr(est, "_encoder_config_", None),
-        "n_features_in": int(getattr(est, "n_features_in_", -1)),
-        "history": est.history_,
-        "n_iter": int(est.n_iter_),
-        "selector_state": est.selector_.state.to_dict(),
-    }
-    if est._kind_ == "finetune":
-        est._tokenizer_.save_pretrained(str(path / "tokenizer"))
-    tmp = path / "config.json.tmp"
+    save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(path / WEIGHTS))
+    config = {"format_version": FORMAT_VERSION, "params": params}
+    for f in FITTED:
+        value = fitted.get(f.attr)
+        config[f.key] = f.absent if value is None else f.dump(value)
+    config["encoder_ref"] = _write_encoder(path, encoder_source)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(path / TOKENIZER_DIR))
+    tmp = path / (CONFIG + ".tmp")
     tmp.write_text(json.dumps(config, indent=1))
-    os.replace(tmp, path / "config.json")
+    os.replace(tmp, path / CONFIG)
+
+
+def _write_encoder(path: Path, source):
+    if source is None:
+        return None
+    if isinstance(source, str) and source in PACKAGED_ENCODERS:
+        return {"packaged": source}
+    target = path / ENCODER_DIR
+    if target.exists():
+        shutil.rmtree(target)
+    if isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
+        shutil.copytree(source, target)
+    else:
+        source.save(str(target))
+    return {"directory": ENCODER_DIR}
+
+
+def save_model(est, path) -> None:
+    """Save a fitted LLKDClassifier (see :meth:`LLKDClassifier.save`)."""
+    params = jsonable_params(est.get_params(deep=False))
+    fitted = fitted_values(est)
+    kind = fitted["_model_config_"]["kind"]
+    encoder_source = None
+    if fitted["_is_text"] and kind == "mlp":
+        if params["encoder"] is None:
+            encoder_source = None  # a custom object: load() needs encoder= again
+        elif params["encoder"] in PACKAGED_ENCODERS:
+            encoder_source = params["encoder"]
+        else:
+            from . import students
+
+            local = students.resolve_encoder_path(est.encoder)
+            encoder_source = local if os.path.isdir(local) else est._frozen_encoder()
+    write_model(
+        path, params=params, fitted=fitted, weights=est.student_.state_dict(),
+        tokenizer=est._tokenizer_ if kind == "finetune" else None, encoder_source=encoder_source,
+    )
+
+
+# ---------------------------------------------------------------- reading
+@dataclass
+class SavedModel:
+    """What a model directory holds, validated."""
+
+    params: dict
+    fitted: dict  # attr -> value, as in FITTED
+    weights: dict  # name -> CPU tensor
+    format_version: int
+    encoder: Any  # what the frozen encoder resolves to, None where the model needs none
+    tokenizer_dir: Path | None
+
+
+def read_config(path) -> dict:
+    """config.json of a model directory as a dict, with its format version checked."""
+    file = Path(path) / CONFIG
+    if not file.is_file():
+        raise FileNotFoundError(f"{file} not found: not a directory written by LLKDClassifier.save")
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{file}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{file}: not UTF-8 text (byte {exc.start})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{file}: must hold a JSON object, got {type(config).__name__}")  # noqa: TRY004
+    version = config.get("format_version")
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
+        raise ValueError(
+            f"{file}: format_version {version!r} is not one this version of llkd reads "
+            f"({', '.join(map(str, READABLE_VERSIONS))}); was it saved by a newer llkd?"
+        )
+    expected = _TOP_KEYS | ({"encoder_ref"} if version >= 2 else set())
+    missing, unknown = sorted(expected - set(config)), sorted(set(config) - expected)
+    if missing or unknown:
+        raise ValueError(
+            f"{file}: " + "; ".join(
+                ([f"missing key(s) {missing}"] if missing else []) + ([f"unknown key(s) {unknown}"] if unknown else [])
+            )
+        )
+    return config
+
+
+def read_model(cls, path, *, encoder=None) -> SavedModel:
+    """Read and validate a model directory written by :func:`write_model` (or format 1)."""
+    path = Path(path)
+    config = read_config(path)
+    file = path / CONFIG
+    try:
+        params = _params(cls, config["params"])
+        fitted = {f.attr: f.read(config[f.key], f.key) for f in FITTED}
+        _check_consistency(fitted)
+        encoder_ref = config.get("encoder_ref") if config["format_version"] >= 2 else _legacy_encoder_ref(params)
+        needs_encoder = fitted["_is_text"] and fitted["_model_config_"]["kind"] == "mlp"
+        resolved = _resolve_encoder(path, encoder_ref, encoder) if needs_encoder else None
+    except _Invalid as exc:
+        raise ValueError(f"{file}: {exc}") from None
+    expected = _expected_state(fitted["_model_config_"], fitted["_encoder_config_"], file)
+    weights = _read_weights(path / WEIGHTS, expected)
+    tokenizer_dir = None
+    if fitted["_model_config_"]["kind"] == "finetune":
+        tokenizer_dir = path / TOKENIZER_DIR
+        if not tokenizer_dir.is_dir():
+            raise ValueError(f"{tokenizer_dir}: missing; a fine-tuned student needs its tokenizer")
+    return SavedModel(params, fitted, weights, config["format_version"], resolved, tokenizer_dir)
+
+
+def _params(cls, params) -> dict:
+    _expect(params, dict, "params", "an object")
+    known = set(cls().get_params(deep=False)) - {"teacher"}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise _Invalid(f"params has unknown parameter(s) {unknown}")
+    # A custom encoder object is saved as null; load() takes it again as encoder=.
+    est = cls(**{**params, "encoder": "auto" if params.get("encoder") is None else params["encoder"]})
+    try:
+        est._validate_params()
+    except ValueError as exc:
+        raise _Invalid(f"params: {exc}") from None
+    return dict(params)
+
+
+def _check_consistency(fitted: dict) -> None:
+    n_out = fitted["_model_config_"]["n_classes"]
+    classes = fitted["classes_"]
+    if len(classes) != n_out:
+        raise _Invalid(f"classes has {len(classes)} values but model_config.n_classes is {n_out} (the output width)")
+    state = fitted["selector_"]
+    if state.class_levels.shape[1] != n_out:
+        raise _Invalid(f"selector_state has levels for {state.class_levels.shape[1]} classes, not {n_out}")
+    kind = fitted["_model_config_"]["kind"]
+    if kind == "finetune":
+        if not fitted["_is_text"]:
+            raise _Invalid("model_config.kind is 'finetune' but is_text is false")
+        cfg = fitted["_encoder_config_"]
+        if cfg is None or not isinstance(cfg.get("model_type"), str):
+            raise _Invalid("encoder_config must be a transformers config with a 'model_type' for a fine-tuned student")
+    elif not fitted["_is_text"]:
+        n_in = fitted["n_features_in_"]
+        if n_in != fitted["_model_config_"]["n_features"]:
+            raise _Invalid(f"n_features_in is {n_in} but model_config.n_features is {fitted['_model_config_']['n_features']}")
+
+
+def _legacy_encoder_ref(params: dict):
+    """Format 1 saved only the encoder parameter: a packaged name, null (a custom object) or a path."""
+    value = params.get("encoder")
+    if value is None:
+        return None
+    if value in PACKAGED_ENCODERS:
+        return {"packaged": value}
+    return {"path": value}
+
+
+def _resolve_encoder(path: Path, ref, encoder):
+    if encoder is not None:
+        return encoder  # the caller's choice wins
+    if ref is None:
+        raise _Invalid(
+            "params.encoder is null: the model was fitted with a custom encoder object, which is not "
+            "saved; pass it again with load(..., encoder=...) (llkd predict --encoder)"
+        )
+    _expect(ref, dict, "encoder_ref", "an object")
+    if set(ref) == {"packaged"} and ref["packaged"] in PACKAGED_ENCODERS:
+        return ref["packaged"]
+    if set(ref) == {"directory"} and isinstance(ref["directory"], str):
+        target = (path / ref["directory"]).resolve()
+        if not target.is_relative_to(path.resolve()) or target == path.resolve():
+            raise _Invalid(
+                f"encoder_ref.directory {ref['directory']!r} is outside the model directory; "
+                "load follows no path outside it (pass encoder= to choose one)"
+            )
+        if not target.is_dir():
+            raise _Invalid(f"encoder_ref.directory {ref['directory']!r} does not exist in the model directory")
+        return str(target)
+    if set(ref) == {"path"}:
+        raise _Invalid(
+            f"params.encoder {ref['path']!r} is a path or model name outside the saved directory; "
+            "load follows none: pass the encoder with load(..., encoder=...) (llkd predict --encoder)"
+        )
+    raise _Invalid(f"encoder_ref must name a packaged encoder or a directory inside the model, got {_short(ref)}")
+
+
+def build_student(model_config: dict, encoder_config: dict | None) -> torch.nn.Module:
+    """The (untrained) student that a model config describes."""
+    from . import students
+
+    if model_config["kind"] == "finetune":
+        encoder = students.build_hf_encoder_from_config(encoder_config)
+        return students.EncoderClassifier(encoder, model_config["n_classes"], model_config["dropout"])
+    return students.MLPHead(
+        model_config["n_features"], model_config["n_classes"], model_config["hidden_size"], model_config["dropout"]
+    )
+
+
+def _expected_state(model_config, encoder_config, file) -> dict:
+    """name -> (shape, safetensors dtype) of the student the config describes (built on the
+    meta device: no memory is spent on a config that asks for a huge model)."""
+    try:
+        with torch.device("meta"):
+            model = build_student(model_config, encoder_config)
+    except Exception as exc:  # noqa: BLE001 (transformers raises many kinds on a bad config)
+        raise ValueError(f"{file}: encoder_config does not describe a model ({type(exc).__name__}: {exc})") from None
+    return {k: (tuple(v.shape), _SAFETENSORS_DTYPES.get(v.dtype, str(v.dtype))) for k, v in model.state_dict().items()}
+
+
+def _read_weights(file: Path, expected: dict) -> dict:
+    from safetensors import SafetensorError, safe_open
+
+    if not file.is_file():
+        raise ValueError(f"{file}: missing")
+    try:
+        handle = safe_open(str(file), framework="pt", device="cpu")
+        names = set(handle.keys())
+    except (SafetensorError, OSError) as exc:
+        raise ValueError(f"{file}: not a valid safetensors file ({exc})") from None
+    missing, unknown = sorted(set(expected) - names), sorted(names - set(expected))
+    if missing or unknown:
+        raise ValueError(
+            f"{file}: the tensors do not match config.json's model: "
+            + "; ".join(([f"missing {missing[:5]}"] if missing else []) + ([f"unexpected {unknown[:5]}"] if unknown else []))
+        )
+    weights = {}
+    for name, (shape, dtype) in expected.items():
+        try:
+            sl = handle.get_slice(name)
+            got_shape, got_dtype = tuple(sl.get_shape()), sl.get_dtype()
+        except (SafetensorError, OSError) as exc:
+            raise ValueError(f"{file}: tensor {name!r} cannot be read ({exc})") from None
+        if got_shape != shape or got_dtype != dtype:
+            raise ValueError(
+                f"{file}: tensor {name!r} is {got_dtype} of shape {list(got_shape)}, but config.json's "
+                f"model needs {dtype} of shape {list(shape)}"
+            )
+        try:
+            tensor = handle.get_tensor(name)
+        except (SafetensorError, OSError, RuntimeError) as exc:
+            raise ValueError(f"{file}: tensor {name!r} cannot be read ({exc})") from None
+        if tensor.is_floating_point():
+            bad = int((~torch.isfinite(tensor)).sum())
+            if bad:
+                raise ValueError(f"{file}: tensor {name!r} has {bad} NaN or infinite value(s)")
+        weights[name] = tensor
+    return weights
 
 
 def load_model(cls, path, *, device="cpu", encoder=None):
-    from safetensors.torch import load_file
+    """Load a model directory into a new ``cls`` (see :meth:`LLKDClassifier.load`)."""
+    from transformers import AutoTokenizer
 
-    from . import students
-    from .selection import AdaptiveSelector, SelectorState
+    from ._inputs import resolve_device
 
-    path = Path(path)
-    config_file = path / "config.json"
-    if not config_file.exists():
-        raise FileNotFoundError(f"{config_file} not found: not a directory written by LLKDClassifier.save")
-    config = json.loads(config_file.read_text())
-    if config.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"unsupported llkd save format {config.get('format_version')!r}")
-    params = dict(config["params"])
-    if params.get("encoder") is None:
-        params["encoder"] = encoder if encoder is not None else "auto"
+    dev = resolve_device(device)
+    saved = read_model(cls, path, encoder=encoder)
+    params = dict(saved.params)
+    if saved.encoder is not None:
+        params["encoder"] = saved.encoder
+    elif encoder is not None:
+        params["encoder"] = encoder
     params["device"] = str(device)
     est = cls(**params)
-    est.classes_ = _classes_from_json(config["classes"])
-    est._is_text = config["is_text"]
-    est._model_config_ = config["model_config"]
+    for f in FITTED:
+        value = saved.fitted[f.attr]
+        if f.attr == "selector_":
+            value = _selector(est, len(saved.fitted["classes_"]), value)
+        if value is not None or not f.optional:
+            setattr(est, f.attr, value)
     est._kind_ = est._model_config_["kind"]
-    est._encoder_config_ = config["encoder_config"]
-    if config["n_features_in"] >= 0:
-        est.n_features_in_ = config["n_features_in"]
-    est.history_ = config["history"]
-    est.n_iter_ = config["n_iter"]
-    if est._kind_ == "finetune":
-        from transformers import AutoTokenizer
-
-        est._tokenizer_ = AutoTokenizer.from_pretrained(str(path / "tokenizer"))
-    model = est._rebuild_model()
-    model.load_state_dict(load_file(str(path / "model.safetensors"), device="cpu"))
-    est.student_ = model.to(torch.device(device)).eval()
-    state = SelectorState.from_dict(config["selector_state"])
-    selector = AdaptiveSelector(len(est.classes_), momentum=est.momentum, mode=est.selection,
-                                weighting=est.weighting, backend="auto")
-    selector.state = state
-    est.selector_ = selector
+    if saved.tokenizer_dir is not None:
+        try:
+            est._tokenizer_ = AutoTokenizer.from_pretrained(str(saved.tokenizer_dir), local_files_only=True)
+        except Exception as exc:  # noqa: BLE001 (tokenizers raise many kinds on a bad file)
+            raise ValueError(f"{saved.tokenizer_dir}: not a readable tokenizer ({type(exc).__name__}: {exc})") from None
+        _check_vocabulary(est._tokenizer_, saved.weights, saved.tokenizer_dir)
+    model = build_student(est._model_config_, est._encoder_config_)
+    model.load_state_dict(saved.weights)
+    est.student_ = model.to(dev).eval()
     est._frozen_encoder_ = None
     return est
+
+
+def _selector(est, n_classes, state):
+    from .selection import AdaptiveSelector
+
+    selector = AdaptiveSelector(n_classes, momentum=est.momentum, mode=est.selection,
+                                weighting=est.weighting, backend="auto")
+    selector.state = state
+    return selector
+
+
+def _check_vocabulary(tokenizer, weights: dict, where) -> None:
+    """Token ids the tokenizer can produce must have a row in the embedding matrix."""
+    rows = [t.shape[0] for k, t in weights.items() if k.endswith("word_embeddings.weight")]
+    if rows and len(tokenizer) > rows[0]:
+        raise ValueError(
+            f"{where}: the tokenizer has {len(tokenizer)} tokens but the encoder's embedding has {rows[0]} rows"
+        )
+

@@ -30,12 +30,12 @@ class _Stages:
         return out
 
 
-def _metrics(y_true, y_pred) -> dict:
+def _metrics(y_true, y_pred, labels=None) -> dict:
     from sklearn.metrics import accuracy_score, f1_score
 
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, average="macro")),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
     }
 
 
@@ -131,26 +131,103 @@ def demo(args) -> dict:
 
 
 # --------------------------------------------------------------- distill/predict
-def _read_table(path: str):
-    import pandas as pd
+class Table:
+    """Rows of a data file, read with the standard library (pandas is not needed).
 
+    ``rows`` are dicts (column -> value); ``lines`` the line of the file each row starts on.
+    """
+
+    def __init__(self, path: str, columns: list, rows: list, lines: list):
+        self.path, self.columns, self.rows, self.lines = path, columns, rows, lines
+
+    def column(self, name: str, option: str) -> list:
+        if name not in self.columns:
+            raise ValueError(f"{option} {name!r} is not a column of {self.path}; columns: {self.columns}")
+        return [row.get(name) for row in self.rows]
+
+    def texts(self, name: str, option: str = "--text-column") -> list[str]:
+        out = []
+        empty = []
+        for value, line in zip(self.column(name, option), self.lines):
+            if value is None or value == "":
+                empty.append(line)
+            elif isinstance(value, str):
+                out.append(value)
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                out.append(str(value))
+            else:
+                raise ValueError(
+                    f"{self.path} line {line}: {option} {name!r} holds a {type(value).__name__}, not a text"
+                )
+        if empty:
+            raise ValueError(
+                f"{option} {name!r} is empty on {len(empty)} row(s) of {self.path} (first on line {empty[0]})"
+            )
+        return out
+
+
+def _read_table(path: str) -> Table:
     suffix = Path(path).suffix.lower()
-    if suffix == ".csv":
-        return pd.read_csv(path)
-    if suffix in (".jsonl", ".ndjson"):
-        return pd.read_json(path, lines=True)
+    if suffix not in (".csv", ".jsonl", ".ndjson", ".parquet"):
+        raise ValueError(f"--data must be a .csv, .jsonl or .parquet file, got {path!r}")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--data {path!r}: no such file")
     if suffix == ".parquet":
-        return pd.read_parquet(path)
-    raise ValueError(f"--data must be a .csv, .jsonl or .parquet file, got {path!r}")
+        table = _read_parquet(path)
+    else:
+        try:
+            table = _read_csv(path) if suffix == ".csv" else _read_jsonl(path)
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    if not table.rows:
+        raise ValueError(f"{path} has no data rows" + (" (only a header)" if table.columns else ""))
+    return table
 
 
-def _texts(frame, column: str) -> list[str]:
-    if column not in frame.columns:
-        raise ValueError(f"--text-column {column!r} is not a column of the data; columns: {list(frame.columns)}")
-    col = frame[column]
-    if col.isna().any():
-        raise ValueError(f"--text-column {column!r} has {int(col.isna().sum())} empty rows")
-    return col.astype(str).tolist()
+def _read_csv(path: str) -> Table:
+    import csv
+
+    rows, lines = [], []
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        columns = list(reader.fieldnames or [])
+        line = 2
+        try:
+            for row in reader:
+                rows.append(row)
+                lines.append(line)
+                line = reader.line_num + 1
+        except csv.Error as exc:
+            raise ValueError(f"{path} line {reader.line_num}: not valid CSV ({exc})") from None
+    return Table(path, columns, rows, lines)
+
+
+def _read_jsonl(path: str) -> Table:
+    rows, lines, columns = [], [], {}
+    with open(path, encoding="utf-8-sig") as f:
+        for number, text in enumerate(f, start=1):
+            if not text.strip():
+                continue
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path} line {number}: not valid JSON ({exc.msg}, column {exc.colno})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path} line {number}: expected a JSON object, got {type(row).__name__}")  # noqa: TRY004
+            rows.append(row)
+            lines.append(number)
+            columns.update(dict.fromkeys(row))
+    return Table(path, list(columns), rows, lines)
+
+
+def _read_parquet(path: str) -> Table:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ValueError(f"reading {path}: .parquet files need pyarrow (pip install 'llkd[parquet]')") from None
+    data = pq.read_table(path)
+    rows = data.to_pylist()
+    return Table(path, list(data.column_names), rows, list(range(1, len(rows) + 1)))
 
 
 def _make_teacher(spec: str, labels: list[str]):
@@ -175,55 +252,146 @@ def _selected_per_step(history) -> float:
     return sum(h["n_selected"] for h in history) / max(1, sum(h["n_backprop_all"] for h in history))
 
 
+def _gold_labels(table: Table, column: str, labels: list[str]) -> list:
+    """Gold label per row (None where empty), each one of ``labels``."""
+    gold = []
+    for value, line in zip(table.column(column, "--label-column"), table.lines):
+        if value is None or value == "":
+            gold.append(None)
+            continue
+        value = str(value)
+        if value not in labels:
+            raise ValueError(
+                f"{table.path} line {line}: --label-column {column!r} is {value!r}, which is not one of "
+                f"--labels {labels}"
+            )
+        gold.append(value)
+    return gold
+
+
+def _evaluate(y_true, y_pred, labels) -> dict:
+    from sklearn.metrics import confusion_matrix
+
+    out = _metrics(y_true, y_pred, labels)
+    out["confusion_matrix"] = confusion_matrix(y_true, y_pred, labels=labels).tolist()
+    return out
+
+
+def _print_confusion(name: str, matrix, labels) -> None:
+    width = max(8, *(len(c) for c in labels)) + 2
+    print(f"confusion matrix, {name} (rows: gold label, columns: predicted):")
+    print(" " * width + "".join(f"{c:>{width}}" for c in labels))
+    for c, row in zip(labels, matrix):
+        print(f"{c:>{width}}" + "".join(f"{n:>{width}d}" for n in row))
+
+
+def evaluate_on_gold(clf, teacher, texts, gold, labels, *, cache, held_out: bool, out_dir) -> dict:
+    """Teacher (raw answers) and student against the gold rows; printed and written to
+    ``out_dir/evaluation.json``."""
+    from .teachers import label_in_batches
+
+    texts_gold = [t for t, g in zip(texts, gold) if g is not None]
+    y_gold = [g for g in gold if g is not None]
+    answers = label_in_batches(teacher, texts_gold, cache=cache)
+    teacher_pred = [labels[i] for i in answers.labels]
+    student_pred = [str(c) for c in clf.predict(texts_gold)]
+    report = {
+        "n_gold": len(y_gold),
+        "gold_used_for_training": not held_out,
+        "classes": labels,
+        "teacher": _evaluate(y_gold, teacher_pred, labels),
+        "student": _evaluate(y_gold, student_pred, labels),
+    }
+    where = ("held out from training" if held_out
+             else "also used for training, so the student's numbers are on rows it trained on; "
+                  "--hold-out-gold keeps them out")
+    print(f"evaluation on {len(y_gold)} gold rows ({where}):")
+    for name in ("teacher", "student"):
+        m = report[name]
+        print(f"  {name:<8s} accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}")
+    for name in ("teacher", "student"):
+        _print_confusion(name, report[name]["confusion_matrix"], labels)
+    path = Path(out_dir) / "evaluation.json"
+    path.write_text(json.dumps(report, indent=1))
+    print(f"evaluation report written to {path}")
+    return report
+
+
 def distill(args) -> None:
     import numpy as np
 
     from . import LLKDClassifier
 
-    frame = _read_table(args.data)
-    texts = _texts(frame, args.text_column)
     labels = [s.strip() for s in args.labels.split(",") if s.strip()]
     if len(labels) < 2:
         raise ValueError("--labels needs at least two comma-separated class names")
-    y = None
-    if args.label_column:
-        if args.label_column not in frame.columns:
-            raise ValueError(f"--label-column {args.label_column!r} is not a column of the data")
-        y = [None if (v != v or v is None or str(v) == "") else str(v) for v in frame[args.label_column]]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"--labels must be distinct, got {labels}")
+    table = _read_table(args.data)
+    texts = table.texts(args.text_column)
+    gold = _gold_labels(table, args.label_column, labels) if args.label_column else None
+    if args.hold_out_gold and gold is None:
+        raise ValueError("--hold-out-gold needs --label-column")
+    train_texts, y = texts, gold
+    if args.hold_out_gold:
+        train_texts = [t for t, g in zip(texts, gold) if g is None]
+        y = None
+        if not train_texts:
+            raise ValueError(f"--hold-out-gold: every row of {args.data} has a gold label; none is left to train on")
+    elif gold is not None and all(g is None for g in gold):
+        y = None
     teacher = _make_teacher(args.teacher, labels)
     cache = args.cache or str(_default_home() / "teacher-cache.sqlite")
     clf = LLKDClassifier(
         teacher, student=args.student, encoder=args.encoder, selection=args.selection, max_epochs=args.epochs,
         learning_rate=args.lr, teacher_cache=cache, random_state=args.seed, verbose=1,
     )
-    clf.fit(texts, y)
+    clf.fit(train_texts, y)
     clf.save(args.out)
     per_step = _selected_per_step(clf.history_)
     counts = np.bincount(clf.teacher_labels_[clf.teacher_labels_ >= 0], minlength=len(labels))
-    print(f"{len(texts)} texts, {clf.n_teacher_queries_} new teacher answers (the others reused; cache {cache}); "
+    print(f"{len(train_texts)} texts, {clf.n_teacher_queries_} new teacher answers (the others reused; cache {cache}); "
           f"labels: " + ", ".join(f"{c} {n}" for c, n in zip(clf.classes_, counts)))
     print(f"student ({clf._kind_}) trained for {clf.n_iter_} epoch(s) in {clf.fit_seconds_:.0f} s on "
           f"{100 * per_step:.1f} % of the samples per step; model saved to {args.out}")
+    if gold is not None and any(g is not None for g in gold):
+        evaluate_on_gold(clf, teacher, texts, gold, labels, cache=cache, held_out=args.hold_out_gold,
+                         out_dir=args.out)
+
+
+def _write_predictions(rows: list[dict], output) -> None:
+    import csv
+
+    if output is not None and output.endswith(".csv"):
+        with open(output, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=["text", "label", "confidence"])
+            writer.writeheader()
+            writer.writerows(rows)
+        return
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    if output is None:
+        sys.stdout.write(lines)
+        sys.stdout.flush()
+    else:
+        Path(output).write_text(lines, encoding="utf-8")
 
 
 def predict(args) -> None:
-    import pandas as pd
+    import numpy as np
 
     from . import LLKDClassifier
 
-    clf = LLKDClassifier.load(args.model, device=args.device)
-    frame = _read_table(args.data)
-    texts = _texts(frame, args.text_column)
+    clf = LLKDClassifier.load(args.model, device=args.device, encoder=args.encoder)
+    texts = _read_table(args.data).texts(args.text_column)
     proba = clf.predict_proba(texts)
-    out = pd.DataFrame({"text": texts, "label": clf.classes_[proba.argmax(1)], "confidence": proba.max(1)})
+    labels = clf.classes_[proba.argmax(1)]
+    rows = [
+        {"text": t, "label": lab.item() if isinstance(lab, np.generic) else lab, "confidence": float(c)}
+        for t, lab, c in zip(texts, labels, proba.max(1))
+    ]
+    _write_predictions(rows, args.output)
     if args.output:
-        if args.output.endswith(".csv"):
-            out.to_csv(args.output, index=False)
-        else:
-            out.to_json(args.output, orient="records", lines=True)
-        print(f"wrote {len(out)} predictions to {args.output}")
-    else:
-        out.to_json(sys.stdout, orient="records", lines=True)
+        print(f"wrote {len(rows)} predictions to {args.output}")
 
 
 def _stdout_to_devnull() -> None:
@@ -235,12 +403,16 @@ def _stdout_to_devnull() -> None:
 
 
 def main(argv=None) -> int:
+    from . import __version__
     from .selection import MODES
 
     parser = argparse.ArgumentParser(prog="llkd", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"llkd {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("demo", help="distil the packaged Gemma teacher into a MiniLM student on movie reviews")
+    p = sub.add_parser("demo", parents=[common], help="distil the packaged Gemma teacher into a MiniLM student on movie reviews")
     p.add_argument("--n-train", type=int, default=4000, help="unlabeled training reviews (default 4000)")
     p.add_argument("--n-test", type=int, default=1000, help="held-out gold test reviews (default 1000)")
     p.add_argument("--epochs", type=int, default=None,
@@ -256,10 +428,14 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="where to save the student (default <home>/demo-model)")
     p.set_defaults(func=demo)
 
-    p = sub.add_parser("distill", help="distil a teacher into a student on your own texts")
+    p = sub.add_parser("distill", parents=[common], help="distil a teacher into a student on your own texts")
     p.add_argument("--data", required=True, help="a .csv, .jsonl or .parquet file")
     p.add_argument("--text-column", default="text", help="column holding the texts (default text)")
-    p.add_argument("--label-column", default=None, help="optional gold labels (empty = unlabeled)")
+    p.add_argument("--label-column", default=None,
+                   help="optional gold labels (empty = unlabeled): they train the student, and teacher and "
+                        "student are evaluated against them (printed, and <out>/evaluation.json)")
+    p.add_argument("--hold-out-gold", action="store_true",
+                   help="with --label-column: keep the gold rows out of training and only evaluate on them")
     p.add_argument("--labels", required=True, help="comma-separated class names")
     p.add_argument("--teacher", default="gemma", help="gemma | hf:<path> | openai:<model>@<base url> (default gemma)")
     p.add_argument("--student", default="auto", choices=["auto", "mlp", "finetune"],
@@ -277,15 +453,17 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="directory to save the student")
     p.set_defaults(func=distill)
 
-    p = sub.add_parser("predict", help="label texts with a saved student")
+    p = sub.add_parser("predict", parents=[common], help="label texts with a saved student")
     p.add_argument("--model", required=True, help="a directory written by distill or demo")
     p.add_argument("--data", required=True, help="a .csv, .jsonl or .parquet file")
     p.add_argument("--text-column", default="text", help="column holding the texts (default text)")
     p.add_argument("--output", default=None, help=".csv or .jsonl (default: JSON lines on stdout)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--encoder", default=None,
+                   help="the frozen encoder of a model whose encoder was not saved with it (a local folder)")
     p.set_defaults(func=predict)
 
-    p = sub.add_parser("show-config", help="which selection backends are built and active")
+    p = sub.add_parser("show-config", parents=[common], help="which selection backends are built and active")
     p.set_defaults(func=lambda a: __import__("llkd").show_config())
 
     args = parser.parse_args(argv)
@@ -296,10 +474,28 @@ def main(argv=None) -> int:
         # documentation advises, instead of reporting an error at exit too.
         _stdout_to_devnull()
         return 1
-    except (ValueError, TypeError, FileNotFoundError, OSError) as exc:
-        print(f"llkd {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"llkd {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one line for any failure; --debug re-raises
+        if args.debug:
+            raise
+        print(f"llkd {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2 if isinstance(exc, _USER_ERRORS) else 1
     return 0
+
+
+# Errors in what the user passed: the message alone says it (exit status 2, as argparse).
+_USER_ERRORS = (ValueError, TypeError, FileNotFoundError, PermissionError, IsADirectoryError)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or "(no message)"
+    if isinstance(exc, _USER_ERRORS):
+        return text
+    return f"{type(exc).__name__}: {text} (--debug shows the traceback)"
 
 
 if __name__ == "__main__":

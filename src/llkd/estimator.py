@@ -13,7 +13,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import _embeddings, students
+from . import _embeddings, _inputs, students
 from ._active import ActiveRounds, resolve_budget, round_sizes
 from ._targets import PoolLabeler
 from ._threads import run_with_threads
@@ -24,29 +24,8 @@ from .selection._acquisition import ACQUISITIONS
 _STUDENTS = ("auto", "mlp", "finetune")
 
 
-def _is_text_input(X) -> bool:
-    if isinstance(X, str):
-        raise TypeError(
-            "X must be a sequence of texts or a 2-D array of features, got a single string; "
-            "wrap it in a list"
-        )
-    if hasattr(X, "ndim") and getattr(X, "ndim", 0) == 2:
-        return False
-    if hasattr(X, "dtype") and getattr(X, "ndim", 1) == 1:
-        return X.dtype.kind in "OUS" and len(X) > 0 and all(isinstance(x, str) for x in X)
-    try:
-        seq = list(X) if not isinstance(X, list) else X
-    except TypeError:
-        return False
-    return len(seq) > 0 and all(isinstance(x, str) for x in seq)
-
-
 def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} was requested but torch sees no CUDA device")
-    return torch.device(device)
+    return _inputs.resolve_device(device)
 
 
 class LLKDClassifier(ClassifierMixin, BaseEstimator):
@@ -364,9 +343,8 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(0, 2**31 - 1))
         device = _resolve_device(self.device)
-        is_text = _is_text_input(X)
+        X, is_text = _inputs.texts_or_features(X, purpose="fit")
         if is_text:
-            X = list(X)
             if y is not None and len(y) != len(X):
                 raise ValueError(f"X has {len(X)} texts but y has {len(y)} entries")
             for attr in ("n_features_in_", "feature_names_in_"):
@@ -383,6 +361,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
                                      y_numeric=False, multi_output=False)
             else:
                 X = validate_data(self, X, dtype=[np.float64, np.float32])
+            _inputs.check_float32_range(X)
         self._is_text = is_text
 
         labeler = PoolLabeler(
@@ -477,6 +456,19 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         proba = self.predict_proba(X)
         return self.classes_[np.argmax(proba, axis=1)]
 
+    def score(self, X, y, sample_weight=None):
+        """Accuracy on the rows of ``y`` that carry a gold label.
+
+        Rows whose label is -1 or None are ignored, so that a small gold set can drive
+        :class:`~sklearn.model_selection.GridSearchCV`; a label outside ``classes_``,
+        or no labeled row at all, raises a ValueError.
+        """
+        from sklearn.metrics import accuracy_score
+
+        check_is_fitted(self)
+        X, y, sample_weight = _inputs.labeled_rows(X, y, self.classes_, sample_weight)
+        return float(accuracy_score(y, self.predict(X), sample_weight=sample_weight))
+
     def decision_function(self, X):
         """Student logits (shape (n_samples, n_classes); a column of differences for 2 classes)."""
         check_is_fitted(self)
@@ -556,20 +548,28 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         enc = self._frozen_encoder(device)
 
         def compute(batch):
-            return students.encode_texts(enc, batch, batch_size=64, device=device, verbose=self.verbose > 0)
+            emb = students.encode_texts(enc, batch, batch_size=64, device=device, verbose=self.verbose > 0)
+            return _inputs.check_embeddings(emb)
 
         if isinstance(self.encoder, (str, os.PathLike)):  # memoised per encoder path and text
             return _embeddings.encode(students.resolve_encoder_path(self.encoder), texts, compute)
         return compute(texts)
 
     def _check_predict_X(self, X):
+        X, is_text = _inputs.texts_or_features(X, purpose="predict")
         if self._is_text:
-            if not _is_text_input(X):
+            if not is_text:
                 raise TypeError(
                     "this model was fitted on texts; X must be a non-empty sequence of str"
                 )
-            return list(X)
-        return validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+            return X
+        if is_text:
+            raise TypeError(
+                f"this model was fitted on numeric features ({self.n_features_in_} per row); X is a sequence of texts"
+            )
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        _inputs.check_float32_range(X)
+        return X
 
     def _logits(self, X) -> torch.Tensor:
         X = self._check_predict_X(X)
@@ -607,7 +607,9 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
                 logits = torch.empty(n, out[0].shape[1])
                 logits[torch.from_numpy(order)] = torch.cat(out)
                 return logits
-        return torch.cat(out) if out else torch.empty(0, len(self.classes_))
+        logits = torch.cat(out) if out else torch.empty(0, len(self.classes_))
+        _inputs.check_outputs(logits)
+        return logits
 
     # ----------------------------------------------------------- persistence
     def __getstate__(self):
@@ -657,11 +659,9 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
             self.student_ = model.eval()
 
     def _rebuild_model(self):
-        cfg = self._model_config_
-        if cfg["kind"] == "finetune":
-            encoder = students.build_hf_encoder_from_config(self._encoder_config_)
-            return students.EncoderClassifier(encoder, cfg["n_classes"], cfg["dropout"])
-        return students.MLPHead(cfg["n_features"], cfg["n_classes"], cfg["hidden_size"], cfg["dropout"])
+        from ._persistence import build_student
+
+        return build_student(self._model_config_, getattr(self, "_encoder_config_", None))
 
     def save(self, path):
         """Write the fitted model to directory ``path`` without pickle.

@@ -1,0 +1,109 @@
+"""Saved models: old-format directories still load, the format is one declared list, and a
+saved text model carries its encoder. (Tampered and broken directories: test_bad_input.py.)"""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from llkd import LLKDClassifier
+from llkd import _persistence as persistence
+from llkd.cli import main
+
+FORMAT1 = Path(__file__).parent / "data" / "format1"
+
+
+def expected(name):
+    d = json.loads((FORMAT1 / name / "expected.json").read_text())
+    return d["X"], np.asarray(d["proba"])
+
+
+@pytest.mark.parametrize("name", ["features", "finetune"])
+def test_format1_directories_load_and_predict_as_when_saved(name, tmp_path):
+    # Written by the code of commit 9f4ba11 (tests/data/format1/make_fixtures.py); the
+    # fine-tuned one names its encoder by an absolute path that no longer exists, which
+    # prediction never needs and load never follows.
+    X, proba = expected(name)
+    clf = LLKDClassifier.load(FORMAT1 / name)
+    if name == "features":
+        X = np.asarray(X)
+    np.testing.assert_allclose(clf.predict_proba(X), proba, atol=1e-6)
+    assert clf.history_ and clf.n_iter_ == len(clf.history_)
+    assert clf.selector_.state.n_updates > 0
+
+
+def test_format1_text_model_with_a_custom_encoder_needs_it_again(tmp_path, capsys):
+    static_model = pytest.importorskip("static_model")
+    X, proba = expected("text_mlp_custom_encoder")
+    with pytest.raises(ValueError, match="custom encoder object.*encoder="):
+        LLKDClassifier.load(FORMAT1 / "text_mlp_custom_encoder")
+    clf = LLKDClassifier.load(FORMAT1 / "text_mlp_custom_encoder", encoder=static_model.get_embeddings)
+    np.testing.assert_allclose(clf.predict_proba(X), proba, atol=1e-6)
+
+
+def test_llkd_predict_reads_a_format1_directory(tmp_path):
+    X, proba = expected("finetune")
+    data = tmp_path / "in.jsonl"
+    data.write_text("".join(json.dumps({"text": t}) + "\n" for t in X))
+    out = tmp_path / "out.jsonl"
+    assert main(["predict", "--model", str(FORMAT1 / "finetune"), "--data", str(data), "--output", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    np.testing.assert_allclose([r["confidence"] for r in rows], proba.max(1), atol=1e-6)
+
+
+def test_fitted_attributes_come_back_through_the_declared_list(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 3))
+    clf = LLKDClassifier(max_epochs=2, hidden_size=8, random_state=0).fit(X, X[:, 0] > 0)
+    loaded = LLKDClassifier.load(clf.save(tmp_path / "m"))
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["format_version"] == persistence.FORMAT_VERSION == 2
+    assert set(config) == {"format_version", "params", "encoder_ref"} | {f.key for f in persistence.FITTED}
+    for f in persistence.FITTED:
+        a, b = getattr(clf, f.attr, None), getattr(loaded, f.attr, None)
+        if f.attr == "selector_":
+            np.testing.assert_array_equal(a.state.class_levels, b.state.class_levels)
+        elif isinstance(a, np.ndarray):
+            np.testing.assert_array_equal(a, b)
+        else:
+            assert a == b, f.attr
+    assert loaded.classes_.dtype == clf.classes_.dtype == bool
+    # every trailing-underscore attribute a prediction needs is in the list or rebuilt
+    needed = {"classes_", "n_features_in_", "student_", "selector_", "history_", "n_iter_"}
+    assert needed <= {f.attr for f in persistence.FITTED} | {"student_"}
+
+
+def test_a_text_model_saves_its_path_encoder_and_loads_without_the_original(tiny_encoder_dir, tmp_path, monkeypatch):
+    from test_estimator_text import keyword_teacher, make_texts
+
+    encoder = tmp_path / "my-encoder"
+    shutil.copytree(tiny_encoder_dir, encoder)
+    texts, _ = make_texts(60, 0)
+    clf = LLKDClassifier(keyword_teacher, labels=["negative", "positive"], student="mlp", encoder=str(encoder),
+                         max_epochs=2, hidden_size=8, random_state=0).fit(texts)
+    proba = clf.predict_proba(texts[:10])
+    clf.save(tmp_path / "saved")
+    config = json.loads((tmp_path / "saved" / "config.json").read_text())
+    assert config["encoder_ref"] == {"directory": "encoder"}
+    assert (tmp_path / "saved" / "encoder").is_dir()
+    shutil.rmtree(encoder)  # the original is gone, and the working directory is elsewhere
+    moved = shutil.move(tmp_path / "saved", tmp_path / "elsewhere")
+    monkeypatch.chdir(tmp_path)
+    loaded = LLKDClassifier.load(moved)
+    assert Path(loaded.encoder).resolve() == (Path(moved) / "encoder").resolve()
+    np.testing.assert_allclose(loaded.predict_proba(texts[:10]), proba, atol=1e-5)
+
+
+def test_a_packaged_encoder_is_saved_by_name(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3))
+    clf = LLKDClassifier(max_epochs=1, hidden_size=4, random_state=0).fit(X, X[:, 0] > 0)
+    # feature input needs no encoder: none is recorded, and the parameter comes back as saved
+    clf.save(tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["encoder_ref"] is None
+    assert LLKDClassifier.load(tmp_path / "m").encoder == "auto"
+    assert persistence._write_encoder(tmp_path, "auto") == {"packaged": "auto"}
+    assert not os.path.exists(tmp_path / "encoder")
