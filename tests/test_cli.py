@@ -329,3 +329,22 @@ def test_the_version_has_one_source(capsys):
     with pytest.raises(SystemExit) as info:
         main(["--version"])
     assert info.value.code == 0 and capsys.readouterr().out.strip() == f"llkd {llkd.__version__}"
+
+
+def test_distill_with_a_teacher_budget_asks_only_that_many_texts(tiny_encoder_dir, tmp_path, capsys):
+    from _openai_server import FakeOpenAIServer
+
+    texts, _ = sentiment_texts(200, 3)
+    data = write_csv(tmp_path / "reviews.csv", {"review": texts})
+    with FakeOpenAIServer() as srv:
+        argv = ["distill", "--data", str(data), "--text-column", "review", "--labels", "negative,positive",
+                "--teacher", f"openai:fake-model@{srv.url}", "--student", "mlp", "--encoder", tiny_encoder_dir,
+                "--epochs", "2", "--cache", str(tmp_path / "answers.sqlite"), "--teacher-budget", "0.25",
+                "--out", str(tmp_path / "student")]
+        assert main(argv) == 0
+    out = capsys.readouterr().out
+    n_distinct = len(set(texts))
+    assert f"200 texts, {-(-n_distinct // 4)} new teacher answers" in out
+    with pytest.raises(SystemExit) as info:
+        main(argv[:-4] + ["--teacher-budget", "some", "--out", str(tmp_path / "s2")])
+    assert info.value.code == 2 and "--teacher-budget" in capsys.readouterr().err

@@ -73,13 +73,16 @@ def demo(args) -> dict:
     print(f"       {len(X_train)} unlabeled training reviews, {len(X_test)} gold test reviews, classes {names}")
     teacher = stages.run("loading the Gemma 3 270M teacher", TransformersTeacher.from_packaged_gemma, labels=names)
 
+    budget = getattr(args, "teacher_budget", None)
+
     def label_all():
-        tr = label_in_batches(teacher, X_train, cache=cache, progress=True)
+        # Under a budget the estimator asks for the training reviews itself, round by round.
+        tr = None if budget is not None else label_in_batches(teacher, X_train, cache=cache, progress=True)
         te = label_in_batches(teacher, X_test, cache=cache, progress=True)
         return tr, te
 
     t_train, t_test = stages.run("teacher labelling (cached answers are reused)", label_all)
-    correction = PriorCorrection().fit(t_train.proba)
+    correction = PriorCorrection().fit(t_train.proba if t_train is not None else t_test.proba)
     teacher_raw = _metrics(y_test, np.asarray(names)[t_test.labels])
     teacher_cal = _metrics(y_test, np.asarray(names)[correction.transform(t_test.proba).argmax(1)])
 
@@ -93,22 +96,27 @@ def demo(args) -> dict:
         max_epochs=args.epochs if args.epochs is not None else (1 if finetune else None),
         learning_rate=args.lr if args.lr is not None else (1e-4 if finetune else None),
         teacher_cache=cache,
+        teacher_budget=budget,
         random_state=args.seed,
         verbose=1,
     )
-    stages.run("training the student", clf.fit, X_train)
+    stages.run("training the student" + (" (asking the teacher in rounds)" if budget is not None else ""),
+               clf.fit, X_train)
     pred = stages.run("evaluating the student", clf.predict, X_test)
     student = _metrics(y_test, pred)
     stages.run("saving the student", clf.save, out_dir)
 
     distinct = clf.history_[-1]["distinct_selected"]
-    pseudo_acc = float(np.mean(np.asarray(names)[clf.teacher_labels_] == y_train_gold))
+    asked = clf.teacher_labels_ >= 0
+    pseudo_acc = float(np.mean(np.asarray(names)[clf.teacher_labels_[asked]] == y_train_gold[asked]))
     report = {
         "n_train_unlabeled": len(X_train),
         "n_test": len(X_test),
         "teacher_raw": teacher_raw,
         "teacher_calibrated": teacher_cal,
         "pseudo_label_accuracy_train": pseudo_acc,
+        "teacher_budget": budget,
+        "teacher_labelled_train": int(asked.sum()),
         "student": student,
         "selected_per_step_fraction": _selected_per_step(clf.history_),
         "distinct_selected_fraction": distinct / len(X_train),
@@ -121,6 +129,9 @@ def demo(args) -> dict:
     print(f"teacher, calibrated (prior)        accuracy {teacher_cal['accuracy']:.3f}  macro-F1 {teacher_cal['macro_f1']:.3f}")
     kind = "fine-tuned MiniLM" if clf._kind_ == "finetune" else "MLP, frozen MiniLM"
     print(f"student ({kind + ', ' + clf.selection + ')':<24s}  accuracy {student['accuracy']:.3f}  macro-F1 {student['macro_f1']:.3f}")
+    if budget is not None:
+        print(f"teacher budget {budget}: the teacher labelled {int(asked.sum())} of the {len(X_train)} training "
+              "reviews, chosen by the student in rounds")
     print(f"student trained on {100 * report['selected_per_step_fraction']:.1f} % of the samples per step; "
           f"{100 * report['distinct_selected_fraction']:.1f} % of the reviews were ever selected")
     print("time per stage: " + ", ".join(f"{k} {v:.0f} s" for k, v in stages.times.items()))
@@ -317,6 +328,23 @@ def evaluate_on_gold(clf, teacher, texts, gold, labels, *, cache, held_out: bool
     return report
 
 
+_BUDGET_HELP = ("ask the teacher about at most this many distinct texts (an int) or this fraction of them "
+                "(a number in (0, 1]), chosen by the student in rounds (default: all)")
+
+
+def _budget(value: str):
+    """--teacher-budget: an int (queries) or a fraction in (0, 1]."""
+    import argparse
+
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of queries or a fraction, got {value!r}") from None
+    if number.is_integer() and "." not in value and "e" not in value.lower():
+        return int(number)
+    return number
+
+
 def distill(args) -> None:
     import numpy as np
 
@@ -344,7 +372,8 @@ def distill(args) -> None:
     cache = args.cache or str(_default_home() / "teacher-cache.sqlite")
     clf = LLKDClassifier(
         teacher, student=args.student, encoder=args.encoder, selection=args.selection, max_epochs=args.epochs,
-        learning_rate=args.lr, teacher_cache=cache, random_state=args.seed, verbose=1,
+        learning_rate=args.lr, teacher_cache=cache, teacher_budget=args.teacher_budget, random_state=args.seed,
+        verbose=1,
     )
     clf.fit(train_texts, y)
     clf.save(args.out)
@@ -423,6 +452,7 @@ def main(argv=None) -> int:
     p.add_argument("--student", default="auto", choices=["auto", "mlp", "finetune"])
     p.add_argument("--selection", default="llkd", choices=MODES,
                    help="sample selection rule (default llkd; the others are the baselines of the benchmarks)")
+    p.add_argument("--teacher-budget", type=_budget, default=None, help=_BUDGET_HELP)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--home", default=str(_default_home()), help="cache directory (teacher answers, model)")
     p.add_argument("--out", default=None, help="where to save the student (default <home>/demo-model)")
@@ -449,6 +479,7 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=None, help="student learning rate (default: the estimator's)")
     p.add_argument("--cache", default=None,
                    help="SQLite file for teacher answers (default <LLKD_HOME or ~/.cache/llkd>/teacher-cache.sqlite)")
+    p.add_argument("--teacher-budget", type=_budget, default=None, help=_BUDGET_HELP)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="directory to save the student")
     p.set_defaults(func=distill)
