@@ -94,7 +94,8 @@ def test_a_teacher_failing_mid_round_keeps_every_answer_paid_for():
 def test_uncertainty_asks_about_the_rows_nearest_the_boundary():
     X, _ = _task(400)
     t = CountingTeacher()
-    clf = LLKDClassifier(t, labels=["a", "b"], teacher_budget=100, max_epochs=1, random_state=0).fit(X)
+    clf = LLKDClassifier(t, labels=["a", "b"], teacher_budget=100, acquisition="uncertainty", max_epochs=1,
+                         random_state=0).fit(X)
     rounds = [h["acquisition"] for h in clf.history_ if "acquisition" in h]
     assert all(r["acquisition_score_mean"] > r["acquisition_score_pool_mean"] for r in rounds)
     asked = np.array([np.frombuffer(b) for b in t.asked])

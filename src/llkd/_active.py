@@ -6,8 +6,8 @@ With a budget of ``B`` distinct inputs, ``fit`` proceeds in ``n_rounds`` rounds 
 1. the teacher labels a random seed set (the calibration is fitted on it);
 2. the student trains one epoch on what is labelled (gold rows included, which never
    cost a query);
-3. the student scores the unlabeled remainder (:func:`~llkd.selection.acquisition_scores`);
-4. the teacher labels the next batch, chosen by the acquisition rule;
+3. the student scores the unlabeled remainder (``selection._acquisition.acquisition_scores``);
+4. the teacher labels the next batch, chosen by the acquisition rule (default: random);
 5. training continues, warm-started, until the budget is spent; then the student trains
    ``max_epochs`` more epochs on everything labelled.
 

@@ -135,15 +135,18 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         Ask the teacher about at most this many distinct inputs (an int, clamped to the
         pool), or this fraction of them (a float in (0, 1]); gold labels in ``y`` never
         cost a query. ``None`` labels every input. With a budget, ``fit`` runs in rounds
-        (see :mod:`llkd._active`): a random seed set, then after each epoch the inputs
-        the student is least sure of, until the budget is spent, then ``max_epochs``
+        (see :mod:`llkd._active`): a random seed set, then after each epoch a batch chosen
+        by ``acquisition``, until the budget is spent, then ``max_epochs``
         more epochs. Rows the teacher was never asked about keep label -1 in
         ``teacher_labels_``. What a budget costs in accuracy: ``benchmarks/RESULTS.md``.
-    acquisition : {"uncertainty", "margin", "random", "diverse"}, default="uncertainty"
-        How a round chooses what to ask under ``teacher_budget``: the student's
-        normalised entropy, one minus the gap between its two most probable classes,
-        uniform draws, or the entropy taken one per k-means cluster of the candidates'
-        features (MLP student; the fine-tuned student falls back to the entropy).
+    acquisition : {"random", "uncertainty", "margin", "diverse"}, default="random"
+        How a round chooses what to ask under ``teacher_budget``: uniform draws, the
+        student's normalised entropy, one minus the gap between its two most probable
+        classes, or the entropy taken from k-means clusters of the candidates' features
+        (MLP student; the fine-tuned student falls back to the entropy). With a noisy
+        teacher the inputs the student is least sure of are also those the teacher gets
+        wrong most often, and the student-chosen rules trained worse students than
+        random draws (``benchmarks/RESULTS.md``, section bench_active): hence the default.
     device : {"auto", "cpu", "cuda", "cuda:N"}, default="auto"
     selection_backend : {"auto", "native", "cuda", "numpy"}, default="auto"
     n_threads : int or None, default=None
@@ -265,7 +268,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         teacher_batch_size=16,
         teacher_cache=None,
         teacher_budget=None,
-        acquisition="uncertainty",
+        acquisition="random",
         device="auto",
         selection_backend="auto",
         n_threads=None,
