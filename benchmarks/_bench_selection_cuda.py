@@ -43,10 +43,10 @@ DEFAULTS = dict(
     classes="2,20,100,1000",
     dtype="float32",
     max_logit_bytes=4.5e9,  # skip (N, C) whose logits exceed this (C=1000 stops at N=1e6)
-    min_time=0.25,          # seconds of timed repeats per measurement (at least 5 repeats)
+    min_time=0.25,  # seconds of timed repeats per measurement (at least 5 repeats)
     sweep=True,
-    out=None,               # folder for the log, JSON and markdown (default: $OUT if set)
-    results=None,           # path of RESULTS.md whose section this run replaces
+    out=None,  # folder for the log, JSON and markdown (default: $OUT if set)
+    results=None,  # path of RESULTS.md whose section this run replaces
 )
 
 
@@ -56,13 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sizes", dest="cuda_sizes", default=DEFAULTS["sizes"])
     p.add_argument("--classes", dest="cuda_classes", default=DEFAULTS["classes"])
     p.add_argument("--dtype", dest="cuda_dtype", default=DEFAULTS["dtype"], choices=["float32", "float64"])
-    p.add_argument("--max-logit-bytes", dest="cuda_max_logit_bytes", type=float,
-                   default=DEFAULTS["max_logit_bytes"])
+    p.add_argument("--max-logit-bytes", dest="cuda_max_logit_bytes", type=float, default=DEFAULTS["max_logit_bytes"])
     p.add_argument("--min-time", dest="cuda_min_time", type=float, default=DEFAULTS["min_time"])
     p.add_argument("--no-sweep", dest="cuda_sweep", action="store_false")
     p.add_argument("--out", dest="cuda_out", default=None, help="folder for the log, JSON and markdown")
-    p.add_argument("--results", dest="cuda_results", default=None,
-                   help="RESULTS.md to update (this module's section only)")
+    p.add_argument(
+        "--results", dest="cuda_results", default=None, help="RESULTS.md to update (this module's section only)"
+    )
     return p
 
 
@@ -100,6 +100,7 @@ def torch_eager_step(state, z, y, c, lam):
     top = state["m"].max(dim=1, keepdim=True).values
     tau = torch.where(top > 0, state["g"][:, None] * state["m"] / top, torch.zeros_like(state["m"]))
     from llkd.selection._contract import TIE_TOLERANCE as tie
+
     mask = (c64 >= tau[0][y] - tie) & (u64 >= tau[1][y] - tie)
     r = torch.where(mask, c64 * u64, torch.zeros_like(c64))
     mean = r.sum() / mask.sum().clamp(min=1)
@@ -188,10 +189,20 @@ def _bench_case(n, c, dtype, min_time, sweep, log):
     sel_ms, reps = _time(lambda i: sel.step(*sets[i]), n_sets, min_time)
 
     state = SelectorState.empty(c)
-    outs = (torch.empty(n, dtype=tdt, device=dev), torch.empty(n, dtype=torch.bool, device=dev),
-            torch.empty(n, dtype=tdt, device=dev))
-    params = dict(momentum=0.99, mode="llkd", weighting="product", fixed_threshold=0.9,
-                  random_rate=0.1, random_draws=None, update=True)
+    outs = (
+        torch.empty(n, dtype=tdt, device=dev),
+        torch.empty(n, dtype=torch.bool, device=dev),
+        torch.empty(n, dtype=tdt, device=dev),
+    )
+    params = dict(
+        momentum=0.99,
+        mode="llkd",
+        weighting="product",
+        fixed_threshold=0.9,
+        random_rate=0.1,
+        random_draws=None,
+        update=True,
+    )
     ker_ms, _ = _time(lambda i: _cuda.step(state, *sets[i], out=outs, **params), n_sets, min_time)
     dev_ms = _kernel_ms(lambda: _cuda.step(state, *sets[0], out=outs, **params)) if sweep else float("nan")
 
@@ -212,15 +223,28 @@ def _bench_case(n, c, dtype, min_time, sweep, log):
     del mask_t, w_t, u_t, ours
 
     row = dict(
-        n=n, c=c, dtype=dtype, step_bytes=step_bytes, in_bytes=in_bytes, n_sets=n_sets, reps=reps,
-        copy_ms=copy_ms, copy_gbs=copy_gbs,
-        llkd_ms=sel_ms, llkd_gbs=step_bytes / sel_ms / 1e6,
-        kernel_ms=ker_ms, kernel_gbs=step_bytes / ker_ms / 1e6,
-        device_ms=dev_ms, device_gbs=step_bytes / dev_ms / 1e6, device_frac_copy=(step_bytes / dev_ms / 1e6) / copy_gbs,
+        n=n,
+        c=c,
+        dtype=dtype,
+        step_bytes=step_bytes,
+        in_bytes=in_bytes,
+        n_sets=n_sets,
+        reps=reps,
+        copy_ms=copy_ms,
+        copy_gbs=copy_gbs,
+        llkd_ms=sel_ms,
+        llkd_gbs=step_bytes / sel_ms / 1e6,
+        kernel_ms=ker_ms,
+        kernel_gbs=step_bytes / ker_ms / 1e6,
+        device_ms=dev_ms,
+        device_gbs=step_bytes / dev_ms / 1e6,
+        device_frac_copy=(step_bytes / dev_ms / 1e6) / copy_gbs,
         torch_ms=eager_ms,
         frac_copy=(step_bytes / sel_ms / 1e6) / copy_gbs,
         x_torch=eager_ms / sel_ms,
-        mask_agree=agree, max_du_vs_torch=du, max_dtau_teacher_vs_torch=dtau,
+        mask_agree=agree,
+        max_du_vs_torch=du,
+        max_dtau_teacher_vs_torch=dtau,
     )
     log(json.dumps(row))
 
@@ -231,10 +255,16 @@ def _bench_case(n, c, dtype, min_time, sweep, log):
             if v["max_classes"] >= 0 and c > v["max_classes"]:
                 continue
             st = SelectorState.empty(c)
-            ms, _ = _time(lambda i: _cuda.step(st, *sets[i], out=outs, variant=v["id"], **params),
-                          n_sets, min_time / 2)
-            r = dict(n=n, c=c, variant=v["id"], name=v["name"], ms=ms, gbs=step_bytes / ms / 1e6,
-                     default=v["id"] == mod.default_variant(c, dtype == "float64"))
+            ms, _ = _time(lambda i: _cuda.step(st, *sets[i], out=outs, variant=v["id"], **params), n_sets, min_time / 2)
+            r = dict(
+                n=n,
+                c=c,
+                variant=v["id"],
+                name=v["name"],
+                ms=ms,
+                gbs=step_bytes / ms / 1e6,
+                default=v["id"] == mod.default_variant(c, dtype == "float64"),
+            )
             sweep_rows.append(r)
             log(json.dumps(r))
     del sets, outs
@@ -251,11 +281,13 @@ def _markdown(rows, sweep, device, when):
     lines = [
         f"CUDA selection on {device}, {when}. float32 logits, int64 labels, float32 confidences on the GPU.",
         "GB/s counts each step's minimal traffic (inputs read once, uncertainty/mask/weights written once);",
-        "copy GB/s counts read + write of a device-to-device copy of the step's input bytes. Medians of CUDA-event timings.",
+        "copy GB/s counts read + write of a device-to-device copy of the step's input bytes.",
+        "Medians of CUDA-event timings.",
         "llkd step: AdaptiveSelector.step end to end (host validation, allocation, 4 kernels, one sync);",
         "kernels: device time of the 4 kernels alone (torch profiler), at the largest N of each C.",
         "",
-        "| C | N | copy GB/s | llkd step ms | llkd GB/s | % of copy | kernels ms | kernels % of copy | torch eager ms | x torch |",
+        "| C | N | copy GB/s | llkd step ms | llkd GB/s | % of copy | kernels ms | kernels % of copy "
+        "| torch eager ms | x torch |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
@@ -266,11 +298,18 @@ def _markdown(rows, sweep, device, when):
             f"{100 * r['frac_copy']:.0f}% | {dev} | {devf} | {r['torch_ms']:.3f} | {r['x_torch']:.1f} |"
         )
     if sweep:
-        lines += ["", "Row-kernel variants at the largest N of each C (kernel-call ms; * = default):", "",
-                  "| C | N | variant | ms | GB/s |", "|---:|---:|---|---:|---:|"]
+        lines += [
+            "",
+            "Row-kernel variants at the largest N of each C (kernel-call ms; * = default):",
+            "",
+            "| C | N | variant | ms | GB/s |",
+            "|---:|---:|---|---:|---:|",
+        ]
         for s in sweep:
-            lines.append(f"| {s['c']} | {_fmt_n(s['n'])} | {s['name']}{' *' if s['default'] else ''} | "
-                         f"{s['ms']:.3f} | {s['gbs']:.0f} |")
+            lines.append(
+                f"| {s['c']} | {_fmt_n(s['n'])} | {s['name']}{' *' if s['default'] else ''} | "
+                f"{s['ms']:.3f} | {s['gbs']:.0f} |"
+            )
     return "\n".join(lines)
 
 
@@ -310,14 +349,16 @@ def run(args=None):
     log(f"device: {device}; torch {torch.__version__}; cases {cases}")
     rows, sweep = [], []
     for n, c in sorted(cases, key=lambda t: (t[1], t[0])):
-        row, sw = _bench_case(n, c, dtype, float(_opt(args, "min_time")),
-                              bool(_opt(args, "sweep")) and n == largest[c], log)
+        row, sw = _bench_case(
+            n, c, dtype, float(_opt(args, "min_time")), bool(_opt(args, "sweep")) and n == largest[c], log
+        )
         rows.append(row)
         sweep += sw
     md = _markdown(rows, sweep, device, when)
     if out:
         Path(out, "bench_selection_cuda.json").write_text(
-            json.dumps({"device": device, "date": when, "rows": rows, "sweep": sweep}, indent=1))
+            json.dumps({"device": device, "date": when, "rows": rows, "sweep": sweep}, indent=1)
+        )
         Path(out, "results_section.md").write_text(md + "\n")
     if _opt(args, "results"):
         write_section(SECTION, md, _opt(args, "results"))

@@ -44,20 +44,24 @@ def main(argv=None):
     y_fit = (X_fit[:, :8].sum(1) > 0).astype(int)
     X = rng.normal(size=(n, 384)).astype(np.float32)
     cores = torch.get_num_threads()
-    print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {cores} torch threads, "
-          f"load average {os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d')}")
+    print(
+        f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {cores} torch threads, "
+        f"load average {os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d')}"
+    )
     rows = []
     for label, n_threads in [("default (1 thread, own thread)", None), (f"caller's count ({cores})", cores)]:
         clf = LLKDClassifier(max_epochs=5, random_state=0, n_threads=n_threads)
-        fit_best, fit_med = _best(lambda: clf.fit(X_fit, y_fit), repeats)
-        pred_best, pred_med = _best(lambda: clf.predict_proba(X), repeats)
+        fit_best, fit_med = _best(lambda c=clf: c.fit(X_fit, y_fit), repeats)
+        pred_best, pred_med = _best(lambda c=clf: c.predict_proba(X), repeats)
         rows.append((label, fit_best, fit_med, pred_best, pred_med))
     print(f"| n_threads | fit 2,000 rows x 5 epochs, best / median (s) | predict_proba {n:,} rows, best / median (s) |")
     print("|---|---:|---:|")
     for label, fb, fm, pb, pm in rows:
         print(f"| {label} | {fb:.3f} / {fm:.3f} | {pb:.3f} / {pm:.3f} |")
-    print(f"caller's count / default: fit {rows[1][1] / rows[0][1]:.2f}x, predict {rows[1][3] / rows[0][3]:.2f}x "
-          "(best of repeats; > 1 means the default is faster)")
+    print(
+        f"caller's count / default: fit {rows[1][1] / rows[0][1]:.2f}x, predict {rows[1][3] / rows[0][3]:.2f}x "
+        "(best of repeats; > 1 means the default is faster)"
+    )
 
 
 if __name__ == "__main__":

@@ -35,7 +35,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-
 from _results_md import write_section
 
 HERE = Path(__file__).resolve().parent
@@ -115,8 +114,8 @@ def timeit(fn, min_time, min_reps=5, max_reps=200):
 def bench_case(n, c, min_time, log):
     import torch
 
-    from llkd.selection import _selection_cpu as cpu
     from llkd.selection import AdaptiveSelector, _reference
+    from llkd.selection import _selection_cpu as cpu
     from llkd.selection._state import SelectorState
 
     rng = np.random.default_rng(n + c)
@@ -128,9 +127,18 @@ def bench_case(n, c, min_time, log):
     def fresh_levels():
         # a state after one update, so that every timed call runs the momentum branch
         st = SelectorState.empty(c)
-        _reference.step(st, z[: min(n, 1000)], y[: min(n, 1000)], conf[: min(n, 1000)],
-                        momentum=MOMENTUM, mode="llkd", weighting="product", fixed_threshold=0.9,
-                        random_rate=0.1, random_draws=None)
+        _reference.step(
+            st,
+            z[: min(n, 1000)],
+            y[: min(n, 1000)],
+            conf[: min(n, 1000)],
+            momentum=MOMENTUM,
+            mode="llkd",
+            weighting="product",
+            fixed_threshold=0.9,
+            random_rate=0.1,
+            random_draws=None,
+        )
         return st
 
     st_native = fresh_levels()
@@ -150,13 +158,22 @@ def bench_case(n, c, min_time, log):
 
     def numpy_ref():
         st = st_ref.copy()
-        return _reference.step(st, z, y, conf, momentum=MOMENTUM, mode="llkd", weighting="product",
-                               fixed_threshold=0.9, random_rate=0.1, random_draws=None)
+        return _reference.step(
+            st,
+            z,
+            y,
+            conf,
+            momentum=MOMENTUM,
+            mode="llkd",
+            weighting="product",
+            fixed_threshold=0.9,
+            random_rate=0.1,
+            random_draws=None,
+        )
 
     tz, ty, tc = torch.from_numpy(z), torch.from_numpy(y), torch.from_numpy(conf)
     st0 = fresh_levels()
-    tstate = {"n": 1, "g": torch.from_numpy(st0.global_levels.copy()),
-              "m": torch.from_numpy(st0.class_levels.copy())}
+    tstate = {"n": 1, "g": torch.from_numpy(st0.global_levels.copy()), "m": torch.from_numpy(st0.class_levels.copy())}
 
     def torch_ref():
         s = dict(tstate)
@@ -177,8 +194,10 @@ def bench_case(n, c, min_time, log):
     row = dict(n=n, c=c, nbytes=nbytes)
     for k, (med, best) in res.items():
         row[k + "_s"], row[k + "_best_s"] = med, best
-    log(f"N={n:>8} C={c:>4} median (best) ms: "
-        + "  ".join(f"{k} {med * 1e3:.3f} ({best * 1e3:.3f})" for k, (med, best) in res.items()))
+    log(
+        f"N={n:>8} C={c:>4} median (best) ms: "
+        + "  ".join(f"{k} {med * 1e3:.3f} ({best * 1e3:.3f})" for k, (med, best) in res.items())
+    )
     return row
 
 
@@ -302,8 +321,11 @@ def main(argv=None):
     else:
         cases = [(n, c) for c in (2, 20, 100) for n in (10**4, 10**5, 10**6)]
     load_before = os.getloadavg()
-    print(f"machine: {machine_line()}; SIMD {info['simd_dispatched']}; {THREADS} threads; "
-          f"load average {load_before[0]:.2f}", flush=True)
+    print(
+        f"machine: {machine_line()}; SIMD {info['simd_dispatched']}; {THREADS} threads; "
+        f"load average {load_before[0]:.2f}",
+        flush=True,
+    )
     rows = [bench_case(n, c, args.min_time, lambda m: print(m, flush=True)) for n, c in cases]
     load_after = os.getloadavg()
     md = table(rows)
@@ -314,24 +336,26 @@ def main(argv=None):
     if args.quick or not args.results:
         return 0
     cmd = "python benchmarks/bench_selection.py" + (" " + " ".join(argv) if argv else "")
-    block = "\n".join([
-        "## Selection step on the CPU (`benchmarks/bench_selection.py`)",
-        "",
-        f"- date: {datetime.date.today().isoformat()}",
-        f"- machine: {machine_line()}",
-        f"- build: {info['compiler']}, SIMD variant {info['simd_dispatched']} "
-        f"(compiled: {', '.join(info['simd_compiled'])}); numpy {np.__version__}, torch {torch.__version__}",
-        f"- command: `{cmd.strip()}`",
-        f"- everything at {THREADS} threads (NumPy's reference is single-threaded by nature); "
-        f"float32 logits, int64 labels, float64 confidences; medians of repeats after a warm-up",
-        f"- load average (1 min) before/after the run: {load_before[0]:.2f} / {load_after[0]:.2f}",
-        "",
-        md,
-        "",
-        summary(rows),
-        "",
-        EXPLAIN,
-    ])
+    block = "\n".join(
+        [
+            "## Selection step on the CPU (`benchmarks/bench_selection.py`)",
+            "",
+            f"- date: {datetime.date.today().isoformat()}",
+            f"- machine: {machine_line()}",
+            f"- build: {info['compiler']}, SIMD variant {info['simd_dispatched']} "
+            f"(compiled: {', '.join(info['simd_compiled'])}); numpy {np.__version__}, torch {torch.__version__}",
+            f"- command: `{cmd.strip()}`",
+            f"- everything at {THREADS} threads (NumPy's reference is single-threaded by nature); "
+            f"float32 logits, int64 labels, float64 confidences; medians of repeats after a warm-up",
+            f"- load average (1 min) before/after the run: {load_before[0]:.2f} / {load_after[0]:.2f}",
+            "",
+            md,
+            "",
+            summary(rows),
+            "",
+            EXPLAIN,
+        ]
+    )
     write_section(SECTION, block, args.results)
     print(f"\nwrote {args.results}")
     return 0

@@ -62,8 +62,10 @@ def main(argv=None):
             r = json.loads(line)
             done[(r["fraction"], r["rule"], r["seed"])] = r
     teacher_acc = float((proba.argmax(1) == ytr).mean())
-    print(f"# {name}: pool {len(Xtr)}, test {len(Xte)}, {C} classes, teacher pool accuracy {teacher_acc:.3f}; "
-          f"{time.strftime('%Y-%m-%d')}, load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"# {name}: pool {len(Xtr)}, test {len(Xte)}, {C} classes, teacher pool accuracy {teacher_acc:.3f}; "
+        f"{time.strftime('%Y-%m-%d')}, load average {os.getloadavg()[0]:.1f}"
+    )
     for frac in fractions:
         for rule in rules if frac < 1.0 else ["all"]:
             for seed in seeds:
@@ -71,24 +73,38 @@ def main(argv=None):
                 if key in done:
                     continue
                 t0 = time.perf_counter()
-                clf = LLKDClassifier(_teacher(Xtr, proba), labels=list(range(C)), student="mlp",
-                                     teacher_budget=None if frac >= 1.0 else frac,
-                                     acquisition="uncertainty" if rule == "all" else rule,
-                                     calibration="none", random_state=seed)
+                clf = LLKDClassifier(
+                    _teacher(Xtr, proba),
+                    labels=list(range(C)),
+                    student="mlp",
+                    teacher_budget=None if frac >= 1.0 else frac,
+                    acquisition="uncertainty" if rule == "all" else rule,
+                    calibration="none",
+                    random_state=seed,
+                )
                 clf.fit(Xtr)
                 f1 = float(f1_score(yte, clf.predict(Xte), average="macro"))
                 rounds = [h["acquisition"] for h in clf.history_ if "acquisition" in h]
-                rec = {"fraction": frac, "rule": rule, "seed": seed, "macro_f1": f1,
-                       "queries": int(clf.n_teacher_queries_), "seconds": time.perf_counter() - t0,
-                       "scoring_seconds": float(sum(r["scoring_seconds"] for r in rounds)),
-                       "pool_scored": int(sum(r["pool_scored"] for r in rounds)),
-                       "agreement_before": [r["agreement_before"] for r in rounds]}
+                rec = {
+                    "fraction": frac,
+                    "rule": rule,
+                    "seed": seed,
+                    "macro_f1": f1,
+                    "queries": int(clf.n_teacher_queries_),
+                    "seconds": time.perf_counter() - t0,
+                    "scoring_seconds": float(sum(r["scoring_seconds"] for r in rounds)),
+                    "pool_scored": int(sum(r["pool_scored"] for r in rounds)),
+                    "agreement_before": [r["agreement_before"] for r in rounds],
+                }
                 done[key] = rec
                 if not args.quick:
                     with out.open("a") as fh:
                         fh.write(json.dumps(rec) + "\n")
-                print(f"  {frac:.2f} {rule:12s} seed {seed}: macro-F1 {f1:.4f}, {rec['queries']} queries, "
-                      f"{rec['seconds']:.1f} s", flush=True)
+                print(
+                    f"  {frac:.2f} {rule:12s} seed {seed}: macro-F1 {f1:.4f}, {rec['queries']} queries, "
+                    f"{rec['seconds']:.1f} s",
+                    flush=True,
+                )
     full = [done[(1.0, "all", s)]["macro_f1"] for s in seeds if (1.0, "all", s) in done]
     ref = float(np.mean(full)) if full else float("nan")
     print(f"\n| queries (fraction of the pool) | {' | '.join(rules)} |")
@@ -96,8 +112,11 @@ def main(argv=None):
     for frac in fractions:
         cells = []
         for rule in rules:
-            rs = [done[(frac, rule if frac < 1.0 else "all", s)] for s in seeds
-                  if (frac, rule if frac < 1.0 else "all", s) in done]
+            rs = [
+                done[(frac, rule if frac < 1.0 else "all", s)]
+                for s in seeds
+                if (frac, rule if frac < 1.0 else "all", s) in done
+            ]
             if not rs:
                 cells.append("")
                 continue

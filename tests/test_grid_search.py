@@ -51,8 +51,13 @@ GRID = {"selection": ["llkd", "all"]}
 @pytest.mark.parametrize("backend", ["loky", "threading"])
 def test_parallel_grid_search_uses_the_teacher_and_scores_on_the_gold_rows(backend):
     X, y = _task()
-    grid = GridSearchCV(LLKDClassifier(linear_teacher, labels=[0, 1], max_epochs=5, random_state=0), GRID, cv=3,
-                        n_jobs=2, error_score="raise")
+    grid = GridSearchCV(
+        LLKDClassifier(linear_teacher, labels=[0, 1], max_epochs=5, random_state=0),
+        GRID,
+        cv=3,
+        n_jobs=2,
+        error_score="raise",
+    )
     with joblib.parallel_backend(backend, n_jobs=2):
         grid.fit(X, _partial(y))
     # Trained on the teacher's labels for the unlabeled rows, scored on the 60 gold rows only:
@@ -129,8 +134,11 @@ def test_frozen_embeddings_are_computed_once_per_encoder_and_text(tiny_encoder_d
     clf = LLKDClassifier(student="mlp", encoder=tiny_encoder_dir, max_epochs=2, random_state=0).fit(texts, y)
     first = clf.predict_proba(texts)
     assert sorted(encoded) == sorted(set(texts))  # fit encoded each text once; predict reused them
-    grid = GridSearchCV(LLKDClassifier(student="mlp", encoder=tiny_encoder_dir, max_epochs=2, random_state=0),
-                        {"hidden_size": [0, 16]}, cv=2)
+    grid = GridSearchCV(
+        LLKDClassifier(student="mlp", encoder=tiny_encoder_dir, max_epochs=2, random_state=0),
+        {"hidden_size": [0, 16]},
+        cv=2,
+    )
     grid.fit(texts, y)
     assert len(encoded) == len(set(texts)), "no fold or candidate encoded a text again"
     np.testing.assert_allclose(clf.predict_proba(texts), first)

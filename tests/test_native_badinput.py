@@ -90,8 +90,9 @@ def test_selector_rejects_bad_input_and_keeps_state(backend, case):
 
 
 # --------------------------------------------------------------------- raw module
-CONFIG = dict(n_classes=C, mode="llkd", weighting="product", momentum=0.9, fixed_threshold=0.5,
-              random_rate=0.1, n_threads=2)
+CONFIG = dict(
+    n_classes=C, mode="llkd", weighting="product", momentum=0.9, fixed_threshold=0.5, random_rate=0.1, n_threads=2
+)
 
 
 def raw_args(**over):
@@ -132,8 +133,12 @@ RAW_CASES = [
     ("logits 1 class", dict(student_logits=Z[:, :1].copy()), ValueError, "student_logits"),
     ("logits F-order", dict(student_logits=np.asfortranarray(Z)), ValueError, "C-contiguous"),
     ("logits strided", dict(student_logits=np.repeat(Z, 2, axis=1)[:, ::2]), ValueError, "C-contiguous"),
-    ("logits unaligned", dict(student_logits=np.frombuffer(b"\0" + Z.tobytes(), np.float64, Z.size, 1).reshape(Z.shape)),
-     ValueError, "aligned"),
+    (
+        "logits unaligned",
+        dict(student_logits=np.frombuffer(b"\0" + Z.tobytes(), np.float64, Z.size, 1).reshape(Z.shape)),
+        ValueError,
+        "aligned",
+    ),
     ("logits NaN", dict(student_logits=with_nan()), ValueError, "student_logits"),
     ("logits inf f32", dict(student_logits=with_value(-np.inf, dtype=np.float32)), ValueError, "student_logits"),
     # labels
@@ -176,8 +181,7 @@ RAW_CASES = [
     ("rate 2", dict(random_rate=2.0), ValueError, "random_rate"),
     ("random without draws", dict(mode="random"), ValueError, "random_draws"),
     ("draws short", dict(mode="random", random_draws=np.zeros(2)), ValueError, "random_draws"),
-    ("draws NaN", dict(mode="random", random_draws=np.array([0.1, np.nan, 0, 0, 0, 0])), ValueError,
-     "random_draws"),
+    ("draws NaN", dict(mode="random", random_draws=np.array([0.1, np.nan, 0, 0, 0, 0])), ValueError, "random_draws"),
     ("draws int", dict(mode="random", random_draws=np.zeros(6, np.int64)), TypeError, "random_draws"),
     ("mode code", dict(mode=0), TypeError, "mode"),
     ("n_threads float", dict(n_threads=2.5), TypeError, "n_threads"),
@@ -216,8 +220,9 @@ def test_raw_module_reports_errors_found_by_any_thread():
         (dict(teacher_confidence=np.where(np.arange(n) == n - 1, 2.0, conf)), f"at index {n - 1}"),
         (dict(student_logits=np.where(np.arange(n)[:, None] == 150_001, np.float32(np.nan), z)), "row 150001"),
     ]:
-        args = dict(student_logits=z, pseudo_labels=y, teacher_confidence=conf, global_levels=g,
-                    class_levels=cl, n_updates=1)
+        args = dict(
+            student_logits=z, pseudo_labels=y, teacher_confidence=conf, global_levels=g, class_levels=cl, n_updates=1
+        )
         args.update(over)
         with pytest.raises(ValueError, match=msg):
             cpu.Kernel(c, fixed_threshold=0.5, n_threads=3).step(**args)
@@ -296,9 +301,7 @@ GARBAGE_SCRIPT = textwrap.dedent(
 
 
 def test_garbage_calls_never_crash_the_interpreter():
-    proc = subprocess.run(
-        [sys.executable, "-c", GARBAGE_SCRIPT], capture_output=True, text=True, timeout=120
-    )
+    proc = subprocess.run([sys.executable, "-c", GARBAGE_SCRIPT], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, (proc.returncode, proc.stdout[-2000:], proc.stderr[-4000:])
     assert "survived" in proc.stdout
 
@@ -345,8 +348,6 @@ GUARD_SCRIPT = textwrap.dedent(
 def test_kernel_never_reads_past_the_logits():
     """Every row path (C = 2, gathers, rows in registers, long rows, tails) on arrays
     that end right before an unreadable page: any over-read would crash the process."""
-    proc = subprocess.run(
-        [sys.executable, "-c", GUARD_SCRIPT], capture_output=True, text=True, timeout=300
-    )
+    proc = subprocess.run([sys.executable, "-c", GUARD_SCRIPT], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, (proc.returncode, proc.stdout[-2000:], proc.stderr[-4000:])
     assert "calls" in proc.stdout

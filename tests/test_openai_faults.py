@@ -69,8 +69,9 @@ def test_auto_identity_records_the_method_and_keeps_old_keys():
     kw = {"base_url": "http://127.0.0.1:9/v1", "api_key_env": None}
     undecided = OpenAITeacher("fake-model", LABELS, **kw)
     # Pinned on the code before the method was recorded: answers made with logprobs keep their key.
-    assert identity_key(undecided.identity, LABELS) == \
-        "fc0ebfd78aa04166cb59b518c0f962db9c6877d6028246949f3bdfda6118f45c"
+    assert (
+        identity_key(undecided.identity, LABELS) == "fc0ebfd78aa04166cb59b518c0f962db9c6877d6028246949f3bdfda6118f45c"
+    )
     assert "method" not in undecided.identity
     with FakeOpenAIServer() as srv:
         t = make(srv)

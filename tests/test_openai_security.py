@@ -20,8 +20,15 @@ SECRET = "sk-test-SECRET-0123456789abcdef"
 
 
 def make(server, **kw):
-    kw = {"base_url": server.url, "api_key_env": None, "backoff": 0.001, "max_backoff": 0.01, "timeout": 5.0,
-          "max_concurrency": 1, **kw}
+    kw = {
+        "base_url": server.url,
+        "api_key_env": None,
+        "backoff": 0.001,
+        "max_backoff": 0.01,
+        "timeout": 5.0,
+        "max_concurrency": 1,
+        **kw,
+    }
     return OpenAITeacher("fake-model", LABELS, **kw)
 
 
@@ -55,8 +62,10 @@ def test_redirect_to_another_origin_is_refused_and_the_key_stays_home(monkeypatc
 def test_redirect_to_another_port_or_scheme_is_another_origin():
     with FakeOpenAIServer() as home:
         host_port = _origin(home.url).split("://", 1)[1]
-        for target in ("https://" + host_port + "/v1/chat/completions",
-                       "http://localhost:" + host_port.split(":")[1] + "/v1/chat/completions"):
+        for target in (
+            "https://" + host_port + "/v1/chat/completions",
+            "http://localhost:" + host_port.split(":")[1] + "/v1/chat/completions",
+        ):
             home.fail_next(("redirect", 302, target))
             with pytest.raises(OpenAIHTTPError, match="another origin"):
                 make(home).label(["good"])

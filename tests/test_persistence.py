@@ -82,8 +82,15 @@ def test_a_text_model_saves_its_path_encoder_and_loads_without_the_original(tiny
     encoder = tmp_path / "my-encoder"
     shutil.copytree(tiny_encoder_dir, encoder)
     texts, _ = make_texts(60, 0)
-    clf = LLKDClassifier(keyword_teacher, labels=["negative", "positive"], student="mlp", encoder=str(encoder),
-                         max_epochs=2, hidden_size=8, random_state=0).fit(texts)
+    clf = LLKDClassifier(
+        keyword_teacher,
+        labels=["negative", "positive"],
+        student="mlp",
+        encoder=str(encoder),
+        max_epochs=2,
+        hidden_size=8,
+        random_state=0,
+    ).fit(texts)
     proba = clf.predict_proba(texts[:10])
     clf.save(tmp_path / "saved")
     config = json.loads((tmp_path / "saved" / "config.json").read_text())

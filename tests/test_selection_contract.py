@@ -16,8 +16,9 @@ from llkd import selection
 from llkd.selection import _backends, _contract, _reference
 
 MODULES = [
-    pytest.param(name, marks=pytest.mark.skipif(
-        _backends._import(name)[0] is None, reason=f"llkd.selection.{name} is not built"))
+    pytest.param(
+        name, marks=pytest.mark.skipif(_backends._import(name)[0] is None, reason=f"llkd.selection.{name} is not built")
+    )
     for name in ("_selection_cpu", "_selection_cuda")
 ]
 

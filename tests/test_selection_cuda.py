@@ -58,7 +58,14 @@ def test_module_imports_and_reports():
 def test_kernel_class_checks_its_configuration_without_a_device():
     k = MOD.Kernel(20, "teacher", "none", 0.8, 0.5, 0.25, variant=-1)
     assert (k.n_classes, k.mode, k.weighting, k.momentum, k.fixed_threshold, k.random_rate, k.variant) == (
-        20, "teacher", "none", 0.8, 0.5, 0.25, -1)
+        20,
+        "teacher",
+        "none",
+        0.8,
+        0.5,
+        0.25,
+        -1,
+    )
     assert "mode='teacher'" in repr(k)
     for kwargs, words in [
         (dict(mode="nope"), "mode must be one of"),
@@ -75,8 +82,16 @@ def test_kernel_class_checks_its_configuration_without_a_device():
     assert issubclass(MOD.InputFlagsError, ValueError)
     state = SelectorState.empty(20)
     with pytest.raises(TypeError, match="student_logits.*__cuda_array_interface__"):
-        k.step(np.zeros((3, 20)), None, None, state.global_levels, state.class_levels, 0,
-               out=(None, None, None), scratch=None)
+        k.step(
+            np.zeros((3, 20)),
+            None,
+            None,
+            state.global_levels,
+            state.class_levels,
+            0,
+            out=(None, None, None),
+            scratch=None,
+        )
 
 
 @needs_module
@@ -169,8 +184,7 @@ def assert_matches(res, ref, labels, conf, dtype, mode, weighting, fixed_thresho
     np.testing.assert_allclose(u, ref.uncertainty, rtol=0, atol=tol["u"])
     assert np.all((u >= 0) & (u <= 1))
     np.testing.assert_allclose(res.teacher_threshold, ref.teacher_threshold, rtol=1e-11, atol=1e-14)
-    np.testing.assert_allclose(res.student_threshold, ref.student_threshold, rtol=tol["tau_s"],
-                               atol=tol["tau_s_atol"])
+    np.testing.assert_allclose(res.student_threshold, ref.student_threshold, rtol=tol["tau_s"], atol=tol["tau_s_atol"])
     tie = getattr(_reference, "TIE_TOLERANCE", 0.0)  # tests pass at value >= tau - tie
     near_t = np.abs(conf - (ref.teacher_threshold[labels] - tie)) <= 1e-10
     near_s = np.abs(ref.uncertainty - (ref.student_threshold[labels] - tie)) <= 2 * tol["u"] + 1e-10
@@ -180,8 +194,10 @@ def assert_matches(res, ref, labels, conf, dtype, mode, weighting, fixed_thresho
     if mode == "all":
         assert mask.all() and np.all(w == 1.0)
     np.testing.assert_allclose(
-        w, expected_weights(mask, conf, ref.uncertainty, mode, weighting),
-        rtol=tol["w_rtol"], atol=tol["w_atol"],
+        w,
+        expected_weights(mask, conf, ref.uncertainty, mode, weighting),
+        rtol=tol["w_rtol"],
+        atol=tol["w_atol"],
     )
     assert np.all(w[~mask] == 0)
 
@@ -191,33 +207,75 @@ def assert_states_match(a: SelectorState, b: SelectorState, dtype):
     assert a.n_updates == b.n_updates
     np.testing.assert_allclose(a.global_levels[0], b.global_levels[0], rtol=1e-12)
     np.testing.assert_allclose(a.class_levels[0], b.class_levels[0], rtol=1e-12, atol=1e-15)
-    np.testing.assert_allclose(a.global_levels[1], b.global_levels[1], rtol=tol["tau_s"],
-                               atol=tol["tau_s_atol"])
-    np.testing.assert_allclose(a.class_levels[1], b.class_levels[1], rtol=tol["tau_s"],
-                               atol=tol["tau_s_atol"])
+    np.testing.assert_allclose(a.global_levels[1], b.global_levels[1], rtol=tol["tau_s"], atol=tol["tau_s_atol"])
+    np.testing.assert_allclose(a.class_levels[1], b.class_levels[1], rtol=tol["tau_s"], atol=tol["tau_s_atol"])
 
 
 def pair(c, **kw):
     return AdaptiveSelector(c, backend="cuda", **kw), AdaptiveSelector(c, backend="numpy", **kw)
 
 
-def cuda_step_direct(state, logits_d, labels_d, conf_d, *, variant=-1, out=None, update=True,
-                     mode="llkd", weighting="product", draws=None, momentum=0.9,
-                     fixed_threshold=0.9, random_rate=0.3):
+def cuda_step_direct(
+    state,
+    logits_d,
+    labels_d,
+    conf_d,
+    *,
+    variant=-1,
+    out=None,
+    update=True,
+    mode="llkd",
+    weighting="product",
+    draws=None,
+    momentum=0.9,
+    fixed_threshold=0.9,
+    random_rate=0.3,
+):
     from llkd.selection import _cuda
 
     return _cuda.step(
-        state, logits_d, labels_d, conf_d, momentum=momentum, mode=mode, weighting=weighting,
-        fixed_threshold=fixed_threshold, random_rate=random_rate, random_draws=draws,
-        update=update, out=out, variant=variant,
+        state,
+        logits_d,
+        labels_d,
+        conf_d,
+        momentum=momentum,
+        mode=mode,
+        weighting=weighting,
+        fixed_threshold=fixed_threshold,
+        random_rate=random_rate,
+        random_draws=draws,
+        update=update,
+        out=out,
+        variant=variant,
     )
 
 
-def ref_step(state, logits, labels, conf, *, update=True, mode="llkd", weighting="product",
-             draws=None, momentum=0.9, fixed_threshold=0.9, random_rate=0.3):
+def ref_step(
+    state,
+    logits,
+    labels,
+    conf,
+    *,
+    update=True,
+    mode="llkd",
+    weighting="product",
+    draws=None,
+    momentum=0.9,
+    fixed_threshold=0.9,
+    random_rate=0.3,
+):
     return _reference.step(
-        state, logits, labels, conf, momentum=momentum, mode=mode, weighting=weighting,
-        fixed_threshold=fixed_threshold, random_rate=random_rate, random_draws=draws, update=update,
+        state,
+        logits,
+        labels,
+        conf,
+        momentum=momentum,
+        mode=mode,
+        weighting=weighting,
+        fixed_threshold=fixed_threshold,
+        random_rate=random_rate,
+        random_draws=draws,
+        update=update,
     )
 
 
@@ -282,8 +340,9 @@ def test_every_variant_matches_reference_and_writes_every_output(vid, c, dtype):
 @pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA device and llkd's CUDA kernel")
 def test_selector_matches_reference(n, c, dtype, mode, weighting, absent, extreme, host_inputs, seed):
     rng = np.random.default_rng(seed)
-    sel_d, sel_r = pair(c, mode=mode, weighting=weighting, momentum=0.8, random_state=seed,
-                        fixed_threshold=0.5, random_rate=0.4)
+    sel_d, sel_r = pair(
+        c, mode=mode, weighting=weighting, momentum=0.8, random_state=seed, fixed_threshold=0.5, random_rate=0.4
+    )
     for _ in range(3):
         logits, labels, conf = make_batch(rng, n, c, dtype, absent=absent, extreme=extreme)
         ld, yd, cd = to_dev(logits, labels, conf)
@@ -387,24 +446,34 @@ def test_tensor_forms_streams_and_auto():
     assert_matches(sel.step(ld, yd, cd), ref, labels, conf, np.float32, "llkd", "product")
     # requires_grad, non-contiguous, float16 and a foreign __cuda_array_interface__ object
     g = ld.clone().requires_grad_(True)
-    assert_matches(AdaptiveSelector(c, backend="cuda").step(g, yd, cd), ref, labels, conf,
-                   np.float32, "llkd", "product")
+    assert_matches(
+        AdaptiveSelector(c, backend="cuda").step(g, yd, cd), ref, labels, conf, np.float32, "llkd", "product"
+    )
     t = ld.t().contiguous().t()
     assert not t.is_contiguous()
-    assert_matches(AdaptiveSelector(c, backend="cuda").step(t, yd, cd), ref, labels, conf,
-                   np.float32, "llkd", "product")
+    assert_matches(
+        AdaptiveSelector(c, backend="cuda").step(t, yd, cd), ref, labels, conf, np.float32, "llkd", "product"
+    )
 
     class Foreign:
         def __init__(self, x):
             self.__cuda_array_interface__ = x.__cuda_array_interface__
             self._x = x
 
-    assert_matches(AdaptiveSelector(c, backend="cuda").step(Foreign(ld), Foreign(yd), Foreign(cd)),
-                   ref, labels, conf, np.float32, "llkd", "product")
+    assert_matches(
+        AdaptiveSelector(c, backend="cuda").step(Foreign(ld), Foreign(yd), Foreign(cd)),
+        ref,
+        labels,
+        conf,
+        np.float32,
+        "llkd",
+        "product",
+    )
     half = ld.half()
     ref_h = ref_step(SelectorState.empty(c), half.float().cpu().numpy(), labels, conf, momentum=0.99)
-    assert_matches(AdaptiveSelector(c, backend="cuda").step(half, yd, cd), ref_h, labels, conf,
-                   np.float32, "llkd", "product")
+    assert_matches(
+        AdaptiveSelector(c, backend="cuda").step(half, yd, cd), ref_h, labels, conf, np.float32, "llkd", "product"
+    )
     # a side stream: the kernel runs on the current stream
     s = torch.cuda.Stream()
     with torch.cuda.stream(s):
@@ -513,9 +582,13 @@ def test_bad_labels_and_confidences_raise_and_leave_state():
     res = AdaptiveSelector(c, backend="cuda").step(ld, yd.double(), cd)
     assert res.mask.shape == (100,)
     with pytest.raises(ValueError, match="variant"):
-        cuda_step_direct(SelectorState.empty(40), torch.zeros(3, 40, device="cuda"),
-                         torch.zeros(3, dtype=torch.int64, device="cuda"),
-                         torch.zeros(3, device="cuda"), variant=0)
+        cuda_step_direct(
+            SelectorState.empty(40),
+            torch.zeros(3, 40, device="cuda"),
+            torch.zeros(3, dtype=torch.int64, device="cuda"),
+            torch.zeros(3, device="cuda"),
+            variant=0,
+        )
 
 
 @pytest.mark.gpu
@@ -525,8 +598,11 @@ def test_binding_validates_raw_arrays():
     z = torch.randn(n, c, device="cuda")
     y = torch.zeros(n, dtype=torch.int64, device="cuda")
     cf = torch.rand(n, device="cuda", dtype=torch.float64)
-    u, m, w = (torch.empty(n, device="cuda"), torch.empty(n, dtype=torch.bool, device="cuda"),
-               torch.empty(n, device="cuda"))
+    u, m, w = (
+        torch.empty(n, device="cuda"),
+        torch.empty(n, dtype=torch.bool, device="cuda"),
+        torch.empty(n, device="cuda"),
+    )
     sb = MOD.scratch_bytes(c)
     scratch = torch.empty(sb, dtype=torch.uint8, device="cuda")
     st0 = SelectorState.empty(c)
@@ -534,9 +610,22 @@ def test_binding_validates_raw_arrays():
     stream = torch.cuda.current_stream().cuda_stream
 
     def call(zz=z, yy=y, cc=cf, uptr=None, ss=sb):
-        return k.step_unchecked(zz, yy, cc, None, uptr or u.data_ptr(), m.data_ptr(), w.data_ptr(),
-                                scratch.data_ptr(), ss, st0.global_levels, st0.class_levels, 0, False,
-                                stream)
+        return k.step_unchecked(
+            zz,
+            yy,
+            cc,
+            None,
+            uptr or u.data_ptr(),
+            m.data_ptr(),
+            w.data_ptr(),
+            scratch.data_ptr(),
+            ss,
+            st0.global_levels,
+            st0.class_levels,
+            0,
+            False,
+            stream,
+        )
 
     desc = lambda t: (t.data_ptr(), tuple(t.shape), t.__cuda_array_interface__["typestr"])  # noqa: E731
     assert len(call(desc(z), desc(y), desc(cf))) == 3
@@ -545,8 +634,9 @@ def test_binding_validates_raw_arrays():
     with pytest.raises(ValueError, match="scratch"):
         call(desc(z), desc(y), desc(cf), ss=8)
     # the checked entry: __cuda_array_interface__ objects everywhere, outputs included
-    res = k.step(z, y, cf, st0.global_levels, st0.class_levels, 0, out=(u, m, w), scratch=scratch,
-                 update=False, stream=stream)
+    res = k.step(
+        z, y, cf, st0.global_levels, st0.class_levels, 0, out=(u, m, w), scratch=scratch, update=False, stream=stream
+    )
     assert res[0] is m and res[1] is w and res[2] is u and res[5] == 0
     checked = dict(out=(u, m, w), scratch=scratch, update=False, stream=stream)
     with pytest.raises(TypeError, match="student_logits"):

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from llkd.selection import MODES, WEIGHTINGS, AdaptiveSelector, _reference
@@ -119,9 +119,7 @@ def assert_step_matches(ref, nat, labels, conf, dtype, mode, weighting, st_ref, 
     if differ.any():
         near_t = np.abs(conf - ref.teacher_threshold[labels]) <= 1e-9
         near_s = np.abs(ref.uncertainty - ref.student_threshold[labels]) <= 4 * tu
-        assert np.all(near_t[differ] | near_s[differ]), (
-            f"{differ.sum()} mask differences away from the thresholds"
-        )
+        assert np.all(near_t[differ] | near_s[differ]), f"{differ.sum()} mask differences away from the thresholds"
     # Weights: the formula applied to the kernel's own mask and u ...
     expect = reference_weights(nat.mask, conf, nat.uncertainty, mode, weighting)
     np.testing.assert_allclose(nat.weights, expect, rtol=1e-12, atol=1e-12)
@@ -142,9 +140,7 @@ def pair(n_classes, mode="llkd", weighting="product", momentum=0.9, seed=0, n_th
     kw.setdefault("fixed_threshold", 0.6)
     kw.setdefault("random_rate", 0.3)
     ref = AdaptiveSelector(n_classes, momentum, mode, weighting, "numpy", random_state=seed, **kw)
-    nat = AdaptiveSelector(
-        n_classes, momentum, mode, weighting, "native", random_state=seed, n_threads=n_threads, **kw
-    )
+    nat = AdaptiveSelector(n_classes, momentum, mode, weighting, "native", random_state=seed, n_threads=n_threads, **kw)
     return ref, nat
 
 
@@ -202,8 +198,9 @@ def test_every_mode_and_weighting(variant, dtype, mode, weighting):
     for n in (1, 7, 64, 300):
         z = make_logits(rng, n, 6, dtype, "normal")
         y, conf = rng.integers(0, 6, n), rng.random(n)
-        assert_step_matches(ref.step(z, y, conf), nat.step(z, y, conf), y, conf, dtype, mode,
-                            weighting, ref.state, nat.state)
+        assert_step_matches(
+            ref.step(z, y, conf), nat.step(z, y, conf), y, conf, dtype, mode, weighting, ref.state, nat.state
+        )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -280,8 +277,9 @@ def test_exact_values_identical_and_one_hot_rows(variant):
             z = np.zeros((9, c), dtype=dtype)
             z[4:, 0] = 1e4  # rows 4..8: one-hot
             z[4:, 1:] = -1e4
-            out = cpu.Kernel(c, fixed_threshold=0.5).step(z, np.zeros(9, np.int64), np.ones(9), np.zeros(2),
-                                                          np.zeros((2, c)), 0)
+            out = cpu.Kernel(c, fixed_threshold=0.5).step(
+                z, np.zeros(9, np.int64), np.ones(9), np.zeros(2), np.zeros((2, c)), 0
+            )
             np.testing.assert_array_equal(out[2][:4], 1.0)  # identical logits: u == 1 exactly
             np.testing.assert_array_equal(out[2][4:], 0.0)  # u == 0 exactly
 
@@ -293,14 +291,14 @@ def test_huge_finite_logits_are_handled_exactly(variant, dtype):
     (For float64 row 0 the reference itself returns NaN: 0 * -inf in its t sum.)"""
     big = np.finfo(dtype).max * 0.75
     z = np.array([[big, -big, 0.0], [1.0, 2.0, 3.0], [-big, -big, -big]] * 5, dtype=dtype)
-    out = cpu.Kernel(3, fixed_threshold=0.5).step(z, np.zeros(15, np.int64), np.ones(15), np.zeros(2),
-                                                  np.zeros((2, 3)), 0)
+    out = cpu.Kernel(3, fixed_threshold=0.5).step(
+        z, np.zeros(15, np.int64), np.ones(15), np.zeros(2), np.zeros((2, 3)), 0
+    )
     u = out[2].reshape(5, 3)
     assert np.all(np.isfinite(u))
     np.testing.assert_array_equal(u[:, 0], 0.0)
     np.testing.assert_array_equal(u[:, 2], 1.0)
-    np.testing.assert_allclose(u[:, 1], _reference.normalized_entropy(z[1:2].astype(np.float64))[0],
-                               atol=tol_u(dtype))
+    np.testing.assert_allclose(u[:, 1], _reference.normalized_entropy(z[1:2].astype(np.float64))[0], atol=tol_u(dtype))
 
 
 def test_torch_tensors_and_default_backend():
@@ -314,14 +312,31 @@ def test_torch_tensors_and_default_backend():
 def test_kernel_class_holds_the_configuration():
     k = cpu.Kernel(5, "fixed", "none", 0.8, 0.3, 0.2, 3)
     assert (k.n_classes, k.mode, k.weighting, k.momentum, k.fixed_threshold, k.random_rate, k.n_threads) == (
-        5, "fixed", "none", 0.8, 0.3, 0.2, 3)
+        5,
+        "fixed",
+        "none",
+        0.8,
+        0.3,
+        0.2,
+        3,
+    )
     assert repr(k).startswith("Kernel(n_classes=5, mode='fixed'")
     rng = np.random.default_rng(0)
     z, y, conf = rng.normal(size=(50, 5)), rng.integers(0, 5, 50), rng.random(50)
     state, ref_state = SelectorState.empty(5), SelectorState.empty(5)
     mask, weights, u, tau_t, tau_s, n = k.step(z, y, conf, state.global_levels, state.class_levels, 0)
-    ref = _reference.step(ref_state, z, y, conf, momentum=0.8, mode="fixed", weighting="none",
-                          fixed_threshold=0.3, random_rate=0.2, random_draws=None)
+    ref = _reference.step(
+        ref_state,
+        z,
+        y,
+        conf,
+        momentum=0.8,
+        mode="fixed",
+        weighting="none",
+        fixed_threshold=0.3,
+        random_rate=0.2,
+        random_draws=None,
+    )
     assert n == 1
     np.testing.assert_array_equal(mask, ref.mask)
     np.testing.assert_array_equal(mask, conf >= 0.3)

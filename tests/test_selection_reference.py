@@ -134,7 +134,10 @@ def test_invariants(b, c, seed, mode):
     for _ in range(3):
         res = sel.step(rng.normal(size=(b, c)) * 5, rng.integers(0, c, b), rng.random(b))
         assert np.all((res.uncertainty >= 0) & (res.uncertainty <= 1))
-        for tau, g in ((res.teacher_threshold, sel.state.global_levels[0]), (res.student_threshold, sel.state.global_levels[1])):
+        for tau, g in (
+            (res.teacher_threshold, sel.state.global_levels[0]),
+            (res.student_threshold, sel.state.global_levels[1]),
+        ):
             assert np.all(tau >= 0) and np.all(tau <= g + 1e-12)
             assert tau.max() == pytest.approx(g) or g == 0
         assert np.all(res.weights >= 0)

@@ -17,8 +17,12 @@ import pytest
 from llkd.selection import AdaptiveSelector, SelectorState, _backends, _reference
 
 C = 3
-BACKENDS = ["numpy", pytest.param("native", marks=pytest.mark.skipif(
-    not _backends.native_available(), reason="llkd's C++ extension is not built"))]
+BACKENDS = [
+    "numpy",
+    pytest.param(
+        "native", marks=pytest.mark.skipif(not _backends.native_available(), reason="llkd's C++ extension is not built")
+    ),
+]
 RNG = np.random.default_rng(0)
 Z = RNG.normal(size=(8, C))
 Y = np.arange(8) % C
@@ -53,12 +57,14 @@ def test_huge_span_keeps_the_state_finite_and_matches_the_kernel(backend):
 def _set(field, value):
     def corrupt(state: SelectorState):
         setattr(state, field, value)
+
     return corrupt
 
 
 def _poke(field, index, value):
     def corrupt(state: SelectorState):
         getattr(state, field)[index] = value
+
     return corrupt
 
 
@@ -69,8 +75,7 @@ STATE_CASES = [
     ("global levels shape (3,)", _set("global_levels", np.zeros(3)), ValueError, ["global_levels", "shape"]),
     ("class levels for C + 1", _set("class_levels", np.zeros((2, C + 1))), ValueError, ["class_levels", "shape"]),
     ("class levels 1-D", _set("class_levels", np.zeros(2 * C)), ValueError, ["class_levels", "shape"]),
-    ("float32 global levels", _set("global_levels", np.zeros(2, np.float32)), TypeError,
-     ["global_levels", "float64"]),
+    ("float32 global levels", _set("global_levels", np.zeros(2, np.float32)), TypeError, ["global_levels", "float64"]),
     ("negative update count", _set("n_updates", -1), ValueError, ["n_updates"]),
 ]
 

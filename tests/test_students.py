@@ -54,7 +54,10 @@ def test_bucketed_batches_group_similar_lengths():
     order = rng.permutation(4000)
     plain = length_bucketed_batches(order, 32, None, rng)
     bucketed = length_bucketed_batches(order, 32, lengths, np.random.RandomState(2))
-    width = lambda bs: sum(len(b) * lengths[b].max() for b in bs)  # tokens computed, padding included
+
+    def width(bs):  # tokens computed, padding included
+        return sum(len(b) * lengths[b].max() for b in bs)
+
     assert width(bucketed) < 0.7 * width(plain)
     # Not sorted overall: the batch order is shuffled.
     firsts = [lengths[b].min() for b in bucketed]

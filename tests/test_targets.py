@@ -29,14 +29,16 @@ def test_feature_rows_are_cached_by_digest_and_a_new_process_pays_nothing(tmp_pa
         return _proba(batch)
 
     path = tmp_path / "answers.sqlite"
-    clf = LLKDClassifier(CallableTeacher(fn, ["a", "b"], identity="rows-v1"), teacher_cache=path, max_epochs=1,
-                         random_state=0).fit(X)
+    clf = LLKDClassifier(
+        CallableTeacher(fn, ["a", "b"], identity="rows-v1"), teacher_cache=path, max_epochs=1, random_state=0
+    ).fit(X)
     assert path.exists() and len(TeacherCache(path)) == len(X)
     assert sum(asked) == clf.n_teacher_queries_ == len(X)
     # Another teacher object with the same identity (as in a new process): all from the cache.
     asked.clear()
-    clf2 = LLKDClassifier(CallableTeacher(fn, ["a", "b"], identity="rows-v1"), teacher_cache=path, max_epochs=1,
-                          random_state=0).fit(X[::-1])
+    clf2 = LLKDClassifier(
+        CallableTeacher(fn, ["a", "b"], identity="rows-v1"), teacher_cache=path, max_epochs=1, random_state=0
+    ).fit(X[::-1])
     assert asked == [] and clf2.n_teacher_queries_ == 0
     np.testing.assert_array_equal(clf2.teacher_labels_, clf.teacher_labels_[::-1])
 
@@ -44,8 +46,9 @@ def test_feature_rows_are_cached_by_digest_and_a_new_process_pays_nothing(tmp_pa
 def test_a_cache_for_rows_of_a_teacher_without_identity_warns(tmp_path):
     X = _rows(20)
     with pytest.warns(UserWarning, match="identity"):
-        LLKDClassifier(lambda b: _proba(b), labels=["a", "b"], teacher_cache=tmp_path / "unused.sqlite",
-                       max_epochs=1).fit(X)
+        LLKDClassifier(
+            lambda b: _proba(b), labels=["a", "b"], teacher_cache=tmp_path / "unused.sqlite", max_epochs=1
+        ).fit(X)
 
 
 @pytest.mark.parametrize("kind", ["rows", "texts"])

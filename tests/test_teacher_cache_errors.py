@@ -68,17 +68,20 @@ def _tamper(path, text, sql, *args):
     return TeacherCache(path)
 
 
-@pytest.mark.parametrize("sql, args, words", [
-    ("UPDATE answers SET proba = ? WHERE key = ?", (b"garbage",), "proba holds 7 bytes"),
-    ("UPDATE answers SET proba = ? WHERE key = ?", ("{not json",), "proba holds 9 bytes"),
-    ("UPDATE answers SET proba = ? WHERE key = ?", (np.array([0.9, 0.9]).tobytes(),), "not a probability"),
-    ("UPDATE answers SET proba = ? WHERE key = ?", (np.array([np.nan, 1.0]).tobytes(),), "not a probability"),
-    ("UPDATE answers SET label = ? WHERE key = ?", (7,), "label 7 is not a class index"),
-    ("UPDATE answers SET label = ? WHERE key = ?", ("pos",), "label 'pos'"),
-    ("UPDATE answers SET confidence = ? WHERE key = ?", (1.5,), "confidence 1.5"),
-    ("UPDATE answers SET confidence = ? WHERE key = ?", ("high",), "confidence 'high'"),
-    ("UPDATE answers SET n_classes = ? WHERE key = ?", ("two",), "n_classes is 'two'"),
-])
+@pytest.mark.parametrize(
+    "sql, args, words",
+    [
+        ("UPDATE answers SET proba = ? WHERE key = ?", (b"garbage",), "proba holds 7 bytes"),
+        ("UPDATE answers SET proba = ? WHERE key = ?", ("{not json",), "proba holds 9 bytes"),
+        ("UPDATE answers SET proba = ? WHERE key = ?", (np.array([0.9, 0.9]).tobytes(),), "not a probability"),
+        ("UPDATE answers SET proba = ? WHERE key = ?", (np.array([np.nan, 1.0]).tobytes(),), "not a probability"),
+        ("UPDATE answers SET label = ? WHERE key = ?", (7,), "label 7 is not a class index"),
+        ("UPDATE answers SET label = ? WHERE key = ?", ("pos",), "label 'pos'"),
+        ("UPDATE answers SET confidence = ? WHERE key = ?", (1.5,), "confidence 1.5"),
+        ("UPDATE answers SET confidence = ? WHERE key = ?", ("high",), "confidence 'high'"),
+        ("UPDATE answers SET n_classes = ? WHERE key = ?", ("two",), "n_classes is 'two'"),
+    ],
+)
 def test_tampered_rows_name_the_cache_and_the_fault(tmp_path, sql, args, words):
     path = tmp_path / "c.sqlite"
     c = _tamper(path, "a", sql, *args)

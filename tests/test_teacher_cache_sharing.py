@@ -33,8 +33,12 @@ def asked(log):
 
 
 def _fit_like(path, log, texts, q):
-    out = label_in_batches(CallableTeacher(LoggingFn(log, delay=0.03), LABELS, identity=IDENT), texts,
-                           batch_size=8, cache=TeacherCache(path, lease=5.0))
+    out = label_in_batches(
+        CallableTeacher(LoggingFn(log, delay=0.03), LABELS, identity=IDENT),
+        texts,
+        batch_size=8,
+        cache=TeacherCache(path, lease=5.0),
+    )
     q.put(out.proba.tolist())
 
 
@@ -80,8 +84,12 @@ def test_a_dead_owner_claim_lapses_and_is_taken_over(tmp_path):
     p.join(60)
     con = sqlite3.connect(path)
     assert con.execute("SELECT COUNT(*) FROM claims").fetchone()[0] == 6
-    out = label_in_batches(CallableTeacher(LoggingFn(log), LABELS, identity=IDENT), texts, batch_size=4,
-                           cache=TeacherCache(path, lease=1.0))
+    out = label_in_batches(
+        CallableTeacher(LoggingFn(log), LABELS, identity=IDENT),
+        texts,
+        batch_size=4,
+        cache=TeacherCache(path, lease=1.0),
+    )
     assert sorted(asked(log)) == sorted(texts)  # the 4 free ones at once, the 6 once the lease lapsed
     np.testing.assert_allclose(out.proba, LoggingFn(log)(texts))
     assert con.execute("SELECT COUNT(*) FROM claims").fetchone()[0] == 0
@@ -127,8 +135,10 @@ def test_old_cache_files_are_read_and_gain_the_claims_table(tmp_path):
     k = identity_key(IDENT, LABELS)
     from llkd.teachers._cache import text_key
 
-    con.execute("INSERT INTO answers VALUES (?, ?, 1, 0.75, 2, ?, 0)",
-                (text_key(k, "old"), k, np.array([0.25, 0.75], "<f8").tobytes()))
+    con.execute(
+        "INSERT INTO answers VALUES (?, ?, 1, 0.75, 2, ?, 0)",
+        (text_key(k, "old"), k, np.array([0.25, 0.75], "<f8").tobytes()),
+    )
     con.commit()
     con.close()
     c = TeacherCache(path)

@@ -89,23 +89,26 @@ def test_callable_answer_forms():
     assert to.labels.tolist() == [0, 0, 0]
 
 
-@pytest.mark.parametrize("answer,err,match", [
-    (lambda ts: proba_fn(ts)[:-1], ValueError, "returned 2 answers for 3 texts"),
-    (lambda ts: ([0, 1], [0.5, 0.5]), ValueError, "returned 2 labels for 3 texts"),
-    (lambda ts: ([0, 2, 1], [0.5] * 3), ValueError, "label 2 at position 1, outside the 2 classes"),
-    (lambda ts: ([0, -1, 1], [0.5] * 3), ValueError, "label -1 at position 1"),
-    (lambda ts: (["neg", "meh", "pos"], [0.5] * 3), ValueError, "unknown label 'meh' at position 1"),
-    (lambda ts: ([0, 1, 1], [0.5, 1.2, 0.5]), ValueError, r"confidence must be in \[0, 1\]"),
-    (lambda ts: ([0, 1, 1], [0.5, np.nan, 0.5]), ValueError, "not NaN"),
-    (lambda ts: ([0, 1, 1], [0.5, 0.5]), ValueError, "confidence of shape"),
-    (lambda ts: np.full((3, 2), 0.7), ValueError, "sum to 1"),
-    (lambda ts: np.full((3, 3), 1 / 3), ValueError, "3 probability columns for 2 classes"),
-    (lambda ts: np.ones(3), ValueError, "array of shape"),
-    (lambda ts: ([0.5, 1, 1], [0.5] * 3), ValueError, "non-integer label"),
-    (lambda ts: (1, 2, 3), TypeError, "tuple of 3 items"),
-    (lambda ts: "pos", TypeError, "probability array"),
-    (lambda ts: {"a": 1}, TypeError, "probability array"),
-])
+@pytest.mark.parametrize(
+    "answer,err,match",
+    [
+        (lambda ts: proba_fn(ts)[:-1], ValueError, "returned 2 answers for 3 texts"),
+        (lambda ts: ([0, 1], [0.5, 0.5]), ValueError, "returned 2 labels for 3 texts"),
+        (lambda ts: ([0, 2, 1], [0.5] * 3), ValueError, "label 2 at position 1, outside the 2 classes"),
+        (lambda ts: ([0, -1, 1], [0.5] * 3), ValueError, "label -1 at position 1"),
+        (lambda ts: (["neg", "meh", "pos"], [0.5] * 3), ValueError, "unknown label 'meh' at position 1"),
+        (lambda ts: ([0, 1, 1], [0.5, 1.2, 0.5]), ValueError, r"confidence must be in \[0, 1\]"),
+        (lambda ts: ([0, 1, 1], [0.5, np.nan, 0.5]), ValueError, "not NaN"),
+        (lambda ts: ([0, 1, 1], [0.5, 0.5]), ValueError, "confidence of shape"),
+        (lambda ts: np.full((3, 2), 0.7), ValueError, "sum to 1"),
+        (lambda ts: np.full((3, 3), 1 / 3), ValueError, "3 probability columns for 2 classes"),
+        (lambda ts: np.ones(3), ValueError, "array of shape"),
+        (lambda ts: ([0.5, 1, 1], [0.5] * 3), ValueError, "non-integer label"),
+        (lambda ts: (1, 2, 3), TypeError, "tuple of 3 items"),
+        (lambda ts: "pos", TypeError, "probability array"),
+        (lambda ts: {"a": 1}, TypeError, "probability array"),
+    ],
+)
 def test_callable_bad_answers(answer, err, match):
     with pytest.raises(err, match=match):
         CallableTeacher(answer, LABELS).label(["a", "b", "c"])
@@ -218,8 +221,13 @@ def test_label_in_batches_reports_each_answered_batch(tmp_path):
     db = tmp_path / "c.sqlite"
     label_in_batches(CountingTeacher(identity="A"), ["a", "cc"], cache=db)
     seen = []
-    out = label_in_batches(CountingTeacher(identity="A"), ["a", "bbbb", "cc", "dddddd", "eee"], batch_size=2,
-                           cache=db, on_batch=lambda texts, o: seen.append((list(texts), o.proba.copy())))
+    out = label_in_batches(
+        CountingTeacher(identity="A"),
+        ["a", "bbbb", "cc", "dddddd", "eee"],
+        batch_size=2,
+        cache=db,
+        on_batch=lambda texts, o: seen.append((list(texts), o.proba.copy())),
+    )
     # Only what the teacher answered (not the cached "a" and "cc"), batch by batch, after caching.
     assert [texts for texts, _ in seen] == [["eee", "bbbb"], ["dddddd"]]
     for texts, proba in seen:
@@ -263,10 +271,14 @@ def test_identity_key_is_stable_across_releases():
     # Pinned values, computed once; a failure here means old caches would stop matching.
     ident = {"template": "Review: {text}", "model": "m", "n": 1}
     assert identity_key(ident, ["neg", "pos"]) == "46da4aeea7e64f06cd0ffda3e55d7ebac5a946a745e6f6b6c20f46d2c74770fb"
-    assert identity_key("counting-v1", ["neg", "pos"]) == "151bbf799a498b99b744ea7cac8036be16b0b7a571c3756ee2597df220f6ed71"
+    assert (
+        identity_key("counting-v1", ["neg", "pos"])
+        == "151bbf799a498b99b744ea7cac8036be16b0b7a571c3756ee2597df220f6ed71"
+    )
     # key order and numpy scalars do not matter; the class order does
-    assert identity_key({"n": np.int64(1), "model": "m", "template": "Review: {text}"}, ["neg", "pos"]) == \
-        identity_key(ident, ["neg", "pos"])
+    assert identity_key({"n": np.int64(1), "model": "m", "template": "Review: {text}"}, ["neg", "pos"]) == identity_key(
+        ident, ["neg", "pos"]
+    )
     assert identity_key(ident, ["pos", "neg"]) != identity_key(ident, ["neg", "pos"])
 
 
@@ -319,8 +331,9 @@ def test_cache_concurrent_threads(tmp_path):
         except Exception as e:  # pragma: no cover
             errors.append(e)
 
-    threads = [threading.Thread(target=writer, args=(w,)) for w in range(3)] + \
-              [threading.Thread(target=reader) for _ in range(3)]
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(3)] + [
+        threading.Thread(target=reader) for _ in range(3)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -350,8 +363,9 @@ def test_cache_concurrent_processes(tmp_path):
     TeacherCache(path)
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    procs = [ctx.Process(target=_proc_writer, args=(path, w)) for w in range(2)] + \
-            [ctx.Process(target=_proc_reader, args=(path, q)) for _ in range(2)]
+    procs = [ctx.Process(target=_proc_writer, args=(path, w)) for w in range(2)] + [
+        ctx.Process(target=_proc_reader, args=(path, q)) for _ in range(2)
+    ]
     for p in procs:
         p.start()
     for p in procs:

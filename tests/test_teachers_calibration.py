@@ -65,9 +65,10 @@ def test_em_keeps_an_imbalanced_prior_better_than_centring():
 
 
 @settings(max_examples=40, deadline=None)
-@given(arrays(np.float64, st.tuples(st.integers(2, 30), st.integers(2, 5)),
-              elements=st.floats(-8, 8, allow_nan=False)),
-       st.sampled_from(["center", "mean", "match", "em"]))
+@given(
+    arrays(np.float64, st.tuples(st.integers(2, 30), st.integers(2, 5)), elements=st.floats(-8, 8, allow_nan=False)),
+    st.sampled_from(["center", "mean", "match", "em"]),
+)
 def test_prior_correction_properties(logits, method):
     p = np.exp(logits - logits.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
@@ -153,8 +154,12 @@ def test_calibrated_teacher_pool_and_fit():
 
     t = CalibratedTeacher(CallableTeacher(fn, ["neg", "pos"], identity="biased"), method="center")
     seen = []
-    pooled = label_in_batches(t, texts, batch_size=16,  # fitted over the whole pool, not per batch
-                              on_batch=lambda ts, out: seen.append((list(ts), out)))
+    pooled = label_in_batches(
+        t,
+        texts,
+        batch_size=16,  # fitted over the whole pool, not per batch
+        on_batch=lambda ts, out: seen.append((list(ts), out)),
+    )
     np.testing.assert_allclose(pooled.proba, calibrate_pool(proba, "center"), atol=1e-12)
     assert len(seen) == 1 and seen[0][0] == list(texts)  # calibrated answers: one call, whole pool
     np.testing.assert_allclose(seen[0][1].proba, pooled.proba)

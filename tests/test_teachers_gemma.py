@@ -61,6 +61,13 @@ def test_packaged_gemma_prefix_cache_matches_full_prompt(gemma):
     from llkd.teachers import TransformersTeacher
 
     texts = [REVIEWS[0][0]]
-    naive = TransformersTeacher(gemma.model, ["negative", "positive"], tokenizer=gemma.tokenizer, batch_size=1,
-                                prefix_cache=False, logits_to_keep=False, restrict_head=False)
+    naive = TransformersTeacher(
+        gemma.model,
+        ["negative", "positive"],
+        tokenizer=gemma.tokenizer,
+        batch_size=1,
+        prefix_cache=False,
+        logits_to_keep=False,
+        restrict_head=False,
+    )
     np.testing.assert_allclose(gemma.label(texts).proba, naive.label(texts).proba, atol=2e-4)

@@ -105,8 +105,9 @@ def test_server_refusing_logprobs_with_400_falls_back():
 
 def test_retries_on_429_500_timeout_and_malformed_json():
     with FakeOpenAIServer() as srv:
-        srv.fail_next(("status", 429, {"Retry-After": "0.02"}), ("status", 500), ("status", 503),
-                      ("malformed",), ("sleep", 0.6))
+        srv.fail_next(
+            ("status", 429, {"Retry-After": "0.02"}), ("status", 500), ("status", 503), ("malformed",), ("sleep", 0.6)
+        )
         t = make(srv, max_concurrency=1, timeout=0.3, max_retries=6, backoff=0.001, max_backoff=1.0)
         sleeps = []
         t._sleep = lambda s: (sleeps.append(s), time.sleep(s))
@@ -116,7 +117,7 @@ def test_retries_on_429_500_timeout_and_malformed_json():
         assert sleeps[0] == pytest.approx(0.02)  # Retry-After honoured
         # exponential backoff (times a factor in [0.5, 1])
         for i, s in enumerate(sleeps[1:], start=1):
-            assert 0.5 * 0.001 * 2 ** i <= s <= 0.001 * 2 ** i
+            assert 0.5 * 0.001 * 2**i <= s <= 0.001 * 2**i
 
 
 def test_retry_after_capped_by_max_backoff():
@@ -170,8 +171,13 @@ def test_api_key_never_stored_logged_cached_or_pickled(tmp_path, monkeypatch, ca
         assert srv.requests[-1]["headers"]["Authorization"] == f"Bearer {secret}"
         assert len(out) == len(TEXTS)
         assert "retry 1/5" in caplog.text
-        blobs = [pickle.dumps(t), repr(t).encode(), json.dumps(t.identity).encode(), str(vars(t)).encode(),
-                 caplog.text.encode()]
+        blobs = [
+            pickle.dumps(t),
+            repr(t).encode(),
+            json.dumps(t.identity).encode(),
+            str(vars(t)).encode(),
+            caplog.text.encode(),
+        ]
         for f in tmp_path.iterdir():
             blobs.append(f.read_bytes())
         for b in blobs:
@@ -184,8 +190,9 @@ def test_api_key_never_stored_logged_cached_or_pickled(tmp_path, monkeypatch, ca
         assert "sk-wrong" not in str(ei.value)
     # A key that is required but missing fails before any request.
     monkeypatch.delenv("LLKD_TEST_API_KEY")
-    t2 = OpenAITeacher("m", LABELS, api_key_env="LLKD_TEST_API_KEY", require_api_key=True,
-                       base_url="http://127.0.0.1:9/v1")
+    t2 = OpenAITeacher(
+        "m", LABELS, api_key_env="LLKD_TEST_API_KEY", require_api_key=True, base_url="http://127.0.0.1:9/v1"
+    )
     with pytest.raises(OpenAIHTTPError, match="LLKD_TEST_API_KEY"):
         t2.label(["x"])
     with pytest.raises(ValueError, match="name an environment variable"):
@@ -216,8 +223,13 @@ def test_failure_in_a_batch_is_wrapped(tmp_path):
 
 
 def test_answer_parsing():
-    t = OpenAITeacher("m", ["negative", "neutral", "positive"], api_key_env=None,
-                      verbalizers={"positive": ["positive", "good"]}, base_url="http://localhost:1/v1")
+    t = OpenAITeacher(
+        "m",
+        ["negative", "neutral", "positive"],
+        api_key_env=None,
+        verbalizers={"positive": ["positive", "good"]},
+        base_url="http://localhost:1/v1",
+    )
     assert t.class_of_answer("Positive.") == 2
     assert t.class_of_answer("  good") == 2
     assert t.class_of_answer("negative - the critic hated it") == 0

@@ -40,17 +40,27 @@ def tok():
     tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.Whitespace()
     tk.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 2)])
-    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>",
-                                   pad_token="<pad>", unk_token="<unk>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
 
 
 def _llama(seed=0, dtype=torch.float64):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(WORDS), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                      pad_token_id=0, bos_token_id=2, eos_token_id=3)
+    cfg = LlamaConfig(
+        vocab_size=len(WORDS),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=3,
+    )
     return LlamaForCausalLM(cfg).to(dtype).eval()
 
 
@@ -58,11 +68,21 @@ def _gemma3(sliding_window=512, dtype=torch.float64):
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     torch.manual_seed(1)
-    cfg = Gemma3TextConfig(vocab_size=len(WORDS), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                           num_attention_heads=2, num_key_value_heads=1, head_dim=16,
-                           max_position_embeddings=512, sliding_window=sliding_window,
-                           layer_types=["sliding_attention", "sliding_attention", "full_attention"],
-                           pad_token_id=0, bos_token_id=2, eos_token_id=3)
+    cfg = Gemma3TextConfig(
+        vocab_size=len(WORDS),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        max_position_embeddings=512,
+        sliding_window=sliding_window,
+        layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=3,
+    )
     return Gemma3ForCausalLM(cfg).to(dtype).eval()
 
 
@@ -70,8 +90,9 @@ def _gpt2(dtype=torch.float64):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(2)
-    cfg = GPT2Config(vocab_size=len(WORDS), n_embd=32, n_layer=2, n_head=4, n_positions=256,
-                     bos_token_id=2, eos_token_id=3)
+    cfg = GPT2Config(
+        vocab_size=len(WORDS), n_embd=32, n_layer=2, n_head=4, n_positions=256, bos_token_id=2, eos_token_id=3
+    )
     return GPT2LMHeadModel(cfg).to(dtype).eval()
 
 
@@ -90,8 +111,11 @@ TEXTS = [
     "movie",
 ]
 
-KW = dict(template="review : {text} sentiment :", instructions="text sentiment",
-          few_shot=[("good fun movie", "positive"), ("bad dull film", "negative")])
+KW = dict(
+    template="review : {text} sentiment :",
+    instructions="text sentiment",
+    few_shot=[("good fun movie", "positive"), ("bad dull film", "negative")],
+)
 
 
 def brute_force_scores(model, teacher, text):
@@ -114,14 +138,17 @@ def norm(s):
     return s - np.logaddexp.reduce(s, axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize("opts", [
-    dict(),
-    dict(restrict_head=False),
-    dict(prefix_cache=False),
-    dict(logits_to_keep=False, sort_by_length=False),
-    dict(prefix_cache=False, logits_to_keep=False, batch_size=1),
-    dict(batch_size=1),
-])
+@pytest.mark.parametrize(
+    "opts",
+    [
+        dict(),
+        dict(restrict_head=False),
+        dict(prefix_cache=False),
+        dict(logits_to_keep=False, sort_by_length=False),
+        dict(prefix_cache=False, logits_to_keep=False, batch_size=1),
+        dict(batch_size=1),
+    ],
+)
 def test_scores_match_brute_force_single_token(tok, llama, opts):
     opts = {"batch_size": 3, **opts}
     T = TransformersTeacher(llama, ["negative", "positive"], tokenizer=tok, **KW, **opts)
@@ -146,12 +173,22 @@ MULTI = {
 }
 
 
-@pytest.mark.parametrize("model_fn,prefix_cache", [(_llama, True), (_llama, False), (_gemma3, True), (_gpt2, True)],
-                         ids=["llama-prefix-cache", "llama-no-cache", "gemma3", "gpt2"])
+@pytest.mark.parametrize(
+    "model_fn,prefix_cache",
+    [(_llama, True), (_llama, False), (_gemma3, True), (_gpt2, True)],
+    ids=["llama-prefix-cache", "llama-no-cache", "gemma3", "gpt2"],
+)
 def test_multi_token_verbalizers_exact(tok, model_fn, prefix_cache):
     model = model_fn()
-    T = TransformersTeacher(model, ["negative", "neutral", "positive"], tokenizer=tok, verbalizers=MULTI,
-                            batch_size=4, prefix_cache=prefix_cache, **KW)
+    T = TransformersTeacher(
+        model,
+        ["negative", "neutral", "positive"],
+        tokenizer=tok,
+        verbalizers=MULTI,
+        batch_size=4,
+        prefix_cache=prefix_cache,
+        **KW,
+    )
     assert [len(v) for v in T.verbalizer_ids[0]] == [1, 2, 5]
     got = T.score(TEXTS)
     want = np.stack([brute_force_scores(model, T, t) for t in TEXTS])
@@ -162,8 +199,9 @@ def test_multi_token_verbalizers_exact(tok, model_fn, prefix_cache):
 def test_parallel_workers_same_answers(tok, llama):
     torch.set_num_threads(2)  # workers="auto" follows torch's thread count
     try:
-        T = TransformersTeacher(llama, ["negative", "neutral", "positive"], tokenizer=tok, verbalizers=MULTI,
-                                batch_size=2, **KW)
+        T = TransformersTeacher(
+            llama, ["negative", "neutral", "positive"], tokenizer=tok, verbalizers=MULTI, batch_size=2, **KW
+        )
         assert T._n_workers(10) == 2 and T._n_workers(1) == 1
         callers = []
         real = torch.set_num_threads
@@ -183,8 +221,9 @@ def test_parallel_workers_same_answers(tok, llama):
         assert callers and threading.main_thread() not in callers
     finally:
         torch.set_num_threads(1)
-    T1 = TransformersTeacher(llama, ["negative", "neutral", "positive"], tokenizer=tok, verbalizers=MULTI,
-                             batch_size=2, workers=1, **KW)
+    T1 = TransformersTeacher(
+        llama, ["negative", "neutral", "positive"], tokenizer=tok, verbalizers=MULTI, batch_size=2, workers=1, **KW
+    )
     np.testing.assert_allclose(par, T1.score(TEXTS * 3), atol=1e-10)
     with pytest.raises(ValueError, match="workers"):
         TransformersTeacher(llama, ["a", "b"], tokenizer=tok, workers=0, **KW)
@@ -258,7 +297,9 @@ def test_identity(tok, llama):
     a = TransformersTeacher(llama, ["negative", "positive"], tokenizer=tok, **KW)
     b = TransformersTeacher(llama, ["negative", "positive"], tokenizer=tok, batch_size=1, prefix_cache=False, **KW)
     assert a.identity == b.identity  # speed options do not change the answers
-    c = TransformersTeacher(llama, ["negative", "positive"], tokenizer=tok, **{**KW, "template": "text : {text} sentiment :"})
+    c = TransformersTeacher(
+        llama, ["negative", "positive"], tokenizer=tok, **{**KW, "template": "text : {text} sentiment :"}
+    )
     d = TransformersTeacher(_llama(seed=5), ["negative", "positive"], tokenizer=tok, **KW)
     e = TransformersTeacher(llama, ["negative", "positive"], tokenizer=tok, verbalizers={"positive": ["good"]}, **KW)
     ids = {str(x.identity) for x in (a, c, d, e)}

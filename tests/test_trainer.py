@@ -21,13 +21,25 @@ def _task(n=200, seed=0):
 
 def _trainer(X, labels, callbacks=(), **cfg):
     torch.manual_seed(0)
-    config = TrainConfig(n_classes=2, max_epochs=cfg.pop("max_epochs", 4), learning_rate=1e-2,
-                         lr_schedule=cfg.pop("lr_schedule", "constant"), selection=cfg.pop("selection", "all"),
-                         **cfg)
+    config = TrainConfig(
+        n_classes=2,
+        max_epochs=cfg.pop("max_epochs", 4),
+        learning_rate=1e-2,
+        lr_schedule=cfg.pop("lr_schedule", "constant"),
+        selection=cfg.pop("selection", "all"),
+        **cfg,
+    )
     model = MLPHead(X.shape[1], 2, 16, 0.0)
     targets = Targets(labels, np.ones(len(labels)), None)
-    return Trainer(model, FeatureData(X), targets, config, device=torch.device("cpu"),
-                   rng=np.random.RandomState(0), callbacks=callbacks)
+    return Trainer(
+        model,
+        FeatureData(X),
+        targets,
+        config,
+        device=torch.device("cpu"),
+        rng=np.random.RandomState(0),
+        callbacks=callbacks,
+    )
 
 
 class Recorder(Callback):
@@ -56,8 +68,18 @@ def test_callbacks_are_notified_at_every_stage_in_order():
     X, y = _task(64)
     rec = Recorder()
     result = _trainer(X, y, [rec], max_epochs=2, batch_size=32).fit_loop(np.arange(64))
-    assert rec.events == ["train_begin", "epoch_begin:0", "batch", "batch", "epoch_end:1",
-                          "epoch_begin:1", "batch", "batch", "epoch_end:2", "train_end"]
+    assert rec.events == [
+        "train_begin",
+        "epoch_begin:0",
+        "batch",
+        "batch",
+        "epoch_end:1",
+        "epoch_begin:1",
+        "batch",
+        "batch",
+        "epoch_end:2",
+        "train_end",
+    ]
     assert [r["epoch"] for r in result.history] == [1, 2]
     assert all(r["n_backprop"] == r["n_backprop_all"] == 64 for r in result.history)
 
@@ -117,10 +139,16 @@ def test_linear_schedule_warms_up_then_decays_to_zero():
 
 def test_train_config_takes_the_estimators_parameters_by_name():
     est = LLKDClassifier(selection="teacher", momentum=0.5, batch_size=7, early_stopping=True)
-    cfg = TrainConfig.from_params(est.get_params(deep=False), n_classes=3, max_epochs=2, learning_rate=1.0,
-                                  lr_schedule="constant")
+    cfg = TrainConfig.from_params(
+        est.get_params(deep=False), n_classes=3, max_epochs=2, learning_rate=1.0, lr_schedule="constant"
+    )
     assert (cfg.selection, cfg.momentum, cfg.batch_size, cfg.early_stopping, cfg.n_classes) == (
-        "teacher", 0.5, 7, True, 3)
+        "teacher",
+        0.5,
+        7,
+        True,
+        3,
+    )
 
 
 @pytest.mark.parametrize("n_threads", [None, 1, 2])

@@ -48,8 +48,15 @@ class History(Callback):
 
     def on_epoch_begin(self, trainer, *, epoch, **kw):
         n_classes = trainer.config.n_classes
-        self._epoch = {"loss_sum": 0.0, "loss_weight": 0.0, "n_backprop": 0, "n_selected": 0, "skipped": 0,
-                       "per_class": np.zeros(n_classes, dtype=np.int64), "result": None}
+        self._epoch = {
+            "loss_sum": 0.0,
+            "loss_weight": 0.0,
+            "n_backprop": 0,
+            "n_selected": 0,
+            "skipped": 0,
+            "per_class": np.zeros(n_classes, dtype=np.int64),
+            "result": None,
+        }
 
     def on_batch_end(self, trainer, *, batch, **kw):
         e = self._epoch
@@ -69,18 +76,20 @@ class History(Callback):
         e = self._epoch
         res = e["result"]
         n = len(trainer.rows)
-        record.update({
-            "loss": e["loss_sum"] / e["loss_weight"] if e["loss_weight"] else float("nan"),
-            "selected_fraction": e["n_selected"] / max(1, n),
-            "n_selected": int(e["n_selected"]),
-            "n_backprop": int(e["n_backprop"]),
-            "n_backprop_all": int(n),
-            "distinct_selected": int(self._ever_selected.sum()),
-            "teacher_threshold": np.asarray(res.teacher_threshold).tolist() if res is not None else [],
-            "student_threshold": np.asarray(res.student_threshold).tolist() if res is not None else [],
-            "selected_per_class": e["per_class"].tolist(),
-            "skipped_steps": int(e["skipped"]),
-        })
+        record.update(
+            {
+                "loss": e["loss_sum"] / e["loss_weight"] if e["loss_weight"] else float("nan"),
+                "selected_fraction": e["n_selected"] / max(1, n),
+                "n_selected": int(e["n_selected"]),
+                "n_backprop": int(e["n_backprop"]),
+                "n_backprop_all": int(n),
+                "distinct_selected": int(self._ever_selected.sum()),
+                "teacher_threshold": np.asarray(res.teacher_threshold).tolist() if res is not None else [],
+                "student_threshold": np.asarray(res.student_threshold).tolist() if res is not None else [],
+                "selected_per_class": e["per_class"].tolist(),
+                "skipped_steps": int(e["skipped"]),
+            }
+        )
         record.setdefault("val_score", None)
         self.records.append(record)
 

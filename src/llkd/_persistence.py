@@ -36,9 +36,16 @@ CONFIG, WEIGHTS, TOKENIZER_DIR, ENCODER_DIR = "config.json", "model.safetensors"
 PACKAGED_ENCODERS = ("auto", "packaged-minilm")
 
 _SAFETENSORS_DTYPES = {
-    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
-    torch.uint8: "U8", torch.bool: "BOOL",
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
 }
 
 
@@ -276,8 +283,12 @@ def save_model(est, path) -> None:
             local = students.resolve_encoder_path(est.encoder)
             encoder_source = local if os.path.isdir(local) else est._frozen_encoder()
     write_model(
-        path, params=params, fitted=fitted, weights=est.student_.state_dict(),
-        tokenizer=est._tokenizer_ if kind == "finetune" else None, encoder_source=encoder_source,
+        path,
+        params=params,
+        fitted=fitted,
+        weights=est.student_.state_dict(),
+        tokenizer=est._tokenizer_ if kind == "finetune" else None,
+        encoder_source=encoder_source,
     )
 
 
@@ -317,7 +328,8 @@ def read_config(path) -> dict:
     missing, unknown = sorted(expected - set(config)), sorted(set(config) - expected)
     if missing or unknown:
         raise ValueError(
-            f"{file}: " + "; ".join(
+            f"{file}: "
+            + "; ".join(
                 ([f"missing key(s) {missing}"] if missing else []) + ([f"unknown key(s) {unknown}"] if unknown else [])
             )
         )
@@ -381,7 +393,9 @@ def _check_consistency(fitted: dict) -> None:
     elif not fitted["_is_text"]:
         n_in = fitted["n_features_in_"]
         if n_in != fitted["_model_config_"]["n_features"]:
-            raise _Invalid(f"n_features_in is {n_in} but model_config.n_features is {fitted['_model_config_']['n_features']}")
+            raise _Invalid(
+                f"n_features_in is {n_in} but model_config.n_features is {fitted['_model_config_']['n_features']}"
+            )
 
 
 def _legacy_encoder_ref(params: dict):
@@ -460,7 +474,9 @@ def _read_weights(file: Path, expected: dict) -> dict:
     if missing or unknown:
         raise ValueError(
             f"{file}: the tensors do not match config.json's model: "
-            + "; ".join(([f"missing {missing[:5]}"] if missing else []) + ([f"unexpected {unknown[:5]}"] if unknown else []))
+            + "; ".join(
+                ([f"missing {missing[:5]}"] if missing else []) + ([f"unexpected {unknown[:5]}"] if unknown else [])
+            )
         )
     weights = {}
     for name, (shape, dtype) in expected.items():
@@ -524,8 +540,9 @@ def load_model(cls, path, *, device="cpu", encoder=None):
 def _selector(est, n_classes, state):
     from .selection import AdaptiveSelector
 
-    selector = AdaptiveSelector(n_classes, momentum=est.momentum, mode=est.selection,
-                                weighting=est.weighting, backend="auto")
+    selector = AdaptiveSelector(
+        n_classes, momentum=est.momentum, mode=est.selection, weighting=est.weighting, backend="auto"
+    )
     selector.state = state
     return selector
 
@@ -537,4 +554,3 @@ def _check_vocabulary(tokenizer, weights: dict, where) -> None:
         raise ValueError(
             f"{where}: the tokenizer has {len(tokenizer)} tokens but the encoder's embedding has {rows[0]} rows"
         )
-

@@ -19,7 +19,7 @@ from sklearn.utils.validation import column_or_1d
 
 from .teachers._base import input_key
 
-_MEMORY: "weakref.WeakKeyDictionary[object, dict]" = weakref.WeakKeyDictionary()
+_MEMORY: weakref.WeakKeyDictionary[object, dict] = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -62,10 +62,7 @@ def encode_gold(y_labeled, classes) -> np.ndarray:
     for j, v in enumerate(y_labeled):
         key = v.item() if isinstance(v, np.generic) else v
         if key not in lookup:
-            raise ValueError(
-                f"y contains the label {key!r}, which is not one of the classes "
-                f"{classes.tolist()!r}"
-            )
+            raise ValueError(f"y contains the label {key!r}, which is not one of the classes {classes.tolist()!r}")
         idx[j] = lookup[key]
     return idx
 
@@ -92,9 +89,7 @@ def classes_from_y(y_lab, labels) -> np.ndarray:
         check_classification_targets(np.asarray(y_lab) if y_lab.dtype != object else y_lab)
         classes = np.unique(y_lab.tolist() if y_lab.dtype == object else y_lab)
     if len(classes) < 2:
-        raise ValueError(
-            f"the classifier needs at least 2 classes; got {len(classes)} class: {classes.tolist()!r}"
-        )
+        raise ValueError(f"the classifier needs at least 2 classes; got {len(classes)} class: {classes.tolist()!r}")
     if len(set(classes.tolist())) != len(classes):
         raise ValueError(f"labels must be distinct, got {classes.tolist()!r}")
     return classes
@@ -129,8 +124,7 @@ class PoolLabeler:
         Inputs the teacher answered so far (answers remembered or cached are not counted).
     """
 
-    def __init__(self, X, y, *, teacher, labels=None, calibration="auto", batch_size=16, cache=None,
-                 progress=False):
+    def __init__(self, X, y, *, teacher, labels=None, calibration="auto", batch_size=16, cache=None, progress=False):
         from .teachers._base import split_calibration
         from .teachers._callable import as_teacher
 
@@ -143,8 +137,10 @@ class PoolLabeler:
         self.pool: dict[str, list[int]] = {}
         if teacher is None:
             if gold_y is None:
-                raise ValueError("LLKDClassifier requires y to be passed, but the target y is None "
-                                 "(pass a teacher to train on unlabeled data)")
+                raise ValueError(
+                    "LLKDClassifier requires y to be passed, but the target y is None "
+                    "(pass a teacher to train on unlabeled data)"
+                )
             y_lab = gold_y[~unl]
             self.classes = classes_from_y(y_lab, labels)
             target_labels = np.full(n, -1, dtype=np.int64)
@@ -186,9 +182,15 @@ class PoolLabeler:
         if not keys:
             return np.zeros(0, dtype=np.int64)
         asked = []
-        answers = label_in_batches(self._base, self.inputs(keys), batch_size=self.batch_size, cache=self.cache,
-                                   progress=self.progress, memory=self.memory,
-                                   on_batch=lambda k, out: asked.append(len(k)))
+        answers = label_in_batches(
+            self._base,
+            self.inputs(keys),
+            batch_size=self.batch_size,
+            cache=self.cache,
+            progress=self.progress,
+            memory=self.memory,
+            on_batch=lambda k, out: asked.append(len(k)),
+        )
         self.n_queries += sum(asked)
         self.targets.n_teacher_queries = self.n_queries
         labels, conf, proba = answers.labels, answers.confidence, answers.proba
@@ -218,11 +220,20 @@ class PoolLabeler:
         return np.asarray(sorted(rows_done), dtype=np.int64)
 
 
-def make_targets(X, y, *, teacher, labels=None, calibration="auto", batch_size=16, cache=None,
-                 progress=False) -> tuple[np.ndarray, Targets]:
+def make_targets(
+    X, y, *, teacher, labels=None, calibration="auto", batch_size=16, cache=None, progress=False
+) -> tuple[np.ndarray, Targets]:
     """``(classes, targets)`` for every row of ``X``: the teacher labels the whole pool."""
-    labeler = PoolLabeler(X, y, teacher=teacher, labels=labels, calibration=calibration, batch_size=batch_size,
-                          cache=cache, progress=progress)
+    labeler = PoolLabeler(
+        X,
+        y,
+        teacher=teacher,
+        labels=labels,
+        calibration=calibration,
+        batch_size=batch_size,
+        cache=cache,
+        progress=progress,
+    )
     if labeler.teacher is not None:
         labeler.label(list(labeler.pool))
     return labeler.classes, labeler.targets

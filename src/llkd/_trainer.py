@@ -57,7 +57,7 @@ class TrainConfig:
     verbose: int = 0
 
     @classmethod
-    def from_params(cls, params: dict, **explicit) -> "TrainConfig":
+    def from_params(cls, params: dict, **explicit) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in params.items() if k in names}
         values.update(explicit)
@@ -94,8 +94,7 @@ def split_validation(rows, labels, fraction, rng):
     val = np.array(sorted(val), dtype=np.int64)
     if len(val) == 0 or len(val) == len(rows):
         raise ValueError(
-            f"validation_fraction={fraction} leaves an empty training or validation set "
-            f"for {len(rows)} training rows"
+            f"validation_fraction={fraction} leaves an empty training or validation set for {len(rows)} training rows"
         )
     return np.setdiff1d(rows, val), val
 
@@ -161,8 +160,9 @@ class Trainer:
         epoch the size of the initial rows.
     """
 
-    def __init__(self, model, data, targets: Targets, config: TrainConfig, *, device, rng, callbacks=(),
-                 epoch_sizes=None):
+    def __init__(
+        self, model, data, targets: Targets, config: TrainConfig, *, device, rng, callbacks=(), epoch_sizes=None
+    ):
         self.epoch_sizes = epoch_sizes
         self.model = model
         self.data = data
@@ -220,13 +220,15 @@ class Trainer:
             random_rate=cfg.random_rate,
             random_state=self.rng.randint(0, 2**31 - 1),
         )
-        self._on_cuda = (self.device.type == "cuda"
-                         and self.selector.resolve_backend(torch.empty(0, device=self.device)) == "cuda")
+        self._on_cuda = (
+            self.device.type == "cuda" and self.selector.resolve_backend(torch.empty(0, device=self.device)) == "cuda"
+        )
         if self._on_cuda:
             self._to_device()
 
         self.optimizer = torch.optim.AdamW(
-            [p for p in self.model.parameters() if p.requires_grad], lr=cfg.learning_rate,
+            [p for p in self.model.parameters() if p.requires_grad],
+            lr=cfg.learning_rate,
             weight_decay=cfg.weight_decay,
         )
         self.steps_per_epoch = max(1, math.ceil(len(self.rows) / cfg.batch_size))
@@ -322,8 +324,9 @@ class Trainer:
         if logits is None:  # eval pass: a second forward over the selected rows only
             sel = torch.nonzero(mask).squeeze(1)
             logits = self.model(_take(x, sel))
-            per_sample = loss_per_sample(logits, y_dev[sel], p_dev[sel] if p_dev is not None else None,
-                                         cfg.soft_targets, cfg.temperature)
+            per_sample = loss_per_sample(
+                logits, y_dev[sel], p_dev[sel] if p_dev is not None else None, cfg.soft_targets, cfg.temperature
+            )
             loss = (weights[sel] * per_sample).sum() / max(1, k)
             n_backprop = k
         else:

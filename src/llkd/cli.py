@@ -100,8 +100,9 @@ def demo(args) -> dict:
         random_state=args.seed,
         verbose=1,
     )
-    stages.run("training the student" + (" (asking the teacher in rounds)" if budget is not None else ""),
-               clf.fit, X_train)
+    stages.run(
+        "training the student" + (" (asking the teacher in rounds)" if budget is not None else ""), clf.fit, X_train
+    )
     pred = stages.run("evaluating the student", clf.predict, X_test)
     student = _metrics(y_test, pred)
     stages.run("saving the student", clf.save, out_dir)
@@ -125,15 +126,28 @@ def demo(args) -> dict:
     }
     print()
     print("=" * 66)
-    print(f"teacher (Gemma 3 270M), raw        accuracy {teacher_raw['accuracy']:.3f}  macro-F1 {teacher_raw['macro_f1']:.3f}")
-    print(f"teacher, calibrated (prior)        accuracy {teacher_cal['accuracy']:.3f}  macro-F1 {teacher_cal['macro_f1']:.3f}")
+    print(
+        f"teacher (Gemma 3 270M), raw        accuracy {teacher_raw['accuracy']:.3f}  "
+        f"macro-F1 {teacher_raw['macro_f1']:.3f}"
+    )
+    print(
+        f"teacher, calibrated (prior)        accuracy {teacher_cal['accuracy']:.3f}  "
+        f"macro-F1 {teacher_cal['macro_f1']:.3f}"
+    )
     kind = "fine-tuned MiniLM" if clf._kind_ == "finetune" else "MLP, frozen MiniLM"
-    print(f"student ({kind + ', ' + clf.selection + ')':<24s}  accuracy {student['accuracy']:.3f}  macro-F1 {student['macro_f1']:.3f}")
+    print(
+        f"student ({kind + ', ' + clf.selection + ')':<24s}  accuracy {student['accuracy']:.3f}  "
+        f"macro-F1 {student['macro_f1']:.3f}"
+    )
     if budget is not None:
-        print(f"teacher budget {budget}: the teacher labelled {int(asked.sum())} of the {len(X_train)} training "
-              "reviews, chosen by the student in rounds")
-    print(f"student trained on {100 * report['selected_per_step_fraction']:.1f} % of the samples per step; "
-          f"{100 * report['distinct_selected_fraction']:.1f} % of the reviews were ever selected")
+        print(
+            f"teacher budget {budget}: the teacher labelled {int(asked.sum())} of the {len(X_train)} training "
+            "reviews, chosen by the student in rounds"
+        )
+    print(
+        f"student trained on {100 * report['selected_per_step_fraction']:.1f} % of the samples per step; "
+        f"{100 * report['distinct_selected_fraction']:.1f} % of the reviews were ever selected"
+    )
     print("time per stage: " + ", ".join(f"{k} {v:.0f} s" for k, v in stages.times.items()))
     print(f"total {sum(stages.times.values()):.0f} s; model saved to {out_dir}")
     print(f"(load it with llkd.LLKDClassifier.load({str(out_dir)!r}))")
@@ -250,12 +264,10 @@ def _make_teacher(spec: str, labels: list[str]):
         return teachers.TransformersTeacher(spec[3:], labels=labels)
     if spec.startswith("openai:"):
         OpenAITeacher = teachers.OpenAITeacher
-        rest = spec[len("openai:"):]
+        rest = spec[len("openai:") :]
         model, _, base_url = rest.partition("@")
         return OpenAITeacher(model=model, labels=labels, base_url=base_url or "https://api.openai.com/v1")
-    raise ValueError(
-        f"--teacher {spec!r}: use 'gemma', 'hf:<path or model>', or 'openai:<model>@<base url>'"
-    )
+    raise ValueError(f"--teacher {spec!r}: use 'gemma', 'hf:<path or model>', or 'openai:<model>@<base url>'")
 
 
 def _selected_per_step(history) -> float:
@@ -313,9 +325,12 @@ def evaluate_on_gold(clf, teacher, texts, gold, labels, *, cache, held_out: bool
         "teacher": _evaluate(y_gold, teacher_pred, labels),
         "student": _evaluate(y_gold, student_pred, labels),
     }
-    where = ("held out from training" if held_out
-             else "also used for training, so the student's numbers are on rows it trained on; "
-                  "--hold-out-gold keeps them out")
+    where = (
+        "held out from training"
+        if held_out
+        else "also used for training, so the student's numbers are on rows it trained on; "
+        "--hold-out-gold keeps them out"
+    )
     print(f"evaluation on {len(y_gold)} gold rows ({where}):")
     for name in ("teacher", "student"):
         m = report[name]
@@ -328,8 +343,10 @@ def evaluate_on_gold(clf, teacher, texts, gold, labels, *, cache, held_out: bool
     return report
 
 
-_BUDGET_HELP = ("ask the teacher about at most this many distinct texts (an int) or this fraction of them "
-                "(a number in (0, 1]), chosen by the student in rounds (default: all)")
+_BUDGET_HELP = (
+    "ask the teacher about at most this many distinct texts (an int) or this fraction of them "
+    "(a number in (0, 1]), chosen by the student in rounds (default: all)"
+)
 
 
 def _budget(value: str):
@@ -371,21 +388,31 @@ def distill(args) -> None:
     teacher = _make_teacher(args.teacher, labels)
     cache = args.cache or str(_default_home() / "teacher-cache.sqlite")
     clf = LLKDClassifier(
-        teacher, student=args.student, encoder=args.encoder, selection=args.selection, max_epochs=args.epochs,
-        learning_rate=args.lr, teacher_cache=cache, teacher_budget=args.teacher_budget, random_state=args.seed,
+        teacher,
+        student=args.student,
+        encoder=args.encoder,
+        selection=args.selection,
+        max_epochs=args.epochs,
+        learning_rate=args.lr,
+        teacher_cache=cache,
+        teacher_budget=args.teacher_budget,
+        random_state=args.seed,
         verbose=1,
     )
     clf.fit(train_texts, y)
     clf.save(args.out)
     per_step = _selected_per_step(clf.history_)
     counts = np.bincount(clf.teacher_labels_[clf.teacher_labels_ >= 0], minlength=len(labels))
-    print(f"{len(train_texts)} texts, {clf.n_teacher_queries_} new teacher answers (the others reused; cache {cache}); "
-          f"labels: " + ", ".join(f"{c} {n}" for c, n in zip(clf.classes_, counts)))
-    print(f"student ({clf._kind_}) trained for {clf.n_iter_} epoch(s) in {clf.fit_seconds_:.0f} s on "
-          f"{100 * per_step:.1f} % of the samples per step; model saved to {args.out}")
+    print(
+        f"{len(train_texts)} texts, {clf.n_teacher_queries_} new teacher answers (the others reused; cache {cache}); "
+        f"labels: " + ", ".join(f"{c} {n}" for c, n in zip(clf.classes_, counts))
+    )
+    print(
+        f"student ({clf._kind_}) trained for {clf.n_iter_} epoch(s) in {clf.fit_seconds_:.0f} s on "
+        f"{100 * per_step:.1f} % of the samples per step; model saved to {args.out}"
+    )
     if gold is not None and any(g is not None for g in gold):
-        evaluate_on_gold(clf, teacher, texts, gold, labels, cache=cache, held_out=args.hold_out_gold,
-                         out_dir=args.out)
+        evaluate_on_gold(clf, teacher, texts, gold, labels, cache=cache, held_out=args.hold_out_gold, out_dir=args.out)
 
 
 def _write_predictions(rows: list[dict], output) -> None:
@@ -441,17 +468,31 @@ def main(argv=None) -> int:
     common.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("demo", parents=[common], help="distil the packaged Gemma teacher into a MiniLM student on movie reviews")
+    p = sub.add_parser(
+        "demo", parents=[common], help="distil the packaged Gemma teacher into a MiniLM student on movie reviews"
+    )
     p.add_argument("--n-train", type=int, default=4000, help="unlabeled training reviews (default 4000)")
     p.add_argument("--n-test", type=int, default=1000, help="held-out gold test reviews (default 1000)")
-    p.add_argument("--epochs", type=int, default=None,
-                   help="student epochs (default 1 for the fine-tuned student: more reviews once beat "
-                        "fewer reviews three times, see RESULTS.md; the estimator's default for the MLP)")
-    p.add_argument("--lr", type=float, default=None,
-                   help="student learning rate (default 1e-4 for the fine-tuned student, else the estimator's)")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="student epochs (default 1 for the fine-tuned student: more reviews once beat "
+        "fewer reviews three times, see RESULTS.md; the estimator's default for the MLP)",
+    )
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="student learning rate (default 1e-4 for the fine-tuned student, else the estimator's)",
+    )
     p.add_argument("--student", default="auto", choices=["auto", "mlp", "finetune"])
-    p.add_argument("--selection", default="llkd", choices=MODES,
-                   help="sample selection rule (default llkd; the others are the baselines of the benchmarks)")
+    p.add_argument(
+        "--selection",
+        default="llkd",
+        choices=MODES,
+        help="sample selection rule (default llkd; the others are the baselines of the benchmarks)",
+    )
     p.add_argument("--teacher-budget", type=_budget, default=None, help=_BUDGET_HELP)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--home", default=str(_default_home()), help="cache directory (teacher answers, model)")
@@ -461,24 +502,48 @@ def main(argv=None) -> int:
     p = sub.add_parser("distill", parents=[common], help="distil a teacher into a student on your own texts")
     p.add_argument("--data", required=True, help="a .csv, .jsonl or .parquet file")
     p.add_argument("--text-column", default="text", help="column holding the texts (default text)")
-    p.add_argument("--label-column", default=None,
-                   help="optional gold labels (empty = unlabeled): they train the student, and teacher and "
-                        "student are evaluated against them (printed, and <out>/evaluation.json)")
-    p.add_argument("--hold-out-gold", action="store_true",
-                   help="with --label-column: keep the gold rows out of training and only evaluate on them")
+    p.add_argument(
+        "--label-column",
+        default=None,
+        help="optional gold labels (empty = unlabeled): they train the student, and teacher and "
+        "student are evaluated against them (printed, and <out>/evaluation.json)",
+    )
+    p.add_argument(
+        "--hold-out-gold",
+        action="store_true",
+        help="with --label-column: keep the gold rows out of training and only evaluate on them",
+    )
     p.add_argument("--labels", required=True, help="comma-separated class names")
     p.add_argument("--teacher", default="gemma", help="gemma | hf:<path> | openai:<model>@<base url> (default gemma)")
-    p.add_argument("--student", default="auto", choices=["auto", "mlp", "finetune"],
-                   help="auto (default) fine-tunes the encoder; mlp trains a head on frozen embeddings")
-    p.add_argument("--selection", default="llkd", choices=MODES,
-                   help="sample selection rule (default llkd; the others are the baselines of the benchmarks)")
-    p.add_argument("--encoder", default="auto",
-                   help="student encoder: 'auto' (the packaged MiniLM) or a local Hugging Face model folder")
-    p.add_argument("--epochs", type=int, default=None,
-                   help="student epochs (default: the estimator's, 3 fine-tuning, 10 for the MLP)")
+    p.add_argument(
+        "--student",
+        default="auto",
+        choices=["auto", "mlp", "finetune"],
+        help="auto (default) fine-tunes the encoder; mlp trains a head on frozen embeddings",
+    )
+    p.add_argument(
+        "--selection",
+        default="llkd",
+        choices=MODES,
+        help="sample selection rule (default llkd; the others are the baselines of the benchmarks)",
+    )
+    p.add_argument(
+        "--encoder",
+        default="auto",
+        help="student encoder: 'auto' (the packaged MiniLM) or a local Hugging Face model folder",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="student epochs (default: the estimator's, 3 fine-tuning, 10 for the MLP)",
+    )
     p.add_argument("--lr", type=float, default=None, help="student learning rate (default: the estimator's)")
-    p.add_argument("--cache", default=None,
-                   help="SQLite file for teacher answers (default <LLKD_HOME or ~/.cache/llkd>/teacher-cache.sqlite)")
+    p.add_argument(
+        "--cache",
+        default=None,
+        help="SQLite file for teacher answers (default <LLKD_HOME or ~/.cache/llkd>/teacher-cache.sqlite)",
+    )
     p.add_argument("--teacher-budget", type=_budget, default=None, help=_BUDGET_HELP)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="directory to save the student")
@@ -490,8 +555,11 @@ def main(argv=None) -> int:
     p.add_argument("--text-column", default="text", help="column holding the texts (default text)")
     p.add_argument("--output", default=None, help=".csv or .jsonl (default: JSON lines on stdout)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--encoder", default=None,
-                   help="the frozen encoder of a model whose encoder was not saved with it (a local folder)")
+    p.add_argument(
+        "--encoder",
+        default=None,
+        help="the frozen encoder of a model whose encoder was not saved with it (a local folder)",
+    )
     p.set_defaults(func=predict)
 
     p = sub.add_parser("show-config", parents=[common], help="which selection backends are built and active")

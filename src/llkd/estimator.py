@@ -228,8 +228,11 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
         "teacher_batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "teacher_cache": [None, str, os.PathLike],
-        "teacher_budget": [None, Interval(numbers.Integral, None, None, closed="neither"),
-                           Interval(numbers.Real, None, None, closed="neither")],
+        "teacher_budget": [
+            None,
+            Interval(numbers.Integral, None, None, closed="neither"),
+            Interval(numbers.Real, None, None, closed="neither"),
+        ],
         "acquisition": [StrOptions(set(ACQUISITIONS))],
         "device": [str],
         "selection_backend": [StrOptions({"auto", "native", "cuda", "numpy"})],
@@ -360,16 +363,29 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
                         f"{type(self).__name__} requires y to be passed, but the target y is None "
                         "(pass a teacher to train on unlabeled data)"
                     )
-                X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], ensure_min_samples=1,
-                                     y_numeric=False, multi_output=False)
+                X, y = validate_data(
+                    self,
+                    X,
+                    y,
+                    dtype=[np.float64, np.float32],
+                    ensure_min_samples=1,
+                    y_numeric=False,
+                    multi_output=False,
+                )
             else:
                 X = validate_data(self, X, dtype=[np.float64, np.float32])
             _inputs.check_float32_range(X)
         self._is_text = is_text
 
         labeler = PoolLabeler(
-            X, y, teacher=self.teacher, labels=self.labels, calibration=self.calibration,
-            batch_size=int(self.teacher_batch_size), cache=self.teacher_cache, progress=bool(self.verbose),
+            X,
+            y,
+            teacher=self.teacher,
+            labels=self.labels,
+            calibration=self.calibration,
+            batch_size=int(self.teacher_batch_size),
+            cache=self.teacher_cache,
+            progress=bool(self.verbose),
         )
         self.classes_ = labeler.classes
         C = len(self.classes_)
@@ -439,8 +455,16 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
                 temperature=float(self.temperature),
                 verbose=int(self.verbose),
             )
-            trainer = Trainer(model, data, labeler.targets, config, device=device, rng=np.random.RandomState(seed),
-                              callbacks=callbacks, epoch_sizes=epoch_sizes)
+            trainer = Trainer(
+                model,
+                data,
+                labeler.targets,
+                config,
+                device=device,
+                rng=np.random.RandomState(seed),
+                callbacks=callbacks,
+                epoch_sizes=epoch_sizes,
+            )
             result = run_with_threads(self._torch_threads(device), trainer.fit_loop, train_rows)
         self.student_ = result.model.eval()
         self.selector_ = result.selector
@@ -536,7 +560,8 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
                 path = students.resolve_encoder_path(self.encoder)
                 dev = device or torch.device("cpu")
                 enc = _embeddings.shared_encoder(
-                    path, dev, lambda: students.load_sentence_encoder(path, dev, progress=self.verbose > 0))
+                    path, dev, lambda: students.load_sentence_encoder(path, dev, progress=self.verbose > 0)
+                )
             else:
                 enc = self.encoder
             self._frozen_encoder_ = enc
@@ -562,9 +587,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         X, is_text = _inputs.texts_or_features(X, purpose="predict")
         if self._is_text:
             if not is_text:
-                raise TypeError(
-                    "this model was fitted on texts; X must be a non-empty sequence of str"
-                )
+                raise TypeError("this model was fitted on texts; X must be a non-empty sequence of str")
             return X
         if is_text:
             raise TypeError(
@@ -635,8 +658,9 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
             if not getattr(teacher, "pickle_with_estimator", True):
                 from .teachers._left_behind import TeacherLeftBehind
 
-                state["teacher"] = TeacherLeftBehind(type(teacher).__name__, teacher.classes,
-                                                     getattr(teacher, "identity", None))
+                state["teacher"] = TeacherLeftBehind(
+                    type(teacher).__name__, teacher.classes, getattr(teacher, "identity", None)
+                )
         model = state.pop("student_", None)
         if model is not None:
             state["_student_state_"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}

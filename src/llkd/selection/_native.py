@@ -19,8 +19,15 @@ from ._state import SelectionResult, SelectorState
 
 
 @functools.lru_cache(maxsize=64)
-def kernel(n_classes: int, mode: str, weighting: str, momentum: float, fixed_threshold: float,
-           random_rate: float, n_threads: int):
+def kernel(
+    n_classes: int,
+    mode: str,
+    weighting: str,
+    momentum: float,
+    fixed_threshold: float,
+    random_rate: float,
+    n_threads: int,
+):
     """The compiled ``Kernel`` of one configuration (cached: building one checks it)."""
     module = native_module()
     if module is None:  # pragma: no cover - the selector checks availability first
@@ -33,8 +40,7 @@ def _packed(x: np.ndarray, dtype=None) -> np.ndarray:
     return np.require(x, dtype=dtype, requirements=("C", "A"))
 
 
-def step(state: SelectorState, logits, labels, confidence, *, random_draws, update: bool,
-         **config) -> SelectionResult:
+def step(state: SelectorState, logits, labels, confidence, *, random_draws, update: bool, **config) -> SelectionResult:
     """One step of :func:`kernel` ``(**config)``; ``state`` is updated in place on success."""
     k = kernel(logits.shape[1], **config)
     mask, weights, uncertainty, tau_t, tau_s, n_updates = k.step(

@@ -15,7 +15,6 @@ from ._validation import check_state
 __all__ = ["MODES", "WEIGHTINGS", "TIE_TOLERANCE", "normalized_entropy", "step"]
 
 
-
 def normalized_entropy(logits: np.ndarray) -> np.ndarray:
     """Entropy of ``softmax(logits)`` divided by ``log(C)``, in [0, 1], per row.
 
@@ -64,9 +63,7 @@ def update_state(
     else:
         lam = momentum
         state.global_levels[:] = lam * state.global_levels + (1.0 - lam) * batch
-        state.class_levels[:, present] = (
-            lam * state.class_levels[:, present] + (1.0 - lam) * class_batch[:, present]
-        )
+        state.class_levels[:, present] = lam * state.class_levels[:, present] + (1.0 - lam) * class_batch[:, present]
     state.n_updates += 1
 
 

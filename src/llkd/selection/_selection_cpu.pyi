@@ -15,8 +15,16 @@ FLAGS: dict[str, int]
 class Kernel(KernelConfig):
     """The CPU selection kernel for one configuration (docs/design.md section 3)."""
 
-    def __init__(self, n_classes: int, mode: str = "llkd", weighting: str = "product", momentum: float = 0.9,
-                 fixed_threshold: float = 0.9, random_rate: float = 0.1, n_threads: int = 1) -> None: ...
+    def __init__(
+        self,
+        n_classes: int,
+        mode: str = "llkd",
+        weighting: str = "product",
+        momentum: float = 0.9,
+        fixed_threshold: float = 0.9,
+        random_rate: float = 0.1,
+        n_threads: int = 1,
+    ) -> None: ...
     def step(
         self,
         student_logits: npt.NDArray[np.float32] | npt.NDArray[np.float64],

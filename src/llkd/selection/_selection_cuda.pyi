@@ -25,8 +25,16 @@ Descriptor = tuple[int, tuple[int, ...], str]
 class Kernel(KernelConfig):
     """The CUDA selection kernel for one configuration (docs/design.md section 3)."""
 
-    def __init__(self, n_classes: int, mode: str = "llkd", weighting: str = "product", momentum: float = 0.9,
-                 fixed_threshold: float = 0.9, random_rate: float = 0.1, variant: int = -1) -> None: ...
+    def __init__(
+        self,
+        n_classes: int,
+        mode: str = "llkd",
+        weighting: str = "product",
+        momentum: float = 0.9,
+        fixed_threshold: float = 0.9,
+        random_rate: float = 0.1,
+        variant: int = -1,
+    ) -> None: ...
     def step(
         self,
         student_logits: Any,
@@ -44,11 +52,23 @@ class Kernel(KernelConfig):
     ) -> tuple[Any, Any, Any, npt.NDArray[np.float64], npt.NDArray[np.float64], int]:
         """Checked step on __cuda_array_interface__ arrays: (mask, weights, uncertainty,
         teacher_threshold, student_threshold, n_updates), the first three being ``out``."""
-    def step_unchecked(self, student_logits: Descriptor, pseudo_labels: Descriptor, teacher_confidence: Descriptor,
-                       random_draws: Descriptor | None, out_uncertainty: int, out_mask: int, out_weights: int,
-                       scratch: int, scratch_size: int, global_levels: npt.NDArray[np.float64],
-                       class_levels: npt.NDArray[np.float64], n_updates: int, update: bool,
-                       stream: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], int]:
+    def step_unchecked(
+        self,
+        student_logits: Descriptor,
+        pseudo_labels: Descriptor,
+        teacher_confidence: Descriptor,
+        random_draws: Descriptor | None,
+        out_uncertainty: int,
+        out_mask: int,
+        out_weights: int,
+        scratch: int,
+        scratch_size: int,
+        global_levels: npt.NDArray[np.float64],
+        class_levels: npt.NDArray[np.float64],
+        n_updates: int,
+        update: bool,
+        stream: int,
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], int]:
         """Unchecked fast path: (teacher_threshold, student_threshold, n_updates)."""
     @property
     def variant(self) -> int: ...

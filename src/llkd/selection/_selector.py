@@ -161,7 +161,7 @@ class AdaptiveSelector:
         """
         return self._run(student_logits, pseudo_labels, teacher_confidence, update=False)
 
-    def reset(self) -> "AdaptiveSelector":
+    def reset(self) -> AdaptiveSelector:
         """Forget the running levels."""
         self.state = SelectorState.empty(self.n_classes)
         self.n_steps = 0
@@ -210,12 +210,14 @@ class AdaptiveSelector:
             from . import _cuda
 
             return _cuda.step(
-                self.state, student_logits, pseudo_labels, teacher_confidence,
-                random_draws=self._draws(_cuda.n_rows(student_logits)), **params,
+                self.state,
+                student_logits,
+                pseudo_labels,
+                teacher_confidence,
+                random_draws=self._draws(_cuda.n_rows(student_logits)),
+                **params,
             )
-        logits = _validation.check_logits(
-            _validation.to_host(student_logits, "student_logits"), self.n_classes
-        )
+        logits = _validation.check_logits(_validation.to_host(student_logits, "student_logits"), self.n_classes)
         n = logits.shape[0]
         values = backend != "native"  # the C++ kernel checks values in its own pass
         labels = _validation.check_labels(
@@ -229,10 +231,13 @@ class AdaptiveSelector:
             from . import _native
 
             return _native.step(
-                self.state, logits, labels, confidence,
-                random_draws=draws, n_threads=self.n_threads, **params,
+                self.state,
+                logits,
+                labels,
+                confidence,
+                random_draws=draws,
+                n_threads=self.n_threads,
+                **params,
             )
         _validation.check_finite_logits(logits)
-        return _reference.step(
-            self.state, logits, labels, confidence, random_draws=draws, **params
-        )
+        return _reference.step(self.state, logits, labels, confidence, random_draws=draws, **params)

@@ -27,10 +27,10 @@ class SelectorState:
     n_updates: int = 0
 
     @classmethod
-    def empty(cls, n_classes: int) -> "SelectorState":
+    def empty(cls, n_classes: int) -> SelectorState:
         return cls(np.zeros(2), np.zeros((2, n_classes)), 0)
 
-    def copy(self) -> "SelectorState":
+    def copy(self) -> SelectorState:
         return SelectorState(self.global_levels.copy(), self.class_levels.copy(), self.n_updates)
 
     def to_dict(self) -> dict:
@@ -41,7 +41,7 @@ class SelectorState:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SelectorState":
+    def from_dict(cls, d: dict) -> SelectorState:
         return cls(
             np.asarray(d["global_levels"], dtype=np.float64),
             np.asarray(d["class_levels"], dtype=np.float64),

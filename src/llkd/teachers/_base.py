@@ -83,15 +83,12 @@ class TeacherOutput:
         labels = _as_int_labels(self.labels, "labels")
         conf = _as_float_1d(self.confidence, "confidence")
         if conf.shape[0] != labels.shape[0]:
-            raise ValueError(
-                f"confidence has {conf.shape[0]} entries but labels has {labels.shape[0]}"
-            )
+            raise ValueError(f"confidence has {conf.shape[0]} entries but labels has {labels.shape[0]}")
         bad = ~((conf >= 0.0) & (conf <= 1.0))  # also catches NaN
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise ValueError(
-                f"confidence must be in [0, 1] and not NaN; entry {i} is {conf[i]!r} "
-                f"({int(bad.sum())} bad entries)"
+                f"confidence must be in [0, 1] and not NaN; entry {i} is {conf[i]!r} ({int(bad.sum())} bad entries)"
             )
         if (labels < 0).any():
             i = int(np.flatnonzero(labels < 0)[0])
@@ -103,15 +100,13 @@ class TeacherOutput:
                 raise ValueError(f"proba has {proba.shape[0]} rows but labels has {labels.shape[0]}")
             if (labels >= proba.shape[1]).any():
                 i = int(np.flatnonzero(labels >= proba.shape[1])[0])
-                raise ValueError(
-                    f"labels must be < the {proba.shape[1]} columns of proba; entry {i} is {labels[i]}"
-                )
+                raise ValueError(f"labels must be < the {proba.shape[1]} columns of proba; entry {i} is {labels[i]}")
         object.__setattr__(self, "labels", labels)
         object.__setattr__(self, "confidence", conf)
         object.__setattr__(self, "proba", proba)
 
     @classmethod
-    def from_proba(cls, proba) -> "TeacherOutput":
+    def from_proba(cls, proba) -> TeacherOutput:
         """Answers from a distribution: label = argmax, confidence = max probability."""
         proba = _check_proba(proba, "proba")
         return cls(proba.argmax(axis=1), proba.max(axis=1), proba)
@@ -119,7 +114,7 @@ class TeacherOutput:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def take(self, index) -> "TeacherOutput":
+    def take(self, index) -> TeacherOutput:
         """The answers at ``index`` (anything NumPy fancy indexing accepts)."""
         index = np.asarray(index)
         return TeacherOutput(
@@ -235,23 +230,19 @@ def _labels_to_index(labels, classes: Sequence[str], what: str) -> np.ndarray:
         if isinstance(v, (str, np.str_)) or (v in pos and not isinstance(v, (numbers.Number, bool))):
             if v not in pos:
                 raise ValueError(
-                    f"{what} returned the unknown label {v!r} at position {i}; "
-                    f"known classes are {list(classes)!r}"
+                    f"{what} returned the unknown label {v!r} at position {i}; known classes are {list(classes)!r}"
                 )
             out[i] = pos[v]
             continue
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, (numbers.Integral, numbers.Real)):
             raise TypeError(
-                f"{what} labels must be class indices or class names; position {i} is {v!r} "
-                f"({type(v).__name__})"
+                f"{what} labels must be class indices or class names; position {i} is {v!r} ({type(v).__name__})"
             )
         if not isinstance(v, numbers.Integral) and (not math.isfinite(v) or v != int(v)):
             raise ValueError(f"{what} returned a non-integer label {v!r} at position {i}")
         iv = int(v)
         if not 0 <= iv < C:
-            raise ValueError(
-                f"{what} returned label {iv} at position {i}, outside the {C} classes (0..{C - 1})"
-            )
+            raise ValueError(f"{what} returned label {iv} at position {i}, outside the {C} classes (0..{C - 1})")
         out[i] = iv
     return out
 
@@ -264,13 +255,9 @@ def check_teacher_output(out, n_texts: int, n_classes: int, what: str = "teacher
         raise ValueError(f"{what} returned {len(out)} answers for {n_texts} texts")
     if len(out) and (out.labels >= n_classes).any():
         i = int(np.flatnonzero(out.labels >= n_classes)[0])
-        raise ValueError(
-            f"{what} returned label {out.labels[i]} at position {i}, outside the {n_classes} classes"
-        )
+        raise ValueError(f"{what} returned label {out.labels[i]} at position {i}, outside the {n_classes} classes")
     if out.proba is not None and out.proba.shape[1] != n_classes:
-        raise ValueError(
-            f"{what} returned proba with {out.proba.shape[1]} columns for {n_classes} classes"
-        )
+        raise ValueError(f"{what} returned proba with {out.proba.shape[1]} columns for {n_classes} classes")
     return out
 
 
@@ -290,9 +277,7 @@ def output_from_answer(answer, n_texts: int, classes: Sequence[str], what: str) 
             raise ValueError(f"{what} returned {labels.shape[0]} labels for {n_texts} texts")
         conf = np.asarray(conf, dtype=np.float64)
         if conf.ndim != 1 or conf.shape[0] != n_texts:
-            raise ValueError(
-                f"{what} returned confidence of shape {conf.shape} for {n_texts} texts"
-            )
+            raise ValueError(f"{what} returned confidence of shape {conf.shape} for {n_texts} texts")
         return check_teacher_output(TeacherOutput(labels, conf, None), n_texts, C, what)
     if isinstance(answer, tuple):
         raise TypeError(

@@ -110,8 +110,7 @@ def label_in_batches(
     teacher = as_teacher(teacher, labels=labels)
     base, calibrate = split_calibration(teacher)
     if calibrate is not None:  # answers calibrated over the pool: ask the base teacher, then correct
-        raw = label_in_batches(base, texts, batch_size, cache, progress, sort_by_length=sort_by_length,
-                               memory=memory)
+        raw = label_in_batches(base, texts, batch_size, cache, progress, sort_by_length=sort_by_length, memory=memory)
         out = calibrate(raw)
         if on_batch is not None:
             on_batch([input_key(x) for x in _check_inputs(texts)[0]], out)
@@ -154,8 +153,14 @@ def label_in_batches(
         try:
             teacher.settle_identity(todo[:1])
         except Exception as exc:
-            raise teacher_error(exc, f"{name} raised {type(exc).__name__} on its first text, before batch 0 "
-                                f"(no answer was lost): {exc}", batch_index=0, start=0, stop=1, n_done=0) from exc
+            raise teacher_error(
+                exc,
+                f"{name} raised {type(exc).__name__} on its first text, before batch 0 (no answer was lost): {exc}",
+                batch_index=0,
+                start=0,
+                stop=1,
+                n_done=0,
+            ) from exc
         if (key := identity_key(teacher.identity, classes)) != tkey:
             tkey = key
             done = {k: memory[k] for k in first if memory and k in memory}
@@ -178,13 +183,18 @@ def label_in_batches(
     what = "texts" if kind == "texts" else "rows"
     # With a cache, batches are claimed in it first: inputs another process is asking are
     # left to it and read from the cache after the loop (TeacherCache.share).
-    batches = (store.share(tkey, todo, batch_size) if store is not None
-               else (todo[s : s + batch_size] for s in range(0, len(todo), batch_size)))
+    batches = (
+        store.share(tkey, todo, batch_size)
+        if store is not None
+        else (todo[s : s + batch_size] for s in range(0, len(todo), batch_size))
+    )
     e = 0
     try:
         for b, batch_keys in enumerate(batches):
             s, e = e, e + len(batch_keys)
-            batch = [inputs[first[k]] for k in batch_keys] if kind == "texts" else inputs[[first[k] for k in batch_keys]]
+            batch = (
+                [inputs[first[k]] for k in batch_keys] if kind == "texts" else inputs[[first[k] for k in batch_keys]]
+            )
             try:
                 out = teacher.label(batch)
             except Exception as exc:
@@ -198,7 +208,10 @@ def label_in_batches(
                     f"{name} raised {type(exc).__name__} on batch {b} of {n_batches} "
                     f"({what} {s}..{e - 1} of the {len(todo)} sent to the teacher; "
                     f"{kept} answers are kept{' in the cache' if store is not None else ''}): {exc}",
-                    batch_index=b, start=s, stop=e, n_done=kept,
+                    batch_index=b,
+                    start=s,
+                    stop=e,
+                    n_done=kept,
                 ) from exc
             try:
                 out = check_teacher_output(out, len(batch_keys), C, f"{name} (batch {b}, {what} {s}..{e - 1})")

@@ -57,8 +57,10 @@ CREATE TABLE IF NOT EXISTS claims (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS claims_owner ON claims(owner);
 """
-_COLUMNS = {"answers": {"key", "teacher", "label", "confidence", "n_classes", "proba", "created"},
-            "claims": {"key", "teacher", "owner", "expires"}}
+_COLUMNS = {
+    "answers": {"key", "teacher", "label", "confidence", "n_classes", "proba", "created"},
+    "claims": {"key", "teacher", "owner", "expires"},
+}
 
 # SQLite's default limit on bound parameters is 999 in old builds.
 _CHUNK = 500
@@ -109,8 +111,10 @@ class TeacherCache:
         self.lease = float(lease)
         self._local = threading.local()
         if self.path.is_dir():
-            raise ValueError(f"teacher cache {self.path} is a directory: give the path of a cache file, "
-                             f"e.g. {self.path / 'teacher-cache.sqlite'}")
+            raise ValueError(
+                f"teacher cache {self.path} is a directory: give the path of a cache file, "
+                f"e.g. {self.path / 'teacher-cache.sqlite'}"
+            )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._errors("open"):
             con = self._con()
@@ -118,14 +122,16 @@ class TeacherCache:
             if tables and "answers" not in tables:
                 raise ValueError(
                     f"teacher cache {self.path} is an SQLite database of another kind (tables "
-                    f"{sorted(tables)!r}, no 'answers'): give the path of an llkd cache or of a new file")
+                    f"{sorted(tables)!r}, no 'answers'): give the path of an llkd cache or of a new file"
+                )
             for table, want in _COLUMNS.items():
                 if table in tables:
                     have = {row[1] for row in con.execute(f"PRAGMA table_info({table})")}
                     if have != want:
                         raise ValueError(
                             f"teacher cache {self.path}: table {table!r} has columns {sorted(have)!r}, "
-                            f"expected {sorted(want)!r}; it is not an llkd cache (or was altered)")
+                            f"expected {sorted(want)!r}; it is not an llkd cache (or was altered)"
+                        )
             with con:
                 con.executescript(_SCHEMA)
 
@@ -139,8 +145,10 @@ class TeacherCache:
                 raise
             raise ValueError(f"teacher cache {self.path}: cannot {action} it: {e}") from e
         except sqlite3.DatabaseError as e:
-            raise ValueError(f"teacher cache {self.path} is not a usable SQLite database ({e}); "
-                             "give another path, or delete the file") from e
+            raise ValueError(
+                f"teacher cache {self.path} is not a usable SQLite database ({e}); "
+                "give another path, or delete the file"
+            ) from e
 
     # -- connections -------------------------------------------------------------
     def _con(self) -> sqlite3.Connection:
@@ -211,8 +219,10 @@ class TeacherCache:
         """A stored answer as (label, confidence, proba or None); ValueError if it is damaged."""
 
         def bad(what):
-            return ValueError(f"teacher cache {self.path}: the answer stored under key {key} is damaged "
-                              f"({what}); delete that row or the file, and its text will be asked again")
+            return ValueError(
+                f"teacher cache {self.path}: the answer stored under key {key} is damaged "
+                f"({what}); delete that row or the file, and its text will be asked again"
+            )
 
         if not isinstance(nc, int) or isinstance(nc, bool) or nc < 1:
             raise bad(f"n_classes is {nc!r}")
@@ -241,8 +251,17 @@ class TeacherCache:
             blob = None
             if output.proba is not None:
                 blob = np.ascontiguousarray(output.proba[i], dtype="<f8").tobytes()
-            rows.append((text_key(teacher_key, t), teacher_key, int(output.labels[i]),
-                         float(output.confidence[i]), nc, blob, now))
+            rows.append(
+                (
+                    text_key(teacher_key, t),
+                    teacher_key,
+                    int(output.labels[i]),
+                    float(output.confidence[i]),
+                    nc,
+                    blob,
+                    now,
+                )
+            )
         with self._errors("write"):
             con = self._con()
             con.execute("BEGIN IMMEDIATE")
@@ -359,8 +378,9 @@ class TeacherCache:
         with self._errors("renew claims in"):
             self._con().execute("UPDATE claims SET expires = ? WHERE owner = ?", (time.time() + lease_s, owner))
 
-    def wait_for(self, teacher_key: str, texts: Sequence[str], owner: str, lease_s: float | None = None,
-                 poll_s: float = 0.2) -> list[str]:
+    def wait_for(
+        self, teacher_key: str, texts: Sequence[str], owner: str, lease_s: float | None = None, poll_s: float = 0.2
+    ) -> list[str]:
         """Wait until other owners answered ``texts`` or let their claims lapse.
 
         Returns the texts now claimed by ``owner`` (to be asked by it) as soon as there
@@ -379,9 +399,13 @@ class TeacherCache:
                 for s in range(0, len(keys), _CHUNK):
                     chunk = keys[s : s + _CHUNK]
                     q = ",".join("?" * len(chunk))
-                    held.update(k for (k,) in con.execute(
-                        f"SELECT key FROM claims WHERE key IN ({q}) AND owner != ? AND expires > ?",
-                        [*chunk, owner, now]))
+                    held.update(
+                        k
+                        for (k,) in con.execute(
+                            f"SELECT key FROM claims WHERE key IN ({q}) AND owner != ? AND expires > ?",
+                            [*chunk, owner, now],
+                        )
+                    )
             free = [t for t, k in zip(pending, keys) if k not in answered and k not in held]
             if free and (mine := self.claim(teacher_key, free, owner, lease_s)):
                 return mine
@@ -391,8 +415,16 @@ class TeacherCache:
                 wait = min(2.0, wait * 1.5)
         return []
 
-    def share(self, teacher_key: str, texts: Sequence[str], batch_size: int, *, owner: str | None = None,
-              lease_s: float | None = None, poll_s: float = 0.2) -> Iterator[list[str]]:
+    def share(
+        self,
+        teacher_key: str,
+        texts: Sequence[str],
+        batch_size: int,
+        *,
+        owner: str | None = None,
+        lease_s: float | None = None,
+        poll_s: float = 0.2,
+    ) -> Iterator[list[str]]:
         """Batches of ``texts`` for this process to ask, shared with other processes.
 
         Each batch is claimed before it is yielded, and its claims are renewed in the

@@ -62,13 +62,20 @@ class CalibratedTeacher:
         if inner is None:
             return None
         c = self.calibrator
-        return {"teacher": inner, "calibration": [c.method, None if c.prior is None else list(np.asarray(c.prior, float)), repr(c.temperature)]}
+        return {
+            "teacher": inner,
+            "calibration": [
+                c.method,
+                None if c.prior is None else list(np.asarray(c.prior, float)),
+                repr(c.temperature),
+            ],
+        }
 
     @property
     def report_(self):
         return getattr(self.calibrator, "report_", None)
 
-    def fit(self, texts, y=None, *, batch_size=None, cache=None, progress=False) -> "CalibratedTeacher":
+    def fit(self, texts, y=None, *, batch_size=None, cache=None, progress=False) -> CalibratedTeacher:
         from ._batching import label_in_batches
 
         texts = check_texts(texts)
@@ -78,8 +85,11 @@ class CalibratedTeacher:
                 raise ValueError(f"y must have one entry per text ({len(texts)}), got shape {y.shape}")
         raw = label_in_batches(self.teacher, texts, batch_size, cache, progress)
         if raw.proba is None:
-            warnings.warn("the teacher gives no distribution (proba is None): calibration leaves its answers unchanged",
-                          UserWarning, stacklevel=2)
+            warnings.warn(
+                "the teacher gives no distribution (proba is None): calibration leaves its answers unchanged",
+                UserWarning,
+                stacklevel=2,
+            )
         self.calibrator.fit(raw, y)
         self._frozen = True
         return self
@@ -88,9 +98,11 @@ class CalibratedTeacher:
         if not self._frozen:
             if raw.proba is None or len(raw) == 0:
                 return raw
-            return TeacherCalibrator(self.calibrator.method, self.calibrator.prior,
-                                     None if self.calibrator.temperature == "auto" else self.calibrator.temperature
-                                     ).fit_transform(raw)
+            return TeacherCalibrator(
+                self.calibrator.method,
+                self.calibrator.prior,
+                None if self.calibrator.temperature == "auto" else self.calibrator.temperature,
+            ).fit_transform(raw)
         return self.calibrator.transform(raw)
 
     def label(self, texts: Sequence[str]) -> TeacherOutput:

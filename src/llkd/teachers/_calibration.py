@@ -156,7 +156,9 @@ def calibration_report(output, y, n_bins: int = 15) -> dict:
     }
     if proba is not None:
         rep["nll"] = float(-_log(proba[m][np.arange(m.sum()), yy]).mean())
-        rep["predicted_share"] = np.bincount(labels[m], minlength=proba.shape[1]).astype(float).__truediv__(m.sum()).tolist()
+        rep["predicted_share"] = (
+            np.bincount(labels[m], minlength=proba.shape[1]).astype(float).__truediv__(m.sum()).tolist()
+        )
     return rep
 
 
@@ -176,7 +178,7 @@ class PriorCorrection:
         self.max_iter = max_iter
         self.tol = tol
 
-    def fit(self, proba) -> "PriorCorrection":
+    def fit(self, proba) -> PriorCorrection:
         proba = _check_proba(proba, "proba")
         if proba.shape[0] == 0:
             raise ValueError("proba is empty: the prior correction needs a pool of answers")
@@ -238,7 +240,7 @@ class TemperatureScaling:
     ``temperature_`` is searched in [1e-2, 1e2] (log scale, bounded Brent).
     """
 
-    def fit(self, proba, y) -> "TemperatureScaling":
+    def fit(self, proba, y) -> TemperatureScaling:
         from scipy.optimize import minimize_scalar
 
         proba = _check_proba(proba, "proba")
@@ -258,8 +260,7 @@ class TemperatureScaling:
             z = z - z.max(axis=1, keepdims=True)
             return float(-(z[np.arange(len(yy)), yy] - np.log(np.exp(z).sum(axis=1))).mean())
 
-        res = minimize_scalar(nll, bounds=(np.log(1e-2), np.log(1e2)), method="bounded",
-                              options={"xatol": 1e-4})
+        res = minimize_scalar(nll, bounds=(np.log(1e-2), np.log(1e2)), method="bounded", options={"xatol": 1e-4})
         self.temperature_ = float(np.exp(res.x))
         self.n_gold_ = int(m.sum())
         return self
@@ -303,7 +304,7 @@ class TeacherCalibrator:
         self.prior = prior
         self.temperature = temperature
 
-    def fit(self, output, y=None) -> "TeacherCalibrator":
+    def fit(self, output, y=None) -> TeacherCalibrator:
         out = _as_output(output)
         self.report_ = None
         if out.proba is None:
@@ -350,8 +351,7 @@ class TeacherCalibrator:
         return self.fit(output, y).transform(output)
 
 
-def calibrate(output, method: str = "auto", *, y=None, prior=None, temperature="auto",
-              return_calibrator: bool = False):
+def calibrate(output, method: str = "auto", *, y=None, prior=None, temperature="auto", return_calibrator: bool = False):
     """Calibrate a pool of teacher answers.
 
     Parameters

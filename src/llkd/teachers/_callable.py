@@ -70,22 +70,16 @@ def as_teacher(teacher, labels=None):
     """
     if teacher is None:
         raise TypeError("teacher is None: pass a teacher object or a callable")
-    if hasattr(teacher, "label") and callable(getattr(teacher, "label")) and hasattr(teacher, "classes"):
+    if hasattr(teacher, "label") and callable(teacher.label) and hasattr(teacher, "classes"):
         classes = list(teacher.classes)
         if labels is not None and [str(c) for c in labels] != [str(c) for c in classes]:
             # Compared as strings: labels=[0, 1] for classes ["0", "1"] is the same choice.
-            raise ValueError(
-                f"labels {list(labels)!r} do not match the teacher's classes {classes!r}"
-            )
+            raise ValueError(f"labels {list(labels)!r} do not match the teacher's classes {classes!r}")
         return teacher
     if callable(teacher):
         if labels is None:
             raise TypeError(
-                "a callable teacher needs the class names: pass labels=[...] "
-                "(the estimator's `labels` parameter)"
+                "a callable teacher needs the class names: pass labels=[...] (the estimator's `labels` parameter)"
             )
         return CallableTeacher(teacher, labels)
-    raise TypeError(
-        f"teacher must have `classes` and `label(texts)`, or be a callable; "
-        f"got {type(teacher).__name__}"
-    )
+    raise TypeError(f"teacher must have `classes` and `label(texts)`, or be a callable; got {type(teacher).__name__}")

@@ -61,9 +61,7 @@ def packaged_gemma_gguf(home=None) -> tuple[Path, str]:
     # assemble() joins the parts (or reuses an existing file) and checks the digest it
     # was built with; we check that digest is the one SHA256SUMS publishes.
     if getattr(pkg, "EXPECTED_SHA256", expected).lower() != expected:
-        raise RuntimeError(
-            f"{pkg.__name__}: EXPECTED_SHA256 {pkg.EXPECTED_SHA256} differs from SHA256SUMS {expected}"
-        )
+        raise RuntimeError(f"{pkg.__name__}: EXPECTED_SHA256 {pkg.EXPECTED_SHA256} differs from SHA256SUMS {expected}")
     with _file_lock(base / ".gemma-assemble.lock"):  # two processes must not write it at once
         try:
             path = Path(pkg.assemble(target))
@@ -137,8 +135,7 @@ def _convert(gguf_path: Path, folder: Path, sha: str) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     t0 = time.time()
     with FastGGUF.patched():
-        tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,
-                                            local_files_only=True)
+        tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(
             str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32, local_files_only=True
         )
@@ -148,12 +145,16 @@ def _convert(gguf_path: Path, folder: Path, sha: str) -> None:
         del model.config.quantization_config
     model.save_pretrained(str(tmp))
     tok.save_pretrained(str(tmp))
-    (tmp / _MARKER).write_text(json.dumps({
-        "gguf": gguf_path.name,
-        "gguf_sha256": sha,
-        "seconds": round(time.time() - t0, 1),
-        "note": "float32 dequantisation of the packaged Gemma 3 270M Q4_K_M GGUF (Gemma terms of use)",
-    }))
+    (tmp / _MARKER).write_text(
+        json.dumps(
+            {
+                "gguf": gguf_path.name,
+                "gguf_sha256": sha,
+                "seconds": round(time.time() - t0, 1),
+                "note": "float32 dequantisation of the packaged Gemma 3 270M Q4_K_M GGUF (Gemma terms of use)",
+            }
+        )
+    )
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(tmp, folder)

@@ -52,5 +52,3 @@ class FastGGUF:
                 yield
             finally:
                 gguf.GGUFReader = orig
-
-

@@ -79,8 +79,23 @@ _REDIRECT_STATUS = {301, 302, 303, 307, 308}
 _MAX_REDIRECTS = 5
 _REDACTED = "<redacted>"
 _DROPPED = "<credential dropped when pickled: set it again>"
-_SECRET_NAMES = {"authorization", "proxyauthorization", "apikey", "key", "token", "accesstoken", "authtoken",
-                 "bearer", "secret", "clientsecret", "password", "passwd", "cookie", "credential", "credentials"}
+_SECRET_NAMES = {
+    "authorization",
+    "proxyauthorization",
+    "apikey",
+    "key",
+    "token",
+    "accesstoken",
+    "authtoken",
+    "bearer",
+    "secret",
+    "clientsecret",
+    "password",
+    "passwd",
+    "cookie",
+    "credential",
+    "credentials",
+}
 _SECRET_SUFFIXES = ("apikey", "secret", "password", "authtoken", "accesstoken", "subscriptionkey", "authorization")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
@@ -143,9 +158,17 @@ def _hide(obj, replacement: str, known: tuple = (), path: str = ""):
 
 def _dropped_in(obj, path: str = "") -> list[str]:
     if isinstance(obj, Mapping):
-        return [q for k, v in obj.items() for q in ([f"{path}[{k!r}]"] if v == _DROPPED else _dropped_in(v, f"{path}[{k!r}]"))]
+        return [
+            q
+            for k, v in obj.items()
+            for q in ([f"{path}[{k!r}]"] if v == _DROPPED else _dropped_in(v, f"{path}[{k!r}]"))
+        ]
     if isinstance(obj, list):
-        return [q for i, v in enumerate(obj) for q in ([f"{path}[{i}]"] if v == _DROPPED else _dropped_in(v, f"{path}[{i}]"))]
+        return [
+            q
+            for i, v in enumerate(obj)
+            for q in ([f"{path}[{i}]"] if v == _DROPPED else _dropped_in(v, f"{path}[{i}]"))
+        ]
     return []
 
 
@@ -162,8 +185,9 @@ class OpenAIResponseError(OpenAIHTTPError, ValueError):
 
 
 class _Retryable(Exception):
-    def __init__(self, message: str, retry_after: float | None = None, status: int | None = None,
-                 kind: str = "transient"):
+    def __init__(
+        self, message: str, retry_after: float | None = None, status: int | None = None, kind: str = "transient"
+    ):
         super().__init__(message)
         self.retry_after = retry_after
         self.status = status
@@ -316,24 +340,40 @@ class OpenAITeacher:
         if not isinstance(api_key_header, str) or not _HEADER_NAME.match(api_key_header):
             raise ValueError(f"api_key_header must be an HTTP header name, got {api_key_header!r}")
         self.api_key_header = api_key_header
-        self.require_api_key = (parsed.hostname == "api.openai.com") if require_api_key is None else bool(require_api_key)
+        self.require_api_key = (
+            (parsed.hostname == "api.openai.com") if require_api_key is None else bool(require_api_key)
+        )
         if logprobs not in ("auto", True, False):
             raise ValueError(f"logprobs must be 'auto', True or False, got {logprobs!r}")
         self.logprobs = logprobs
-        for name, v, lo in (("top_logprobs", top_logprobs, 1), ("n_samples", n_samples, 1),
-                            ("max_tokens", max_tokens, 1), ("max_concurrency", max_concurrency, 1),
-                            ("max_retries", max_retries, 0), ("batch_size", batch_size, 1),
-                            ("timeout_retries", timeout_retries, 0)):
+        for name, v, lo in (
+            ("top_logprobs", top_logprobs, 1),
+            ("n_samples", n_samples, 1),
+            ("max_tokens", max_tokens, 1),
+            ("max_concurrency", max_concurrency, 1),
+            ("max_retries", max_retries, 0),
+            ("batch_size", batch_size, 1),
+            ("timeout_retries", timeout_retries, 0),
+        ):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
                 raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
-        for name, v in (("timeout", timeout), ("backoff", backoff), ("max_backoff", max_backoff),
-                        ("sample_temperature", sample_temperature), ("smoothing", smoothing)):
+        for name, v in (
+            ("timeout", timeout),
+            ("backoff", backoff),
+            ("max_backoff", max_backoff),
+            ("sample_temperature", sample_temperature),
+            ("smoothing", smoothing),
+        ):
             if not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
                 raise ValueError(f"{name} must be a non-negative number, got {v!r}")
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout!r}")
-        if deadline is not None and (isinstance(deadline, bool) or not isinstance(deadline, (int, float))
-                                     or not np.isfinite(deadline) or deadline <= 0):
+        if deadline is not None and (
+            isinstance(deadline, bool)
+            or not isinstance(deadline, (int, float))
+            or not np.isfinite(deadline)
+            or deadline <= 0
+        ):
             raise ValueError(f"deadline must be a positive number of seconds or None, got {deadline!r}")
         self.timeout_retries = int(timeout_retries)
         self.deadline = None if deadline is None else float(deadline)
@@ -343,7 +383,9 @@ class OpenAITeacher:
         self.smoothing = float(smoothing)
         self.max_tokens = int(max_tokens)
         if max_tokens_field not in ("max_tokens", "max_completion_tokens"):
-            raise ValueError(f"max_tokens_field must be 'max_tokens' or 'max_completion_tokens', got {max_tokens_field!r}")
+            raise ValueError(
+                f"max_tokens_field must be 'max_tokens' or 'max_completion_tokens', got {max_tokens_field!r}"
+            )
         self.max_tokens_field = max_tokens_field
         self.max_concurrency = int(max_concurrency)
         self.timeout = float(timeout)
@@ -368,8 +410,9 @@ class OpenAITeacher:
         if "{text}" not in template:
             raise ValueError(f"template must contain a {{text}} field, got {template!r}")
         self.template = template
-        self.instructions = "" if instructions is None else str(instructions).replace(
-            "{labels}", ", ".join(map(str, self.classes)))
+        self.instructions = (
+            "" if instructions is None else str(instructions).replace("{labels}", ", ".join(map(str, self.classes)))
+        )
         self.answer_prefix = default["answer_prefix"]
         self.separator = default["separator"]
         self.verbalizers = self._check_verbalizers(verbalizers)
@@ -394,8 +437,9 @@ class OpenAITeacher:
         for k in ("_lock", "_decide_lock", "_sleep", "_memo"):
             state.pop(k, None)
         known = self._known_secrets()
-        state["headers"] = {k: (_DROPPED if _secret_name(k) or _secret_value(v, known) else v)
-                            for k, v in self.headers.items()}
+        state["headers"] = {
+            k: (_DROPPED if _secret_name(k) or _secret_value(v, known) else v) for k, v in self.headers.items()
+        }
         state["extra_body"] = _hide(self.extra_body, _DROPPED, known)[0]
         return state
 
@@ -415,15 +459,24 @@ class OpenAITeacher:
         return (key,) if key else ()
 
     def __repr__(self) -> str:
-        return f"OpenAITeacher({self.model!r}, labels={self.classes!r}, base_url={self.base_url!r}, endpoint={self.endpoint!r})"
+        return (
+            f"OpenAITeacher({self.model!r}, labels={self.classes!r}, base_url={self.base_url!r}, "
+            f"endpoint={self.endpoint!r})"
+        )
 
     @property
     def identity(self) -> dict:
         ident = {
-            "kind": "openai", "base_url": self.base_url, "endpoint": self.endpoint, "model": self.model,
-            "template": self.template, "instructions": self.instructions,
-            "few_shot": [(t, self.classes[k]) for t, k in self.few_shot], "verbalizers": self.verbalizers,
-            "logprobs": self.logprobs, "top_logprobs": self.top_logprobs,
+            "kind": "openai",
+            "base_url": self.base_url,
+            "endpoint": self.endpoint,
+            "model": self.model,
+            "template": self.template,
+            "instructions": self.instructions,
+            "few_shot": [(t, self.classes[k]) for t, k in self.few_shot],
+            "verbalizers": self.verbalizers,
+            "logprobs": self.logprobs,
+            "top_logprobs": self.top_logprobs,
             "sampling": [self.n_samples, self.sample_temperature, self.smoothing, self.max_tokens, self.seed],
             "extra_body": _hide(self.extra_body, _REDACTED, self._known_secrets())[0],
         }
@@ -484,7 +537,9 @@ class OpenAITeacher:
         else:
             parts = [self.instructions + self.separator] if self.instructions else []
             for ex, k in self.few_shot:
-                parts.append(self.template.format(text=ex) + self.answer_prefix + self.verbalizers[k][0] + self.separator)
+                parts.append(
+                    self.template.format(text=ex) + self.answer_prefix + self.verbalizers[k][0] + self.separator
+                )
             body["prompt"] = "".join(parts) + self.template.format(text=text)
         if sampling:
             body[self.max_tokens_field] = self.max_tokens
@@ -531,8 +586,10 @@ class OpenAITeacher:
     def _hint(self, status: int) -> str:
         if status in (401, 403):
             if not self.api_key_env:
-                return (" (the server wants an API key: set api_key_env to the name of the environment "
-                        "variable that holds it)")
+                return (
+                    " (the server wants an API key: set api_key_env to the name of the environment "
+                    "variable that holds it)"
+                )
             if not os.environ.get(self.api_key_env):
                 return f" (the environment variable {self.api_key_env}, named by api_key_env, is not set)"
             return f" (check the API key in ${self.api_key_env})"
@@ -559,7 +616,9 @@ class OpenAITeacher:
                         raise OpenAIHTTPError(
                             f"{url} answered HTTP {e.code}, a redirect to {target}, another origin than "
                             f"base_url {self.base_url}: the request and its credentials were not sent "
-                            "there (set base_url to that server if you trust it)", e.code) from None
+                            "there (set base_url to that server if you trust it)",
+                            e.code,
+                        ) from None
                     url = target  # same origin: the same request again
                     continue
                 try:
@@ -571,19 +630,24 @@ class OpenAITeacher:
                 except Exception:
                     msg = detail.strip() or e.reason
                 if e.code in _RETRY_STATUS:
-                    raise _Retryable(f"HTTP {e.code}: {msg}", _parse_retry_after(e.headers.get("Retry-After")),
-                                     e.code) from None
+                    raise _Retryable(
+                        f"HTTP {e.code}: {msg}", _parse_retry_after(e.headers.get("Retry-After")), e.code
+                    ) from None
                 raise OpenAIHTTPError(f"{url} answered HTTP {e.code}: {msg}{self._hint(e.code)}", e.code) from None
-            except (socket.timeout, TimeoutError) as e:
+            except TimeoutError as e:
                 raise _Retryable(f"timed out after {timeout:g} s ({e})", kind="timeout") from None
             except urllib.error.URLError as e:
                 if isinstance(e.reason, (socket.timeout, TimeoutError)):
                     raise _Retryable(f"timed out after {timeout:g} s", kind="timeout") from None
                 if isinstance(e.reason, ConnectionRefusedError):
-                    raise OpenAIHTTPError(f"{url}: connection refused (is the server at {self.base_url} running?)") from None
+                    raise OpenAIHTTPError(
+                        f"{url}: connection refused (is the server at {self.base_url} running?)"
+                    ) from None
                 raise _Retryable(f"connection error: {e.reason}") from None
             except ConnectionRefusedError:
-                raise OpenAIHTTPError(f"{url}: connection refused (is the server at {self.base_url} running?)") from None
+                raise OpenAIHTTPError(
+                    f"{url}: connection refused (is the server at {self.base_url} running?)"
+                ) from None
             except (http.client.HTTPException, ConnectionError, OSError) as e:
                 raise _Retryable(f"connection error: {type(e).__name__}: {e}") from None
         else:
@@ -602,7 +666,9 @@ class OpenAITeacher:
         if not isinstance(usage, dict):
             return
         n = {k: usage.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
-        n = {k: int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 else 0 for k, v in n.items()}
+        n = {
+            k: int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 else 0 for k, v in n.items()
+        }
         if not n["total_tokens"]:
             n["total_tokens"] = n["prompt_tokens"] + n["completion_tokens"]
         with self._lock:
@@ -636,7 +702,7 @@ class OpenAITeacher:
                 n_timeouts += e.kind == "timeout"
                 if attempt == self.max_retries or (e.kind == "timeout" and n_timeouts > self.timeout_retries):
                     break
-                delay = min(self.max_backoff, self.backoff * (2 ** attempt)) * random.uniform(0.5, 1.0)
+                delay = min(self.max_backoff, self.backoff * (2**attempt)) * random.uniform(0.5, 1.0)
                 if e.retry_after is not None:
                     delay = min(self.max_backoff, e.retry_after)
                 if deadline_at is not None and time.monotonic() + delay >= deadline_at:
@@ -646,13 +712,18 @@ class OpenAITeacher:
         if last is None:
             raise OpenAIHTTPError(f"{url}: the deadline of {self.deadline:g} s for this batch passed before a request")
         why = f"failed after {attempts} attempt{'s' * (attempts != 1)}"
-        if deadline_at is not None and attempt < self.max_retries and not (
-                last.kind == "timeout" and n_timeouts > self.timeout_retries):
+        if (
+            deadline_at is not None
+            and attempt < self.max_retries
+            and not (last.kind == "timeout" and n_timeouts > self.timeout_retries)
+        ):
             why += f" (the deadline of {self.deadline:g} s for this batch)"
         if last.kind == "no_logprobs":
             raise OpenAIResponseError(
                 f"{url} {why}: {last}; the teacher uses log-probabilities for model {self.model!r} "
-                "and does not switch methods (use logprobs=False to sample answers instead)", last.status)
+                "and does not switch methods (use logprobs=False to sample answers instead)",
+                last.status,
+            )
         raise OpenAIHTTPError(f"{url} {why}: {last}", last.status)
 
     # -- answers ----------------------------------------------------------------------------
@@ -675,12 +746,16 @@ class OpenAITeacher:
         for k, vs in enumerate(self.verbalizers):
             if any(a == _norm(v) for v in vs):
                 return k
-        starts = {k for k, vs in enumerate(self.verbalizers)
-                  if any(re.match(re.escape(_norm(v)) + r"\b", a) for v in vs)}
+        starts = {
+            k for k, vs in enumerate(self.verbalizers) if any(re.match(re.escape(_norm(v)) + r"\b", a) for v in vs)
+        }
         if len(starts) == 1:
             return starts.pop()
-        mentioned = {k for k, vs in enumerate(self.verbalizers)
-                     if any(re.search(r"\b" + re.escape(_norm(v)) + r"\b", a) for v in vs)}
+        mentioned = {
+            k
+            for k, vs in enumerate(self.verbalizers)
+            if any(re.search(r"\b" + re.escape(_norm(v)) + r"\b", a) for v in vs)
+        }
         return mentioned.pop() if len(mentioned) == 1 else None
 
     def _dist_from_logprobs(self, data: dict):
@@ -762,7 +837,8 @@ class OpenAITeacher:
             f"{self.base_url} ({self.model}) gives no log-probabilities ({reason}); this teacher uses "
             f"self-consistency instead: {self.n_samples} sampled answers per text (OpenAITeacher.mode_ = "
             "'sampling', and its identity says so)",
-            UserWarning, stacklevel=4,
+            UserWarning,
+            stacklevel=4,
         )
 
     def _need_logprobs(self, data: dict) -> np.ndarray:
@@ -849,7 +925,10 @@ class OpenAITeacher:
             if rows:
                 keep = sorted(rows)
                 try:
-                    exc.answered = ([texts[i] for i in keep], TeacherOutput.from_proba(np.stack([rows[i] for i in keep])))
+                    exc.answered = (
+                        [texts[i] for i in keep],
+                        TeacherOutput.from_proba(np.stack([rows[i] for i in keep])),
+                    )
                 except Exception:  # pragma: no cover - exceptions without a __dict__
                     pass
             raise

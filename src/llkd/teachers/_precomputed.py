@@ -39,13 +39,13 @@ class PrecomputedTeacher:
         if proba is not None:
             if labels is not None or confidence is not None:
                 raise ValueError("give either proba, or labels and confidence, not both")
-            out = output_from_answer(np.asarray(proba, dtype=np.float64), len(texts), self.classes,
-                                     "PrecomputedTeacher")
+            out = output_from_answer(
+                np.asarray(proba, dtype=np.float64), len(texts), self.classes, "PrecomputedTeacher"
+            )
         else:
             if labels is None or confidence is None:
                 raise ValueError("PrecomputedTeacher needs labels and confidence, or proba")
-            out = output_from_answer((labels, confidence), len(texts), self.classes,
-                                     "PrecomputedTeacher")
+            out = output_from_answer((labels, confidence), len(texts), self.classes, "PrecomputedTeacher")
         self._index: dict[str, int] = {}
         for i, t in enumerate(texts):
             j = self._index.setdefault(t, i)

