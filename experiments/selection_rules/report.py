@@ -92,7 +92,7 @@ def main():
         "",
         "Student: the library's MLP head (384 -> 256 GELU, dropout 0.1 -> C; AdamW lr 1e-3, weight decay 0.01, "
         "batch 32, 10 epochs, constant lr, eval-mode scoring pass) on frozen all-MiniLM-L6-v2 embeddings "
-        f"(sentence-transformers, max_seq_length {run.prep.MAX_SEQ}), trained by `trainer.py` (5 seeds batched as "
+        "(sentence-transformers; max_seq_length per setting below), trained by `trainer.py` (5 seeds batched as "
         "5 independent networks); `repro.py` checks it against `LLKDClassifier` (below). Teachers: logistic "
         "regression on TF-IDF fitted on 2 % of the gold labels of the training split, centred "
         "(`calibration=\"auto\"`). Seeds 0-4; Δ = mean over seeds of the paired difference (same seed: same init "
@@ -109,11 +109,13 @@ def main():
         rows = by[key]
         t = next(iter(rows.values()))["teacher"]
         tab, base, gold = table(rows, key)
+        zp = run.prep.CACHE / f"{run.SETTINGS[key]}.npz"
+        mseq = int(np.load(zp)["max_seq"]) if zp.exists() and "max_seq" in np.load(zp).files else "?"
         gm = f"{100 * (gold.mean() - base.mean()):+.2f}" if gold is not None and base is not None else "n/a"
         lines += [f"## {SETTING_TITLES[key]}", "",
                   f"Pool {t['n']} texts, test {t['n_test']}, {t['C']} classes; teacher trained on {t['n_gold_teacher']} gold "
                   f"labels; teacher pool accuracy {t['pool_acc']:.3f} (most confident half {t['top_half']:.3f}, other half "
-                  f"{t['bottom_half']:.3f}); teacher test macro-F1 {t['teacher_test_f1']:.3f}. **Gold minus all: {gm} points.**",
+                  f"{t['bottom_half']:.3f}); teacher test macro-F1 {t['teacher_test_f1']:.3f}; embeddings of the first {mseq} tokens. **Gold minus all: {gm} points.**",
                   "", *tab, ""]
         for m, r in rows.items():
             if base is not None and m != "all":

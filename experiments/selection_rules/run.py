@@ -33,7 +33,8 @@ from trainer import train  # noqa: E402
 RUNS = HERE / ".cache" / "runs.jsonl"
 SEEDS = [0, 1, 2, 3, 4]
 EPOCHS = 10
-SETTINGS = {"rt_tfidf": "rotten_tomatoes", "20ng": "20newsgroups", "r8": "reuters_r8", "r52": "reuters_r52"}
+SETTINGS = {"rt_tfidf": "rotten_tomatoes", "20ng": "20newsgroups", "r8": "reuters_r8", "r52": "reuters_r52",
+            "rt_gemma": "rotten_tomatoes"}
 
 
 def macro_f1(y, pred, C):
@@ -52,10 +53,18 @@ class Setting:
         self.names = list(z["names"])
         self.C = len(self.names)
         raw_tr, raw_te = z["tfidf_tr"], z["tfidf_te"]
+        self.n_gold_teacher = len(z["tfidf_gold"])
+        if key == "rt_gemma":
+            import gemma
+
+            tr_t, _, _, _, _ = prep.load("rotten_tomatoes")
+            rows, raw_tr, self.gemma_key = gemma.gemma_pool(tr_t)
+            self.X, self.y = self.X[rows], self.y[rows]
+            raw_te = None
+            self.n_gold_teacher = 0
         pc = PriorCorrection("center").fit(raw_tr)  # = calibration="auto"
         self.P = pc.transform(raw_tr)
-        self.P_te = pc.transform(raw_te)
-        self.n_gold_teacher = len(z["tfidf_gold"])
+        self.P_te = pc.transform(raw_te) if raw_te is not None else None
         self.lab = self.P.argmax(1)
         self.conf = self.P.max(1)
 
@@ -63,7 +72,8 @@ class Setting:
         ok = self.lab == self.y
         top = self.conf >= np.median(self.conf)
         return {"pool_acc": float(ok.mean()), "top_half": float(ok[top].mean()), "bottom_half": float(ok[~top].mean()),
-                "teacher_test_f1": macro_f1(self.yte, self.P_te.argmax(1), self.C), "n": len(self.y),
+                "teacher_test_f1": macro_f1(self.yte, self.P_te.argmax(1), self.C) if self.P_te is not None else float("nan"),
+                "teacher_pool_f1": macro_f1(self.y, self.lab, self.C), "n": len(self.y),
                 "n_test": len(self.yte), "C": self.C, "n_gold_teacher": self.n_gold_teacher}
 
 
