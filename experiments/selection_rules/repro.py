@@ -11,9 +11,9 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-import rules as R  # noqa: E402
-import run  # noqa: E402
-from trainer import train  # noqa: E402
+import rules as R
+import run
+from trainer import train
 
 SEEDS = [0, 1, 2]
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
 from trainer import normalized_entropy
 
 TIE = 1e-9

@@ -15,8 +15,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,9 +24,9 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-import prep  # noqa: E402
-import rules as R  # noqa: E402
-from trainer import train  # noqa: E402
+import prep
+import rules as R
+from trainer import train
 
 RUNS = HERE / ".cache" / "runs.jsonl"
 SEEDS = [0, 1, 2, 3, 4]
