@@ -21,7 +21,7 @@ SETTING_TITLES = {"rt_gemma": "Rotten Tomatoes, packaged Gemma teacher (good tea
                   "r8": "Reuters R8, TF-IDF teacher", "r52": "Reuters R52, TF-IDF teacher"}
 MASK_RULES = {"llkd", "random@llkd", "fixed@median", "teacher-only", "(a2) class keep-rate = class mean conf (pool)",
               "cleanlab(cv LR probs)", "cleanlab(teacher probs)", "(a) c >= m_T[y] (class mean, no norm.)",
-              "(a') c >= g_T (global running mean)", "(a)+soft targets"}
+              "(a') c >= g_T (global running mean)", "(a)+soft targets", "teacher-only, w = s"}
 
 
 def backprop(row):

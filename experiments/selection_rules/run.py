@@ -223,6 +223,7 @@ def methods():
                 lambda st, d: R.Target("soft"))
     rule_method("(a)+soft targets", "mask of (a), cross-entropy to the teacher distribution on the selected",
                 lambda st, d: R.Target("soft", inner=R.ClassMeanThreshold()))
+    rule_method("teacher-only, w = s", "spec teacher test, weighting none", lambda st, d: R.Spec("teacher", weighting="none"))
     rule_method("(d) bootstrap beta=0.8", "q = 0.8 onehot(y) + 0.2 softmax(z)", lambda st, d: R.Target("boot"))
     rule_method("(d') bootstrap beta=c", "q = c onehot(y) + (1-c) softmax(z)", lambda st, d: R.Target("bootconf"))
     rule_method("(d'') soft mix a=0.5", "q = (1-a) p_T + a softmax(z), a ramps 0->0.5 over epoch 1",
@@ -261,7 +262,7 @@ ORDER = ["all", "gold", "llkd", "random@llkd", "fixed@median", "(c) w = c", "(b'
          "soft targets", "(a2) class keep-rate = class mean conf (pool)", "cleanlab(cv LR probs)", "self-training",
          "(d') bootstrap beta=c", "(e) cross-fit relabel (hard)", "(e') cross-fit mix 0.5 p_T + 0.5 Q",
          "(e'') cross-fit agreement filter", "(b) SoftMatch global", "(a) c >= m_T[y] (class mean, no norm.)",
-         "(a)+soft targets",
+         "(a)+soft targets", "teacher-only, w = s",
          "(c') w = c^2", "(d) bootstrap beta=0.8", "cleanlab(teacher probs)", "teacher-only",
          "(a') c >= g_T (global running mean)", "(d'') soft mix a=0.5"]
 
