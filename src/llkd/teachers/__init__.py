@@ -38,6 +38,8 @@ from ._calibration import (
     calibrate_pool,
     calibration_report,
     expected_calibration_error,
+    predicted_shares,
+    share_shift_warning,
 )
 from ._callable import CallableTeacher
 from ._labeling import label_in_batches
@@ -68,6 +70,8 @@ __all__ = [
     "CalibratedTeacher",
     "PRIOR_METHODS",
     "DEFAULT_PRIOR_METHOD",
+    "predicted_shares",
+    "share_shift_warning",
 ]
 
 
