@@ -90,7 +90,7 @@ __all__ = [
 ]
 
 PRIOR_METHODS = ("none", "center", "mean", "match", "em", "adaptive")
-DEFAULT_PRIOR_METHOD = "center"
+DEFAULT_PRIOR_METHOD = "adaptive"
 _FLOOR = 1e-12
 #: "adaptive": a class is starved when the raw teacher predicts it (argmax) less than this
 #: fraction as often as its own mean probability for the class says the class occurs.
