@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _calib_data import CACHE, gemma_proba, load, topic_setting  # noqa: E402  (this folder)
+from _calib_data import embed, gemma_proba, load, topic_setting  # this folder
 from sklearn.metrics import f1_score
 
 HERE = Path(__file__).resolve().parent
@@ -126,8 +126,6 @@ def student_scores(name, n_topic, calibs, seeds, epochs):
     from llkd import LLKDClassifier
     from llkd.teachers import PrecomputedTeacher
 
-    from _calib_data import embed  # noqa: PLC0415
-
     if name.startswith("rt"):
         texts, y, names = load("rotten_tomatoes", None)
         base_n = 3000
@@ -168,7 +166,7 @@ def student_scores(name, n_topic, calibs, seeds, epochs):
 def git_rev():
     try:
         return subprocess.check_output(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], text=True).strip()
-    except Exception:
+    except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
 
@@ -230,7 +228,7 @@ def render(res):
                   "| setting | " + " | ".join(res["student_calibs"]) + " |", "|---" * (len(res["student_calibs"]) + 1) + "|"]
         for name, r in res["student"].items():
             lines.append(f"| {name} | " + " | ".join(f"{r[c][0]:.3f} ± {r[c][1]:.3f}" for c in res["student_calibs"]) + " |")
-    lines += ["", f"Raw JSON: `experiments/bench_calibration.json`."]
+    lines += ["", "Raw JSON: `experiments/bench_calibration.json`."]
     return "\n".join(lines)
 
 

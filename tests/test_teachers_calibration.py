@@ -243,7 +243,7 @@ def test_adaptive_with_gold_labels_chooses_by_gold_likelihood():
     assert pc.decision_["choice"] != "none"
     assert _acc_f1(pc.transform(biased), yb)[0] > _acc_f1(biased, yb)[0] + 0.1
     # through calibrate: the temperature is fitted and the report has ECE before/after
-    out, cal = calibrate(biased, "adaptive", y=yb_gold, return_calibrator=True)
+    _, cal = calibrate(biased, "adaptive", y=yb_gold, return_calibrator=True)
     assert cal.prior_correction_.decision_["by"] == "gold_nll" and cal.temperature_ is not None
     assert cal.report_["calibrated"]["ece"] <= cal.report_["raw"]["ece"]
 

@@ -13,7 +13,12 @@ The packages themselves are never installed.
 """
 
 from ._base import clear_data_home, get_data_home
-from ._fetchers import fetch_20newsgroups, fetch_reuters_r8, fetch_reuters_r52, fetch_rotten_tomatoes
+from ._fetchers import (
+    fetch_20newsgroups,
+    fetch_reuters_r8,
+    fetch_reuters_r52,
+    fetch_rotten_tomatoes,
+)
 
 __all__ = [
     "clear_data_home",
