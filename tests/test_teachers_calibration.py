@@ -34,7 +34,7 @@ def test_center_and_mean_remove_a_bias():
     proba, y = biased_pool()
     raw = calibration_report(proba, y)
     assert raw["predicted_share"][1] > 0.85 and raw["accuracy"] < 0.65
-    for m in ["center", "mean", "match", "em", "auto"]:
+    for m in ["center", "mean", "match", "em"]:
         p = calibrate_pool(proba, m)
         rep = calibration_report(p, y)
         if m == "mean":  # the arithmetic mean is dominated by saturated answers: a partial fix
@@ -114,7 +114,7 @@ def test_calibrate_with_gold_reports_before_after():
     out, cal = calibrate(TeacherOutput.from_proba(proba), "auto", y=y_gold, return_calibrator=True)
     assert isinstance(out, TeacherOutput)
     rep = cal.report_
-    assert rep["method"] == "center" and rep["temperature"] > 0
+    assert rep["method"] == "adaptive" and rep["temperature"] > 0
     assert rep["calibrated"]["accuracy"] > rep["raw"]["accuracy"] + 0.15
     assert rep["calibrated"]["ece"] < rep["raw"]["ece"]
     arr = calibrate(proba, "center", temperature=None)
@@ -170,3 +170,137 @@ def test_calibrated_teacher_pool_and_fit():
     full = label_in_batches(t, texts)
     np.testing.assert_allclose(one.proba, full.proba[:3])
     assert t.identity["teacher"] == "biased"
+
+
+# --------------------------------------------------------------------------- adaptive
+
+
+def good_imbalanced_pool(n=3000, prior=0.85, seed=0):
+    """A calibrated binary teacher on a pool with `prior` positives: raw is right."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < prior).astype(int)
+    score = np.where(y == 1, 1.0, -1.0) * 1.5 + rng.normal(0, 1.0, n)
+    logit = 3.0 * score + np.log(prior / (1 - prior))  # the exact posterior log-odds
+    p = 1 / (1 + np.exp(-logit))
+    return np.stack([1 - p, p], axis=1), y
+
+
+def flat_majority_pool(n=3000, C=6, seed=0):
+    """An under-confident multi-class teacher whose argmax follows its (imbalanced) prior."""
+    rng = np.random.default_rng(seed)
+    prior = np.array([0.5] + [0.5 / (C - 1)] * (C - 1))
+    y = rng.choice(C, size=n, p=prior)
+    logits = rng.normal(0, 0.3, (n, C))
+    logits[np.arange(n), y] += 0.8  # weak evidence ...
+    logits += 2.0 * np.log(prior)  # ... dominated by the prior
+    p = np.exp(logits)
+    return p / p.sum(1, keepdims=True), y
+
+
+def _acc_f1(p, y):
+    from sklearn.metrics import f1_score
+
+    lab = p.argmax(1)
+    return (lab == y).mean(), f1_score(y, lab, average="macro")
+
+
+def test_adaptive_leaves_a_good_teacher_on_an_imbalanced_pool_alone():
+    proba, y = good_imbalanced_pool()
+    pc = PriorCorrection("adaptive").fit(proba)
+    assert pc.decision_["choice"] == "none" and pc.decision_["by"] == "starved_ratio"
+    np.testing.assert_allclose(pc.transform(proba), proba, atol=1e-12)
+    raw, cen = _acc_f1(proba, y), _acc_f1(calibrate_pool(proba, "center"), y)
+    assert raw[0] > cen[0] + 0.03  # what centring would have cost (issue 17)
+
+
+def test_adaptive_corrects_a_teacher_that_starves_a_class():
+    proba, y = biased_pool(shift=5.0)  # says "positive" for nearly everything
+    assert (proba.argmax(1) == 1).mean() > 0.95
+    pc = PriorCorrection("adaptive").fit(proba)
+    assert pc.decision_["choice"] == "center+em1" and pc.decision_["starved_ratio"] < 0.4
+    acc = _acc_f1(pc.transform(proba), y)[0]
+    assert acc > 0.85 and acc >= _acc_f1(calibrate_pool(proba, "center"), y)[0] - 0.02
+
+
+def test_adaptive_fixes_an_underconfident_multiclass_teacher_without_collapse():
+    proba, y = flat_majority_pool()
+    raw, em = _acc_f1(proba, y), _acc_f1(calibrate_pool(proba, "em"), y)
+    pc = PriorCorrection("adaptive").fit(proba)
+    assert pc.decision_["choice"] == "mean+em1"
+    ad = _acc_f1(pc.transform(proba), y)
+    assert ad[1] > raw[1] + 0.1  # macro-F1: the starved classes come back
+    assert ad[1] >= em[1]
+    assert (np.bincount(pc.transform(proba).argmax(1), minlength=6) > 0).all()
+
+
+def test_adaptive_with_gold_labels_chooses_by_gold_likelihood():
+    proba, y = good_imbalanced_pool(seed=1)
+    y_gold = np.full(len(y), -1)
+    y_gold[:200] = y[:200]
+    pc = PriorCorrection("adaptive").fit(proba, y_gold)
+    assert pc.decision_["by"] == "gold_nll" and pc.decision_["n_gold"] == 200
+    assert pc.decision_["choice"] == min(pc.decision_["gold_nll"], key=pc.decision_["gold_nll"].get)
+    assert pc.decision_["choice"] == "none"  # the calibrated raw teacher has the best gold likelihood
+    biased, yb = biased_pool(shift=2.0, prior=0.5)
+    yb_gold = np.full(len(yb), -1)
+    yb_gold[:200] = yb[:200]
+    pc = PriorCorrection("adaptive").fit(biased, yb_gold)
+    assert pc.decision_["choice"] != "none"
+    assert _acc_f1(pc.transform(biased), yb)[0] > _acc_f1(biased, yb)[0] + 0.1
+    # through calibrate: the temperature is fitted and the report has ECE before/after
+    _, cal = calibrate(biased, "adaptive", y=yb_gold, return_calibrator=True)
+    assert cal.prior_correction_.decision_["by"] == "gold_nll" and cal.temperature_ is not None
+    assert cal.report_["calibrated"]["ece"] <= cal.report_["raw"]["ece"]
+
+
+def test_adaptive_rejects_bad_gold_labels():
+    proba, y = good_imbalanced_pool(n=50)
+    with pytest.raises(ValueError, match="one entry per row"):
+        PriorCorrection("adaptive").fit(proba, y[:10])
+    with pytest.raises(ValueError, match="outside"):
+        PriorCorrection("adaptive").fit(proba, np.full(50, 2))
+    with pytest.raises(TypeError, match="integer class indices"):
+        PriorCorrection("adaptive").fit(proba, np.array(["a"] * 50))
+    pc = PriorCorrection("adaptive").fit(proba, np.full(50, -1))  # no gold: unsupervised
+    assert pc.decision_["by"] == "starved_ratio"
+
+
+def test_predicted_shares_and_the_shift_warning():
+    from llkd.teachers import predicted_shares, share_shift_warning
+
+    raw = np.array([[0.2, 0.8]] * 9 + [[0.9, 0.1]])
+    corrected = np.array([[0.6, 0.4]] * 5 + [[0.3, 0.7]] * 5)
+    sh = predicted_shares(raw, corrected, classes=["neg", "pos"])
+    assert sh["raw"] == {"neg": pytest.approx(0.1), "pos": pytest.approx(0.9)}
+    assert sh["corrected"] == {"neg": pytest.approx(0.5), "pos": pytest.approx(0.5)}
+    assert sh["max_shift"] == pytest.approx(0.4) and sh["max_shift_class"] in ("neg", "pos")
+    msg = share_shift_warning(sh)
+    assert msg is not None and "neg 10% -> 50%" in msg and "pos 90% -> 50%" in msg
+    assert share_shift_warning(sh, n_gold=20) is None  # gold labels back it
+    assert share_shift_warning(predicted_shares(raw, raw)) is None
+    small = predicted_shares(np.array([0, 1, 1, 1, 1, 1, 1, 1, 1, 1]), np.array([0, 0, 1, 1, 1, 1, 1, 1, 1, 1]))
+    assert share_shift_warning(small) is None and list(small["raw"]) == ["0", "1"]
+    # TeacherOutputs work too
+    assert predicted_shares(TeacherOutput.from_proba(raw), TeacherOutput.from_proba(corrected)) == predicted_shares(
+        raw, corrected
+    )
+    with pytest.raises(ValueError, match="answers"):
+        predicted_shares(raw, corrected[:5])
+    with pytest.raises(ValueError, match="classes has 1 names"):
+        predicted_shares(raw, corrected, classes=["x"])
+    with pytest.raises(TypeError, match="raw must be"):
+        predicted_shares(np.array([0.5, 0.5]), corrected)
+    with pytest.raises(TypeError, match="predicted_shares"):
+        share_shift_warning({"raw": {}})
+    with pytest.raises(ValueError, match="threshold"):
+        share_shift_warning(sh, threshold=15)
+    with pytest.raises(ValueError, match="n_gold"):
+        share_shift_warning(sh, n_gold=-1)
+
+
+def test_auto_is_the_adaptive_correction():
+    from llkd.teachers import DEFAULT_PRIOR_METHOD
+
+    assert DEFAULT_PRIOR_METHOD == "adaptive"
+    for proba, _ in (biased_pool(shift=5.0), good_imbalanced_pool()):
+        np.testing.assert_allclose(calibrate_pool(proba, "auto"), calibrate_pool(proba, "adaptive"))

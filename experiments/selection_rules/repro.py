@@ -1,5 +1,6 @@
 """Check: trainer.py's batched loop reproduces LLKDClassifier (student="mlp") for
 selection="all" and "llkd" within seed noise, on the first N_POOL rows of a setting."""
+
 from __future__ import annotations
 
 import json
@@ -49,8 +50,16 @@ def main(key="rt_tfidf", n_pool=3000):
         lib = []
         t0 = time.perf_counter()
         for seed in SEEDS:
-            clf = LLKDClassifier(teacher=teacher, student="mlp", encoder=RowEncoder(emb), selection=sel,
-                                 max_epochs=10, random_state=seed, calibration="auto", selection_backend="numpy")
+            clf = LLKDClassifier(
+                teacher=teacher,
+                student="mlp",
+                encoder=RowEncoder(emb),
+                selection=sel,
+                max_epochs=10,
+                random_state=seed,
+                calibration="auto",
+                selection_backend="numpy",
+            )
             clf.fit(tr_texts)
             idx = {c: i for i, c in enumerate(st.names)}
             pred = np.array([idx[c] for c in clf.predict(te_texts)])
@@ -60,8 +69,14 @@ def main(key="rt_tfidf", n_pool=3000):
         rule = R.All() if sel == "all" else R.Spec("llkd")
         logits, stats = train(X, P.argmax(1), P.max(1), P, rule, seeds=SEEDS, epochs=10, n_classes=st.C, X_test=Xte)
         mine = [run.macro_f1(st.yte, logits[s].argmax(-1).numpy(), st.C) for s in range(len(SEEDS))]
-        out[sel] = {"library": lib, "trainer.py": mine, "library_used": float(np.mean([h["n_selected"] for h in clf.history_]) / n_pool),
-                    "trainer_used": float(np.mean(stats["used"])), "wall_library": t_lib, "wall_trainer": time.perf_counter() - t0}
+        out[sel] = {
+            "library": lib,
+            "trainer.py": mine,
+            "library_used": float(np.mean([h["n_selected"] for h in clf.history_]) / n_pool),
+            "trainer_used": float(np.mean(stats["used"])),
+            "wall_library": t_lib,
+            "wall_trainer": time.perf_counter() - t0,
+        }
         print(sel, json.dumps(out[sel]), flush=True)
     (HERE / ".cache" / f"repro-{key}-{n_pool}.json").write_text(json.dumps(out))
     return out

@@ -151,7 +151,7 @@ class ConfWeight(Rule):
         self.p = power
 
     def step(self, idx, y, c, z, t):
-        w = _norm(c ** self.p)
+        w = _norm(c**self.p)
         return w, torch.ones_like(c, dtype=torch.bool)
 
 
@@ -176,7 +176,7 @@ class SoftMatch(Rule):
         else:
             mu = self.mu.g[:, None].expand_as(c)
             var = (self.sq.g[:, None] - mu * mu).clamp(min=1e-12)
-        var = var * self.width ** 2
+        var = var * self.width**2
         g = torch.exp(-((c - mu) ** 2) / (2 * var))
         w = torch.where(c >= mu, torch.ones_like(c), g.clamp(min=self.floor))
         return _norm(w), torch.ones_like(c, dtype=torch.bool)

@@ -31,8 +31,13 @@ from trainer import train
 RUNS = HERE / ".cache" / "runs.jsonl"
 SEEDS = [0, 1, 2, 3, 4]
 EPOCHS = 10
-SETTINGS = {"rt_tfidf": "rotten_tomatoes", "20ng": "20newsgroups", "r8": "reuters_r8", "r52": "reuters_r52",
-            "rt_gemma": "rotten_tomatoes"}
+SETTINGS = {
+    "rt_tfidf": "rotten_tomatoes",
+    "20ng": "20newsgroups",
+    "r8": "reuters_r8",
+    "r52": "reuters_r52",
+    "rt_gemma": "rotten_tomatoes",
+}
 
 
 def macro_f1(y, pred, C):
@@ -69,10 +74,19 @@ class Setting:
     def teacher_stats(self):
         ok = self.lab == self.y
         top = self.conf >= np.median(self.conf)
-        return {"pool_acc": float(ok.mean()), "top_half": float(ok[top].mean()), "bottom_half": float(ok[~top].mean()),
-                "teacher_test_f1": macro_f1(self.yte, self.P_te.argmax(1), self.C) if self.P_te is not None else float("nan"),
-                "teacher_pool_f1": macro_f1(self.y, self.lab, self.C), "n": len(self.y),
-                "n_test": len(self.yte), "C": self.C, "n_gold_teacher": self.n_gold_teacher}
+        return {
+            "pool_acc": float(ok.mean()),
+            "top_half": float(ok[top].mean()),
+            "bottom_half": float(ok[~top].mean()),
+            "teacher_test_f1": macro_f1(self.yte, self.P_te.argmax(1), self.C)
+            if self.P_te is not None
+            else float("nan"),
+            "teacher_pool_f1": macro_f1(self.y, self.lab, self.C),
+            "n": len(self.y),
+            "n_test": len(self.yte),
+            "C": self.C,
+            "n_gold_teacher": self.n_gold_teacher,
+        }
 
 
 def load_runs():
@@ -94,13 +108,17 @@ def save_run(row):
 def fit(st, rule, labels=None, extra_time=0.0):
     t0 = time.perf_counter()
     labels = st.lab if labels is None else labels
-    logits, stats = train(st.X, labels, st.conf, st.P, rule, seeds=SEEDS, epochs=EPOCHS, n_classes=st.C,
-                          X_test=st.Xte)
+    logits, stats = train(st.X, labels, st.conf, st.P, rule, seeds=SEEDS, epochs=EPOCHS, n_classes=st.C, X_test=st.Xte)
     pred = logits.argmax(-1).numpy()
     f1 = [macro_f1(st.yte, pred[s], st.C) for s in range(len(SEEDS))]
     acc = [float((pred[s] == st.yte).mean()) for s in range(len(SEEDS))]
-    return {"f1": f1, "acc": acc, "used": stats["used"].tolist(), "skipped": stats["skipped"].tolist(),
-            "wall": time.perf_counter() - t0 + extra_time}
+    return {
+        "f1": f1,
+        "acc": acc,
+        "used": stats["used"].tolist(),
+        "skipped": stats["skipped"].tolist(),
+        "wall": time.perf_counter() - t0 + extra_time,
+    }
 
 
 def crossfit_q(st):
@@ -112,8 +130,17 @@ def crossfit_q(st):
     halves = [np.sort(perm[: N // 2]), np.sort(perm[N // 2 :])]
     for a, b in ((0, 1), (1, 0)):
         ia, ib = halves[a], halves[b]
-        logits, _ = train(st.X[ia], st.lab[ia], st.conf[ia], st.P[ia], R.All(), seeds=[s + 100 * (a + 1) for s in SEEDS],
-                          epochs=EPOCHS, n_classes=st.C, X_test=st.X[ib])
+        logits, _ = train(
+            st.X[ia],
+            st.lab[ia],
+            st.conf[ia],
+            st.P[ia],
+            R.All(),
+            seeds=[s + 100 * (a + 1) for s in SEEDS],
+            epochs=EPOCHS,
+            n_classes=st.C,
+            X_test=st.X[ib],
+        )
         Q[:, ib] = torch.softmax(logits, -1).numpy()
     return Q
 
@@ -153,9 +180,13 @@ def self_training(st):
     base = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000))
     model = SelfTrainingClassifier(base, threshold=0.75, max_iter=10).fit(st.X, y)
     f1 = macro_f1(st.yte, model.predict(st.Xte), st.C)
-    return {"f1": [f1] * len(SEEDS), "acc": [float((model.predict(st.Xte) == st.yte).mean())] * len(SEEDS),
-            "used": [float(np.mean(model.labeled_iter_ >= 0))] * len(SEEDS), "wall": time.perf_counter() - t0,
-            "deterministic": True}
+    return {
+        "f1": [f1] * len(SEEDS),
+        "acc": [float((model.predict(st.Xte) == st.yte).mean())] * len(SEEDS),
+        "used": [float(np.mean(model.labeled_iter_ >= 0))] * len(SEEDS),
+        "wall": time.perf_counter() - t0,
+        "deterministic": True,
+    }
 
 
 def cv_pred_probs(st):
@@ -179,12 +210,20 @@ def methods():
     rule_method("all", "every pseudo-label, weight 1", lambda st, d: R.All())
     rule_method("llkd", "spec section 3 (library default): both tests, product weights", lambda st, d: R.Spec("llkd"))
     rule_method("teacher-only", "spec rule, teacher test only, product weights", lambda st, d: R.Spec("teacher"))
-    rule_method("fixed@median", "c >= median pool confidence, product weights (as bench_distill)",
-                lambda st, d: R.Spec("fixed", fixed=float(np.median(st.conf))))
-    rule_method("random@llkd", "random at llkd's per-seed rate, product weights",
-                lambda st, d: R.Spec("random", rate=d["llkd"]["used"]))
-    M["self-training"] = ("sklearn SelfTrainingClassifier (LR on the embeddings; 20 % most confident per class seeded)",
-                          lambda st, d: self_training(st))
+    rule_method(
+        "fixed@median",
+        "c >= median pool confidence, product weights (as bench_distill)",
+        lambda st, d: R.Spec("fixed", fixed=float(np.median(st.conf))),
+    )
+    rule_method(
+        "random@llkd",
+        "random at llkd's per-seed rate, product weights",
+        lambda st, d: R.Spec("random", rate=d["llkd"]["used"]),
+    )
+    M["self-training"] = (
+        "sklearn SelfTrainingClassifier (LR on the embeddings; 20 % most confident per class seeded)",
+        lambda st, d: self_training(st),
+    )
 
     def cl(st, d, source):
         t0 = time.perf_counter()
@@ -195,10 +234,14 @@ def methods():
         row["kept_precision"] = float((st.lab == st.y)[keep].mean())
         return row
 
-    M["cleanlab(teacher probs)"] = ("cleanlab find_label_issues(prune_by_noise_rate) on the teacher's probabilities; "
-                                    "train on the rest", lambda st, d: cl(st, d, "teacher"))
-    M["cleanlab(cv LR probs)"] = ("cleanlab with 5-fold cross-validated LR-on-embeddings probabilities (the usual "
-                                  "cleanlab recipe)", lambda st, d: cl(st, d, "cv"))
+    M["cleanlab(teacher probs)"] = (
+        "cleanlab find_label_issues(prune_by_noise_rate) on the teacher's probabilities; train on the rest",
+        lambda st, d: cl(st, d, "teacher"),
+    )
+    M["cleanlab(cv LR probs)"] = (
+        "cleanlab with 5-fold cross-validated LR-on-embeddings probabilities (the usual cleanlab recipe)",
+        lambda st, d: cl(st, d, "cv"),
+    )
 
     def a2(st, d):
         keep = R.class_precision_keep(st.lab, st.conf, st.C)
@@ -207,27 +250,46 @@ def methods():
         row["kept_precision"] = float((st.lab == st.y)[keep].mean())
         return row
 
-    M["(a2) class keep-rate = class mean conf (pool)"] = ("keep the R_k = mean conf of class k most confident of class k",
-                                                          a2)
-    rule_method("(a) c >= m_T[y] (class mean, no norm.)", "running class-mean threshold, no max-normalisation",
-                lambda st, d: R.ClassMeanThreshold())
-    rule_method("(a') c >= g_T (global running mean)", "running global-mean threshold",
-                lambda st, d: GlobalMean())
-    rule_method("(b) SoftMatch global", "w=1 above running mean, exp(-(c-mu)^2/2var) below, floor 0.05",
-                lambda st, d: R.SoftMatch())
-    rule_method("(b') SoftMatch per class", "as (b) with per-teacher-class mu_k, var_k",
-                lambda st, d: R.SoftMatch(per_class=True))
+    M["(a2) class keep-rate = class mean conf (pool)"] = (
+        "keep the R_k = mean conf of class k most confident of class k",
+        a2,
+    )
+    rule_method(
+        "(a) c >= m_T[y] (class mean, no norm.)",
+        "running class-mean threshold, no max-normalisation",
+        lambda st, d: R.ClassMeanThreshold(),
+    )
+    rule_method("(a') c >= g_T (global running mean)", "running global-mean threshold", lambda st, d: GlobalMean())
+    rule_method(
+        "(b) SoftMatch global",
+        "w=1 above running mean, exp(-(c-mu)^2/2var) below, floor 0.05",
+        lambda st, d: R.SoftMatch(),
+    )
+    rule_method(
+        "(b') SoftMatch per class",
+        "as (b) with per-teacher-class mu_k, var_k",
+        lambda st, d: R.SoftMatch(per_class=True),
+    )
     rule_method("(c) w = c", "every sample, weight c (normalised)", lambda st, d: R.ConfWeight(1.0))
     rule_method("(c') w = c^2", "every sample, weight c^2 (normalised)", lambda st, d: R.ConfWeight(2.0))
-    rule_method("soft targets", "cross-entropy to the teacher distribution (T=1), all samples",
-                lambda st, d: R.Target("soft"))
-    rule_method("(a)+soft targets", "mask of (a), cross-entropy to the teacher distribution on the selected",
-                lambda st, d: R.Target("soft", inner=R.ClassMeanThreshold()))
-    rule_method("teacher-only, w = s", "spec teacher test, weighting none", lambda st, d: R.Spec("teacher", weighting="none"))
+    rule_method(
+        "soft targets", "cross-entropy to the teacher distribution (T=1), all samples", lambda st, d: R.Target("soft")
+    )
+    rule_method(
+        "(a)+soft targets",
+        "mask of (a), cross-entropy to the teacher distribution on the selected",
+        lambda st, d: R.Target("soft", inner=R.ClassMeanThreshold()),
+    )
+    rule_method(
+        "teacher-only, w = s", "spec teacher test, weighting none", lambda st, d: R.Spec("teacher", weighting="none")
+    )
     rule_method("(d) bootstrap beta=0.8", "q = 0.8 onehot(y) + 0.2 softmax(z)", lambda st, d: R.Target("boot"))
     rule_method("(d') bootstrap beta=c", "q = c onehot(y) + (1-c) softmax(z)", lambda st, d: R.Target("bootconf"))
-    rule_method("(d'') soft mix a=0.5", "q = (1-a) p_T + a softmax(z), a ramps 0->0.5 over epoch 1",
-                lambda st, d: R.Target("softmix"))
+    rule_method(
+        "(d'') soft mix a=0.5",
+        "q = (1-a) p_T + a softmax(z), a ramps 0->0.5 over epoch 1",
+        lambda st, d: R.Target("softmix"),
+    )
 
     def xfit(st, d, kind):
         t0 = time.perf_counter()
@@ -248,23 +310,49 @@ def methods():
             return row
         raise ValueError(kind)
 
-    M["(e) cross-fit relabel (hard)"] = ("two half-pool students re-label each other's half; train on their argmax",
-                                         lambda st, d: xfit(st, d, "hard"))
-    M["(e') cross-fit mix 0.5 p_T + 0.5 Q"] = ("soft target: mean of teacher and cross-fitted student distributions",
-                                               lambda st, d: xfit(st, d, "mix"))
-    M["(e'') cross-fit agreement filter"] = ("keep samples whose cross-fitted student agrees with the teacher",
-                                             lambda st, d: xfit(st, d, "agree"))
+    M["(e) cross-fit relabel (hard)"] = (
+        "two half-pool students re-label each other's half; train on their argmax",
+        lambda st, d: xfit(st, d, "hard"),
+    )
+    M["(e') cross-fit mix 0.5 p_T + 0.5 Q"] = (
+        "soft target: mean of teacher and cross-fitted student distributions",
+        lambda st, d: xfit(st, d, "mix"),
+    )
+    M["(e'') cross-fit agreement filter"] = (
+        "keep samples whose cross-fitted student agrees with the teacher",
+        lambda st, d: xfit(st, d, "agree"),
+    )
     return M
 
 
 # Priority order (CPU budget: the run is stopped where the clock runs out).
-ORDER = ["all", "gold", "llkd", "random@llkd", "fixed@median", "(c) w = c", "(b') SoftMatch per class",
-         "soft targets", "(a2) class keep-rate = class mean conf (pool)", "cleanlab(cv LR probs)", "self-training",
-         "(d') bootstrap beta=c", "(e) cross-fit relabel (hard)", "(e') cross-fit mix 0.5 p_T + 0.5 Q",
-         "(e'') cross-fit agreement filter", "(b) SoftMatch global", "(a) c >= m_T[y] (class mean, no norm.)",
-         "(a)+soft targets", "teacher-only, w = s",
-         "(c') w = c^2", "(d) bootstrap beta=0.8", "cleanlab(teacher probs)", "teacher-only",
-         "(a') c >= g_T (global running mean)", "(d'') soft mix a=0.5"]
+ORDER = [
+    "all",
+    "gold",
+    "llkd",
+    "random@llkd",
+    "fixed@median",
+    "(c) w = c",
+    "(b') SoftMatch per class",
+    "soft targets",
+    "(a2) class keep-rate = class mean conf (pool)",
+    "cleanlab(cv LR probs)",
+    "self-training",
+    "(d') bootstrap beta=c",
+    "(e) cross-fit relabel (hard)",
+    "(e') cross-fit mix 0.5 p_T + 0.5 Q",
+    "(e'') cross-fit agreement filter",
+    "(b) SoftMatch global",
+    "(a) c >= m_T[y] (class mean, no norm.)",
+    "(a)+soft targets",
+    "teacher-only, w = s",
+    "(c') w = c^2",
+    "(d) bootstrap beta=0.8",
+    "cleanlab(teacher probs)",
+    "teacher-only",
+    "(a') c >= g_T (global running mean)",
+    "(d'') soft mix a=0.5",
+]
 
 
 class GlobalMean(R.Rule):
@@ -295,15 +383,26 @@ def run_setting(key, only=None):
             done[name] = cache[(key, name)]
             continue
         row = build(st, done)
-        row.update(setting=key, method=name, desc=desc, teacher=ts, date=datetime.datetime.now().isoformat(timespec="seconds"),
-                   load=os.getloadavg()[0])
+        row.update(
+            setting=key,
+            method=name,
+            desc=desc,
+            teacher=ts,
+            date=datetime.datetime.now().isoformat(timespec="seconds"),
+            load=os.getloadavg()[0],
+        )
         done[name] = row
         save_run(row)
         f1 = np.array(row["f1"])
         base = np.array(done["all"]["f1"]) if "all" in done else None
-        diff = f"  d vs all {100 * (f1 - base).mean():+.2f} ({int(((f1 - base) > 0).sum())}/5)" if base is not None else ""
-        print(f"[{key}] {name:45s} F1 {f1.mean():.4f} ± {f1.std():.4f} used {np.mean(row['used']):.3f} "
-              f"{row['wall']:.0f}s{diff}", flush=True)
+        diff = (
+            f"  d vs all {100 * (f1 - base).mean():+.2f} ({int(((f1 - base) > 0).sum())}/5)" if base is not None else ""
+        )
+        print(
+            f"[{key}] {name:45s} F1 {f1.mean():.4f} ± {f1.std():.4f} used {np.mean(row['used']):.3f} "
+            f"{row['wall']:.0f}s{diff}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

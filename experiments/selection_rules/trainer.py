@@ -82,8 +82,14 @@ class BatchedAdamW:
             self.opt.step()
             return
         off = torch.nonzero(~active).squeeze(1)
-        saved = [(p, p[off].clone(), {k: v[off].clone() for k, v in self.opt.state[p].items() if torch.is_tensor(v) and v.dim() > 0})
-                 for p in self.params]
+        saved = [
+            (
+                p,
+                p[off].clone(),
+                {k: v[off].clone() for k, v in self.opt.state[p].items() if torch.is_tensor(v) and v.dim() > 0},
+            )
+            for p in self.params
+        ]
         self.opt.step()
         for p, pv, st in saved:
             p[off] = pv
@@ -91,8 +97,7 @@ class BatchedAdamW:
                 self.opt.state[p][k][off] = v
 
 
-def train(X, labels, conf, proba, rule, *, seeds, epochs=10, batch_size=32, n_classes, X_test=None,
-          record=None):
+def train(X, labels, conf, proba, rule, *, seeds, epochs=10, batch_size=32, n_classes, X_test=None, record=None):
     """Train len(seeds) students on pool features X against the teacher (labels, conf, proba).
 
     labels/conf/proba: numpy [N], [N], [N, C] (the rule may ignore them, e.g. gold).

@@ -134,6 +134,7 @@ class PoolLabeler:
         gold_y, unl = (None, np.ones(n, dtype=bool)) if y is None else gold_labels(y, n)
         self.X = X
         self.n_queries = 0
+        self.calibration_shares = None
         self.pool: dict[str, list[int]] = {}
         if teacher is None:
             if gold_y is None:
@@ -198,10 +199,16 @@ class PoolLabeler:
             out = self._pool_calibration(answers)
             labels, conf, proba = out.labels, out.confidence, out.proba
         elif proba is not None:
-            if self._correction is None:
+            first = self._correction is None
+            if first:
                 self._correction = PriorCorrection(self.calibration).fit(proba)
+            raw = proba
             proba = self._correction.transform(proba)
             labels, conf = proba.argmax(axis=1), proba.max(axis=1)
+            if first:
+                from .teachers import predicted_shares
+
+                self.calibration_shares = predicted_shares(raw, proba, [str(c) for c in self.classes])
         t = self.targets
         if proba is None:
             self._hard_only = True  # distributions only when every answer has one

@@ -407,6 +407,11 @@ def distill(args) -> None:
         f"{len(train_texts)} texts, {clf.n_teacher_queries_} new teacher answers (the others reused; cache {cache}); "
         f"labels: " + ", ".join(f"{c} {n}" for c, n in zip(clf.classes_, counts))
     )
+    shares = clf.calibration_shares_
+    if shares is not None:
+        raw = ", ".join(f"{k} {v:.2f}" for k, v in shares["raw"].items())
+        cal = ", ".join(f"{k} {v:.2f}" for k, v in shares["corrected"].items())
+        print(f"teacher class shares: raw {raw}; after calibration ({clf.calibration}) {cal}")
     print(
         f"student ({clf._kind_}) trained for {clf.n_iter_} epoch(s) in {clf.fit_seconds_:.0f} s on "
         f"{100 * per_step:.1f} % of the samples per step; model saved to {args.out}"

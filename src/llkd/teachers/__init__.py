@@ -40,6 +40,8 @@ from ._calibration import (
     calibrate_pool,
     calibration_report,
     expected_calibration_error,
+    predicted_shares,
+    share_shift_warning,
 )
 from ._callable import CallableTeacher, as_teacher
 from ._precomputed import PrecomputedTeacher
@@ -69,6 +71,8 @@ __all__ = [
     "CalibratedTeacher",
     "PRIOR_METHODS",
     "DEFAULT_PRIOR_METHOD",
+    "predicted_shares",
+    "share_shift_warning",
 ]
 
 
