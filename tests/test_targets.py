@@ -129,3 +129,20 @@ def test_the_teachers_modules_import_each_other_without_cycles():
 
     for m in sorted(graph):
         visit(m, [])
+
+
+def test_calibration_shares_are_recorded_and_a_large_unbacked_shift_warns():
+    X = _rows(200, seed=3)
+
+    def starving(rows):  # says "b" almost never, though its probabilities give b about 40 %
+        p = np.clip(0.3 + 0.15 * np.tanh(rows[:, 0]), 0.01, 0.99)
+        return np.stack([1 - p, p], axis=1)
+
+    with pytest.warns(UserWarning, match="share"):
+        clf = LLKDClassifier(starving, labels=["a", "b"], calibration="center", max_epochs=1, random_state=0).fit(X)
+    shares = clf.calibration_shares_
+    assert shares["raw"]["b"] < 0.05 and shares["corrected"]["b"] > 0.3 and shares["max_shift"] > 0.15
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clf = LLKDClassifier(starving, labels=["a", "b"], calibration="none", max_epochs=1, random_state=0).fit(X)
+    assert clf.calibration_shares_["max_shift"] == 0
