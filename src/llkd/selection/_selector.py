@@ -38,10 +38,9 @@ class AdaptiveSelector:
         Momentum ``lam`` of the running levels, in [0, 1). 0.9 averages over about
         the last 10 batches. The student's uncertainty falls fast while it learns,
         and a slower average lags behind it: the student test then rejects whole
-        batches for many steps (measured while fine-tuning a small encoder: with
-        0.99, 15 to 18 of the 19 steps of the last epoch selected nothing; with 0.9
-        at most 6). Rare classes only update when present, so their levels still
-        average over many batches.
+        batches for many steps (``benchmarks/RESULTS.md``, section study_selection).
+        Rare classes only update when present, so their levels still average over
+        many batches.
     mode : {"llkd", "teacher", "student", "all", "fixed", "random"}, default="llkd"
         ``"llkd"`` keeps samples passing both class-wise tests; ``"teacher"`` and
         ``"student"`` one test each; ``"all"`` keeps every sample with weight 1;

@@ -47,10 +47,9 @@ review while its scores still rank reviews well. Two corrections, applied in thi
    ``"auto"`` is ``DEFAULT_PRIOR_METHOD``. Measured in ``benchmarks/RESULTS.md`` (section
    bench_calibration: the Gemma teacher on balanced, subsampled 75/25 and 90/10 and
    zero-shot movie reviews; TF-IDF teachers on R8, 20 Newsgroups and R52). History:
-   ``"center"`` was the default; it costs up to 20 points of accuracy on an imbalanced
-   pool with a good teacher (issue 17), and ``"em"`` run to convergence collapsed the
-   multi-class teachers (section bench_distill: 20 Newsgroups pool accuracy raw 0.425,
-   center 0.644, em 0.290).
+   ``"center"`` was the default; it cost a good teacher much accuracy on imbalanced
+   pools, and ``"em"`` run to convergence collapsed the multi-class teachers (the
+   numbers are in ``benchmarks/RESULTS.md``, sections bench_calibration and bench_distill).
 
 2. **Temperature scaling** (Guo et al. 2017), when a few gold labels exist: one
    temperature ``T`` fitted by minimising the negative log-likelihood of the gold labels
