@@ -225,22 +225,3 @@ class PoolLabeler:
                 t.proba[rows] = proba[j]
             rows_done.extend(rows)
         return np.asarray(sorted(rows_done), dtype=np.int64)
-
-
-def make_targets(
-    X, y, *, teacher, labels=None, calibration="auto", batch_size=16, cache=None, progress=False
-) -> tuple[np.ndarray, Targets]:
-    """``(classes, targets)`` for every row of ``X``: the teacher labels the whole pool."""
-    labeler = PoolLabeler(
-        X,
-        y,
-        teacher=teacher,
-        labels=labels,
-        calibration=calibration,
-        batch_size=batch_size,
-        cache=cache,
-        progress=progress,
-    )
-    if labeler.teacher is not None:
-        labeler.label(list(labeler.pool))
-    return labeler.classes, labeler.targets

@@ -13,7 +13,15 @@ import warnings
 
 import numpy as np
 
-from ._base import check_teacher_output, check_texts, identity_key, input_key, split_calibration, teacher_error
+from ._base import (
+    TeacherOutput,
+    check_teacher_output,
+    check_texts,
+    identity_key,
+    input_key,
+    split_calibration,
+    teacher_error,
+)
 from ._cache import TeacherCache
 from ._callable import as_teacher
 
@@ -238,8 +246,6 @@ def label_in_batches(
         done.update(others)
         if memory is not None:
             memory.update(others)
-
-    from ._base import TeacherOutput
 
     answers = [done[k] for k in keys]
     lab = np.array([a[0] for a in answers], dtype=np.int64)
