@@ -21,7 +21,6 @@ import numbers
 import time
 
 import numpy as np
-import torch
 
 from ._callbacks import Callback
 from .selection._acquisition import acquisition_scores, choose_batch
@@ -74,20 +73,6 @@ class ActiveRounds(Callback):
     def remaining_keys(self):
         return [k for k in self.labeler.pool if self.labeler.targets.labels[self.labeler.pool[k][0]] < 0]
 
-    @torch.no_grad()
-    def _logits(self, trainer, rows):
-        model = trainer.model
-        model.eval()
-        lengths = getattr(trainer.data, "lengths", None)
-        order = np.argsort(lengths[rows], kind="stable") if lengths is not None else np.arange(len(rows))
-        out = np.empty((len(rows), trainer.config.n_classes))
-        bs = max(256, trainer.config.batch_size)
-        for s in range(0, len(rows), bs):
-            pos = order[s : s + bs]
-            out[pos] = model(trainer.data.batch(rows[pos], trainer.device)).double().cpu().numpy()
-        model.train()
-        return out
-
     def on_epoch_end(self, trainer, *, record, **kw):
         if not self.sizes:
             return
@@ -98,7 +83,7 @@ class ActiveRounds(Callback):
             return
         t0 = time.perf_counter()
         rows = np.array([self.labeler.pool[key][0] for key in keys], dtype=np.int64)
-        logits = self._logits(trainer, rows)
+        logits = trainer.logits(rows)
         scores = acquisition_scores(logits, self.rule, rng=self.rng)
         feats = self.features[rows] if self.features is not None else None
         pick = choose_batch(scores, k, self.rule, feats, rng=self.rng)

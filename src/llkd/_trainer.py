@@ -348,17 +348,24 @@ class Trainer:
 
     # ---------------------------------------------------------------- scoring
     @torch.no_grad()
-    def accuracy(self, rows: np.ndarray) -> float:
-        """Agreement of the model's argmax with the targets on ``rows``."""
+    def logits(self, rows: np.ndarray) -> np.ndarray:
+        """The model's logits (float64, eval mode) for ``rows``, in their order.
+
+        Texts go through in batches of similar length; the model is left in train mode.
+        """
         self.model.eval()
-        correct = 0
         lengths = getattr(self.data, "lengths", None)
-        if lengths is not None:
-            rows = rows[np.argsort(lengths[rows], kind="stable")]
+        order = np.argsort(lengths[rows], kind="stable") if lengths is not None else np.arange(len(rows))
+        out = np.empty((len(rows), self.config.n_classes))
         bs = max(256, self.config.batch_size)
         for start in range(0, len(rows), bs):
-            idx = rows[start : start + bs]
-            pred = self.model(self.data.batch(idx, self.device)).argmax(1).cpu().numpy()
-            correct += int((pred == self.labels[idx]).sum())
+            pos = order[start : start + bs]
+            out[pos] = self.model(self.data.batch(rows[pos], self.device)).double().cpu().numpy()
         self.model.train()
-        return correct / max(1, len(rows))
+        return out
+
+    def accuracy(self, rows: np.ndarray) -> float:
+        """Agreement of the model's argmax with the targets on ``rows``."""
+        if len(rows) == 0:
+            return 0.0
+        return float((self.logits(rows).argmax(axis=1) == self.labels[rows]).mean())
