@@ -436,7 +436,7 @@ struct UpdateArgs {
     double* scratch;
     int64_t c, n;
     double lam, one_minus_lam;
-    int first, update;
+    int first, update, raw_teacher;  // raw_teacher: tau_T = m_T (mode class_mean)
 };
 
 // Mirrors llkd.selection._reference.update_state / thresholds operation by operation
@@ -507,7 +507,7 @@ __global__ void __launch_bounds__(kUpdateBlock) update_kernel(const UpdateArgs a
         out_g[1] = gS;
     }
     for (int64_t k = threadIdx.x; k < C; k += blockDim.x) {  // same k per thread as above
-        tauT[k] = maxT > 0.0 ? __ddiv_rn(__dmul_rn(gT, out_mT[k]), maxT) : 0.0;
+        tauT[k] = a.raw_teacher ? out_mT[k] : (maxT > 0.0 ? __ddiv_rn(__dmul_rn(gT, out_mT[k]), maxT) : 0.0);
         tauS[k] = maxS > 0.0 ? __ddiv_rn(__dmul_rn(gS, out_mS[k]), maxS) : 0.0;
     }
 }
@@ -527,6 +527,7 @@ struct SelectArgs {
     double* sel_sum;
     unsigned long long* sel_cnt;
     double fixed, rate, tie;
+    double n_classes;  // C, as a double (mode confidence)
 };
 
 template <typename T, int MODE, bool PRODUCT>
@@ -551,7 +552,8 @@ __global__ void __launch_bounds__(kBlock) select_kernel(const SelectArgs a) {
         for (int q = 0; q < U; ++q) {
             const int64_t i = base + q * kBlock;
             const bool v = i < n;
-            constexpr bool kNeedY = MODE == kModeLLKD || MODE == kModeTeacher || MODE == kModeStudent;
+            constexpr bool kNeedY =
+                MODE == kModeLLKD || MODE == kModeTeacher || MODE == kModeStudent || MODE == kModeClassMean;
             constexpr bool kNeedC = MODE != kModeStudent && MODE != kModeRandom && MODE != kModeAll;
             constexpr bool kNeedU = MODE == kModeLLKD || MODE == kModeStudent;
             y[q] = (kNeedY && v) ? load_label(a.labels, a.labels64, i) : 0;
@@ -568,11 +570,11 @@ __global__ void __launch_bounds__(kBlock) select_kernel(const SelectArgs a) {
             // value >= tau - tie, as llkd.selection._reference.select
             if constexpr (MODE == kModeLLKD)
                 m = c[q] >= __ldg(tauT + k) - tie && uv[q] >= __ldg(tauS + k) - tie;
-            else if constexpr (MODE == kModeTeacher)
+            else if constexpr (MODE == kModeTeacher || MODE == kModeClassMean)
                 m = c[q] >= __ldg(tauT + k) - tie;
             else if constexpr (MODE == kModeStudent)
                 m = uv[q] >= __ldg(tauS + k) - tie;
-            else if constexpr (MODE == kModeAll)
+            else if constexpr (MODE == kModeAll || MODE == kModeConfidence)
                 m = true;
             else if constexpr (MODE == kModeFixed)
                 m = c[q] >= a.fixed;
@@ -580,7 +582,10 @@ __global__ void __launch_bounds__(kBlock) select_kernel(const SelectArgs a) {
                 m = d[q] < a.rate;
             a.mask[i] = m ? 1 : 0;
             if constexpr (PRODUCT) {
-                const double r = m ? c[q] * uv[q] : 0.0;
+                const double r = MODE == kModeConfidence
+                                     ? fmax(0.0, __ddiv_rn(__dsub_rn(__dmul_rn(a.n_classes, c[q]), 1.0),
+                                                           __dsub_rn(a.n_classes, 1.0)))
+                                     : (m ? c[q] * uv[q] : 0.0);
                 w[i] = static_cast<T>(r);
                 rsum += r;
                 nsel += m ? 1ull : 0ull;
@@ -830,11 +835,12 @@ void launch_tail(const StepArgs& p, double* sw, const Layout& L, cudaStream_t st
     s.sel_sum = sw + L.sel_sum;
     s.sel_cnt = reinterpret_cast<unsigned long long*>(sw + L.sel_cnt);
     s.fixed = p.fixed_threshold;
+    s.n_classes = static_cast<double>(p.c);
     s.rate = p.random_rate;
     s.tie = kTieTolerance;
     using SelectKernel = void (*)(const SelectArgs);
     // [mode][product]; mode "all" never uses the product weighting
-    static_assert(llkd::kNumModes == 6, "one row of kSelect per mode");
+    static_assert(llkd::kNumModes == 8, "one row of kSelect per mode");
     static const SelectKernel kSelect[llkd::kNumModes][2] = {
         {select_kernel<T, kModeLLKD, false>, select_kernel<T, kModeLLKD, true>},
         {select_kernel<T, kModeTeacher, false>, select_kernel<T, kModeTeacher, true>},
@@ -842,6 +848,9 @@ void launch_tail(const StepArgs& p, double* sw, const Layout& L, cudaStream_t st
         {select_kernel<T, kModeAll, false>, select_kernel<T, kModeAll, false>},
         {select_kernel<T, kModeFixed, false>, select_kernel<T, kModeFixed, true>},
         {select_kernel<T, kModeRandom, false>, select_kernel<T, kModeRandom, true>},
+        {select_kernel<T, kModeClassMean, false>, select_kernel<T, kModeClassMean, true>},
+        {select_kernel<T, kModeConfidence, true>,
+         select_kernel<T, kModeConfidence, true>},  // always c / mean c
     };
     const SelectKernel sk = kSelect[p.mode][product ? 1 : 0];
     const int64_t blocks = (p.n + kBlock * 4 - 1) / (kBlock * 4);
@@ -962,10 +971,11 @@ void step(const StepArgs& p, StepResult& r) {
     ua.one_minus_lam = 1.0 - p.momentum;
     ua.first = p.n_updates == 0 ? 1 : 0;
     ua.update = p.update ? 1 : 0;
+    ua.raw_teacher = llkd::raw_teacher_levels(p.mode) ? 1 : 0;
     update_kernel<<<1, kUpdateBlock, 0, stream>>>(ua);
     check(cudaGetLastError(), "update kernel launch");
 
-    const bool product = p.weighting == kWeightProduct && p.mode != kModeAll;
+    const bool product = llkd::normalised_weights(p.mode, p.weighting);
     if (p.logits_dtype == DType::F32)
         launch_tail<float>(p, sw, L, stream, product);
     else

@@ -30,6 +30,8 @@ using llkd::kFlagBadConfidence;
 using llkd::kFlagBadLabels;
 using llkd::kFlagBadLogits;
 using llkd::kModeAll;
+using llkd::kModeClassMean;
+using llkd::kModeConfidence;
 using llkd::kModeFixed;
 using llkd::kModeLLKD;
 using llkd::kModeRandom;

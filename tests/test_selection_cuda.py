@@ -156,8 +156,11 @@ def tolerances(dtype):
     return dict(u=1e-11, tau_s=1e-10, tau_s_atol=1e-12, w_rtol=1e-9, w_atol=1e-11)
 
 
-def expected_weights(mask, conf, u, mode, weighting):
+def expected_weights(mask, conf, u, mode, weighting, C):
     w = mask.astype(np.float64)
+    if mode == "confidence":  # every sample, confidence above chance / its batch mean (any weighting)
+        excess = np.maximum(0.0, (C * conf - 1.0) / (C - 1.0))
+        return excess / excess.mean() if excess.mean() > 0 else w
     if weighting == "product" and mode != "all" and mask.any():
         r = np.where(mask, conf * u, 0.0)
         mean = r[mask].mean()
@@ -188,14 +191,16 @@ def assert_matches(res, ref, labels, conf, dtype, mode, weighting, fixed_thresho
     tie = getattr(_reference, "TIE_TOLERANCE", 0.0)  # tests pass at value >= tau - tie
     near_t = np.abs(conf - (ref.teacher_threshold[labels] - tie)) <= 1e-10
     near_s = np.abs(ref.uncertainty - (ref.student_threshold[labels] - tie)) <= 2 * tol["u"] + 1e-10
-    near = {"llkd": near_t | near_s, "teacher": near_t, "student": near_s}.get(mode, np.zeros_like(near_t))
+    near = {"llkd": near_t | near_s, "teacher": near_t, "class_mean": near_t, "student": near_s}.get(
+        mode, np.zeros_like(near_t)
+    )
     bad = (mask != ref.mask) & ~near
     assert not bad.any(), f"{int(bad.sum())} mask entries differ away from the thresholds"
     if mode == "all":
         assert mask.all() and np.all(w == 1.0)
     np.testing.assert_allclose(
         w,
-        expected_weights(mask, conf, ref.uncertainty, mode, weighting),
+        expected_weights(mask, conf, ref.uncertainty, mode, weighting, len(ref.teacher_threshold)),
         rtol=tol["w_rtol"],
         atol=tol["w_atol"],
     )

@@ -94,9 +94,12 @@ def make_conf(rng, n, kind):
     return np.full(n, 0.7)  # all equal
 
 
-def reference_weights(mask, conf, u, mode, weighting):
+def reference_weights(mask, conf, u, mode, weighting, C):
     """The reference's weight formula applied to a given mask and u."""
     w = mask.astype(np.float64)
+    if mode == "confidence":  # every sample, confidence above chance / its batch mean (any weighting)
+        excess = np.maximum(0.0, (C * conf - 1.0) / (C - 1.0))
+        return excess / excess.mean() if excess.mean() > 0 else w
     if weighting == "product" and mode != "all" and mask.any():
         r = np.where(mask, conf * u, 0.0)
         mean_r = r[mask].mean()
@@ -121,13 +124,15 @@ def assert_step_matches(ref, nat, labels, conf, dtype, mode, weighting, st_ref, 
         near_s = np.abs(ref.uncertainty - ref.student_threshold[labels]) <= 4 * tu
         assert np.all(near_t[differ] | near_s[differ]), f"{differ.sum()} mask differences away from the thresholds"
     # Weights: the formula applied to the kernel's own mask and u ...
-    expect = reference_weights(nat.mask, conf, nat.uncertainty, mode, weighting)
+    expect = reference_weights(nat.mask, conf, nat.uncertainty, mode, weighting, len(ref.teacher_threshold))
     np.testing.assert_allclose(nat.weights, expect, rtol=1e-12, atol=1e-12)
     # ... and the reference's weights where everything agrees. u is accurate to tu in
     # absolute terms only (a tiny u, from a peaked softmax, has few correct digits in
     # either implementation), so dw = (c du + w dmean) / mean_r with |du|, |dmean| <= tu.
     if not differ.any():
-        r_ref = np.where(ref.mask, conf * ref.uncertainty, 0.0)
+        C = len(ref.teacher_threshold)
+        excess = np.maximum(0.0, (C * conf - 1.0) / (C - 1.0))
+        r_ref = excess if mode == "confidence" else np.where(ref.mask, conf * ref.uncertainty, 0.0)
         if ref.mask.any() and r_ref[ref.mask].mean() > 0:
             mean_r = r_ref[ref.mask].mean()
             atol = 4 * tu * (1 + ref.weights.max()) / mean_r

@@ -101,6 +101,57 @@ def test_teacher_and_student_modes_are_halves_of_llkd():
     np.testing.assert_array_equal(res["llkd"].mask, res["teacher"].mask & res["student"].mask)
 
 
+def test_class_mean_thresholds_are_the_raw_teacher_class_levels():
+    """class_mean: tau_T[k] = m_T[k] (no g_T / max_j m_T[j]); mask c >= tau_T[y]."""
+    sel = make(mode="class_mean", weighting="none", momentum=0.5)
+    y = np.array([0, 0, 1, 1, 2, 2])
+    c = np.array([0.9, 0.7, 0.4, 0.2, 0.6, 0.6])
+    res = sel.step(np.zeros((6, 3)), y, c)
+    np.testing.assert_allclose(res.teacher_threshold, [0.8, 0.3, 0.6])
+    np.testing.assert_array_equal(res.mask, [True, False, True, False, True, True])
+    np.testing.assert_array_equal(res.weights, res.mask.astype(float))
+    # the spec's teacher test on the same batch normalises by the top class level (0.8)
+    spec = make(mode="teacher", weighting="none", momentum=0.5).step(np.zeros((6, 3)), y, c)
+    np.testing.assert_allclose(spec.teacher_threshold, np.array([0.8, 0.3, 0.6]) * (3.4 / 6) / 0.8)
+    assert not np.array_equal(spec.mask, res.mask)
+    # second step: momentum update of the present classes only; class 2 keeps 0.6
+    res = sel.step(np.zeros((2, 3)), np.array([0, 1]), np.array([1.0, 0.5]))
+    np.testing.assert_allclose(res.teacher_threshold, [0.9, 0.4, 0.6])
+    np.testing.assert_allclose(sel.teacher_threshold, [0.9, 0.4, 0.6])
+    np.testing.assert_array_equal(res.mask, [True, True])
+    # student thresholds are the spec's in every mode
+    np.testing.assert_allclose(res.student_threshold, make().step(np.zeros((6, 3)), y, c).student_threshold)
+
+
+def test_class_mean_never_inverts_a_precise_class():
+    """A class the teacher is sure of keeps its above-mean half; under the spec's teacher
+    test the most confident class gets the highest threshold relative to the others."""
+    rng = np.random.default_rng(7)
+    y = np.repeat([0, 1], 500)
+    c = np.concatenate([rng.uniform(0.9, 1.0, 500), rng.uniform(0.3, 0.7, 500)])
+    res = AdaptiveSelector(2, mode="class_mean", backend="numpy").step(np.zeros((1000, 2)), y, c)
+    kept = [res.mask[y == k].mean() for k in (0, 1)]
+    assert 0.4 < kept[0] < 0.6 and 0.4 < kept[1] < 0.6
+
+
+@pytest.mark.parametrize("weighting", ["product", "none", "auto"])
+def test_confidence_mode_keeps_every_sample_weighted_by_relative_confidence(weighting):
+    """Weights: the confidence above chance, e = max(0, (C c - 1) / (C - 1)), over its batch mean."""
+    sel = make(mode="confidence", weighting=weighting)  # C = 3: chance is 1/3
+    c = np.array([1.0, 1 / 3, 2 / 3, 0.2])
+    res = sel.step(np.random.default_rng(0).normal(size=(4, 3)), np.array([0, 1, 2, 0]), c)
+    assert res.mask.all()
+    e = np.array([1.0, 0.0, 0.5, 0.0])  # 0.2 is below chance: clipped to 0
+    np.testing.assert_allclose(res.weights, e / e.mean(), atol=1e-12)
+    assert res.weights.mean() == pytest.approx(1.0)
+    # binary: c = 0.5 (a coin flip) weighs nothing, c = 0.75 half of c = 1
+    res = make(mode="confidence", n_classes=2).step(np.zeros((3, 2)), np.array([0, 1, 0]), np.array([0.5, 0.75, 1.0]))
+    np.testing.assert_allclose(res.weights, np.array([0.0, 0.5, 1.0]) / 0.5)
+    # a batch with no confidence at all keeps weight 1
+    res = sel.step(np.zeros((3, 3)), np.array([0, 1, 2]), np.zeros(3))
+    np.testing.assert_array_equal(res.weights, 1.0)
+
+
 def test_zero_max_level_gives_zero_threshold():
     sel = make()
     res = sel.step(np.zeros((3, 3)), np.array([0, 1, 2]), np.zeros(3))
@@ -126,18 +177,22 @@ def test_score_does_not_update_state():
     b=st.integers(1, 40),
     c=st.integers(2, 6),
     seed=st.integers(0, 2**31 - 1),
-    mode=st.sampled_from(["llkd", "teacher", "student", "all", "fixed"]),
+    mode=st.sampled_from(["llkd", "teacher", "student", "all", "fixed", "class_mean", "confidence"]),
 )
 def test_invariants(b, c, seed, mode):
     rng = np.random.default_rng(seed)
     sel = AdaptiveSelector(c, momentum=0.7, mode=mode, backend="numpy")
     for _ in range(3):
-        res = sel.step(rng.normal(size=(b, c)) * 5, rng.integers(0, c, b), rng.random(b))
+        labels, conf = rng.integers(0, c, b), rng.random(b)
+        res = sel.step(rng.normal(size=(b, c)) * 5, labels, conf)
         assert np.all((res.uncertainty >= 0) & (res.uncertainty <= 1))
-        for tau, g in (
-            (res.teacher_threshold, sel.state.global_levels[0]),
-            (res.student_threshold, sel.state.global_levels[1]),
-        ):
+        levels = [(res.student_threshold, sel.state.global_levels[1])]
+        if mode == "class_mean":
+            np.testing.assert_array_equal(res.teacher_threshold, sel.state.class_levels[0])
+            np.testing.assert_array_equal(res.mask, conf >= res.teacher_threshold[labels] - 1e-9)
+        else:
+            levels.append((res.teacher_threshold, sel.state.global_levels[0]))
+        for tau, g in levels:
             assert np.all(tau >= 0) and np.all(tau <= g + 1e-12)
             assert tau.max() == pytest.approx(g) or g == 0
         assert np.all(res.weights >= 0)

@@ -245,6 +245,7 @@ struct SelectArgs {
     const double* tau_t;
     const double* tau_s;
     double fixed, rate;
+    double n_classes;  // C, as a double (mode confidence)
     uint8_t* mask;
     double* weights;
 };
@@ -261,7 +262,7 @@ static void select_rows(const SelectArgs& a, int64_t r0, int64_t r1, ChunkInfo& 
     const double* __restrict ts = a.tau_s;
     uint8_t* __restrict mask = a.mask;
     double* __restrict w = a.weights;
-    const double fixed = a.fixed, rate = a.rate;
+    const double fixed = a.fixed, rate = a.rate, cd = a.n_classes;
     double sr[4] = {0.0, 0.0, 0.0, 0.0};
     int64_t ns = 0;
     auto one = [&](int64_t i) -> double {
@@ -270,11 +271,11 @@ static void select_rows(const SelectArgs& a, int64_t r0, int64_t r1, ChunkInfo& 
         if (MODE == kModeLLKD) {
             const int64_t y = lab[i];
             sel = (c >= tt[y]) & (u >= ts[y]);
-        } else if (MODE == kModeTeacher) {
+        } else if (MODE == kModeTeacher || MODE == kModeClassMean) {
             sel = c >= tt[lab[i]];
         } else if (MODE == kModeStudent) {
             sel = u >= ts[lab[i]];
-        } else if (MODE == kModeAll) {
+        } else if (MODE == kModeAll || MODE == kModeConfidence) {
             sel = true;
         } else if (MODE == kModeFixed) {
             sel = c >= fixed;
@@ -283,7 +284,9 @@ static void select_rows(const SelectArgs& a, int64_t r0, int64_t r1, ChunkInfo& 
         }
         mask[i] = static_cast<uint8_t>(sel);
         ns += sel;
-        const double r = PRODUCT ? (c * u) * static_cast<double>(sel) : static_cast<double>(sel);
+        const double r = MODE == kModeConfidence ? std::max(0.0, (cd * c - 1.0) / (cd - 1.0))
+                         : PRODUCT               ? (c * u) * static_cast<double>(sel)
+                                                 : static_cast<double>(sel);
         w[i] = r;
         return r;
     };
@@ -319,6 +322,10 @@ static void select_mode(const SelectArgs& a, int mode, int64_t r0, int64_t r1, C
             return select_rows<kModeAll, PRODUCT>(a, r0, r1, ci);
         case kModeFixed:
             return select_rows<kModeFixed, PRODUCT>(a, r0, r1, ci);
+        case kModeClassMean:
+            return select_rows<kModeClassMean, PRODUCT>(a, r0, r1, ci);
+        case kModeConfidence:
+            return select_rows<kModeConfidence, true>(a, r0, r1, ci);
         default:
             return select_rows<kModeRandom, PRODUCT>(a, r0, r1, ci);
     }
@@ -458,12 +465,16 @@ void step(const StepInput& in, StepOutput& out) {
     for (int row = 0; row < 2; ++row) {
         const double* lev = m + row * C;
         double* tau = row == 0 ? out.tau_teacher : out.tau_student;
+        if (row == 0 && raw_teacher_levels(in.mode)) {
+            std::copy(lev, lev + C, tau);
+            continue;
+        }
         const double top = *std::max_element(lev, lev + C);
         for (int64_t y = 0; y < C; ++y) tau[y] = top > 0.0 ? (g[row] * lev[y]) / top : 0.0;
     }
 
     // ---------------- pass 2: mask and r = c*u ----------------
-    const bool product = in.weighting == kWeightProduct && in.mode != kModeAll;
+    const bool product = normalised_weights(in.mode, in.weighting);
     SelectArgs sa;
     sa.labels = in.labels, sa.conf = in.confidence, sa.u = out.uncertainty, sa.draws = in.random_draws;
     // Tests pass at value >= tau - kTieTolerance (selection_contract.hpp).
@@ -471,7 +482,7 @@ void step(const StepInput& in, StepOutput& out) {
     for (int64_t y = 0; y < C; ++y)
         cut_t[y] = out.tau_teacher[y] - kTieTolerance, cut_s[y] = out.tau_student[y] - kTieTolerance;
     sa.tau_t = cut_t.data(), sa.tau_s = cut_s.data();
-    sa.fixed = in.fixed_threshold, sa.rate = in.random_rate;
+    sa.fixed = in.fixed_threshold, sa.rate = in.random_rate, sa.n_classes = static_cast<double>(C);
     sa.mask = out.mask, sa.weights = out.weights;
     auto pass2 = [&](int64_t k, int64_t) {
         const int64_t r0 = k * plan.chunk_rows, r1 = std::min(B, r0 + plan.chunk_rows);

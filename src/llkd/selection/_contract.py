@@ -15,7 +15,7 @@ from ._backends import _import
 
 FALLBACK = MappingProxyType(
     {
-        "MODES": ("llkd", "teacher", "student", "all", "fixed", "random"),
+        "MODES": ("llkd", "teacher", "student", "all", "fixed", "random", "class_mean", "confidence"),
         "WEIGHTINGS": ("product", "none"),
         "TIE_TOLERANCE": 1e-9,
         "DTYPES": {"float32": 0, "float64": 1, "int32": 2, "int64": 3},

@@ -67,12 +67,22 @@ def update_state(
     state.n_updates += 1
 
 
-def thresholds(state: SelectorState) -> tuple[np.ndarray, np.ndarray]:
-    """Class-wise thresholds ``tau[k] = g * m[k] / max_j m[j]`` (0 where max is 0)."""
+#: Modes whose teacher thresholds are the raw class levels, ``tau_T[k] = m_T[k]``.
+RAW_TEACHER_LEVELS = frozenset({"class_mean"})
+
+
+def thresholds(state: SelectorState, mode: str = "llkd") -> tuple[np.ndarray, np.ndarray]:
+    """Class-wise thresholds ``tau[k] = g * m[k] / max_j m[j]`` (0 where max is 0).
+
+    In mode ``"class_mean"`` the teacher thresholds are the class levels themselves,
+    ``tau_T[k] = m_T[k]``; the student thresholds are the same in every mode.
+    """
     out = []
     for g, m in zip(state.global_levels, state.class_levels):
         top = m.max()
         out.append(g * m / top if top > 0 else np.zeros_like(m))
+    if mode in RAW_TEACHER_LEVELS:
+        out[0] = state.class_levels[0].copy()
     return out[0], out[1]
 
 
@@ -94,11 +104,11 @@ def select(
     student_ok = uncertainty >= tau_student[labels] - TIE_TOLERANCE
     if mode == "llkd":
         mask = teacher_ok & student_ok
-    elif mode == "teacher":
+    elif mode in ("teacher", "class_mean"):
         mask = teacher_ok
     elif mode == "student":
         mask = student_ok
-    elif mode == "all":
+    elif mode in ("all", "confidence"):
         mask = np.ones_like(teacher_ok)
     elif mode == "fixed":
         mask = confidence >= fixed_threshold
@@ -107,7 +117,14 @@ def select(
     else:  # pragma: no cover - validated by the selector
         raise ValueError(f"unknown mode {mode!r}")
     weights = mask.astype(np.float64)
-    if weighting == "product" and mode != "all" and mask.any():
+    if mode == "confidence":
+        # Every sample, weighted by its confidence above chance (any weighting).
+        n_classes = len(tau_teacher)
+        excess = np.maximum(0.0, (n_classes * confidence - 1.0) / (n_classes - 1.0))
+        mean_e = excess.mean()
+        if mean_e > 0:
+            weights = excess / mean_e
+    elif weighting == "product" and mode != "all" and mask.any():
         r = np.where(mask, confidence * uncertainty, 0.0)
         mean_r = r[mask].mean()
         # All selected samples carry zero evidence (c*u == 0): keep them at weight 1.
@@ -140,7 +157,7 @@ def step(
     uncertainty = normalized_entropy(logits)
     if update:
         update_state(state, confidence, uncertainty, labels, momentum)
-    tau_t, tau_s = thresholds(state)
+    tau_t, tau_s = thresholds(state, mode)
     mask, weights = select(
         confidence,
         uncertainty,
