@@ -93,7 +93,7 @@ def test_history_records_selection():
 
 def test_train_uncertainty_pass_backpropagates_whole_batches():
     X, _, X_test, y_test, teacher, _ = noisy_teacher_task(0, n=600)
-    clf, acc = fit_score(teacher, X, X_test, y_test, uncertainty_pass="train")
+    clf, acc = fit_score(teacher, X, X_test, y_test, selection="llkd", uncertainty_pass="train")
     rec = clf.history_[-1]
     # the shared forward pass of docs/design.md section 3.6 back-propagates whole batches (zero weights included)
     assert rec["n_selected"] < rec["n_backprop"] <= rec["n_backprop_all"]
@@ -102,14 +102,16 @@ def test_train_uncertainty_pass_backpropagates_whole_batches():
 
 def test_warmup_uses_every_sample_first():
     X, _, _, _, teacher, _ = noisy_teacher_task(0, n=320)
-    clf = LLKDClassifier(teacher, labels=[0, 1], max_epochs=2, batch_size=32, warmup_epochs=1, random_state=0).fit(X)
+    clf = LLKDClassifier(
+        teacher, labels=[0, 1], selection="llkd", max_epochs=2, batch_size=32, warmup_epochs=1, random_state=0
+    ).fit(X)
     assert clf.history_[0]["selected_fraction"] == 1.0
     assert clf.history_[1]["selected_fraction"] < 1.0
 
 
 def test_soft_targets_and_all_modes_run():
     X, _, X_test, y_test, teacher, _ = noisy_teacher_task(1, n=400)
-    for mode in ("teacher", "student", "fixed", "random"):
+    for mode in ("teacher", "student", "fixed", "random", "class_mean", "confidence", "llkd"):
         clf, acc = fit_score(teacher, X, X_test, y_test, selection=mode, soft_targets=True, random_rate=0.3)
         assert acc > 0.7, mode
     clf = LLKDClassifier(teacher, labels=[0, 1], selection="random", random_rate=0.3, max_epochs=2, random_state=0).fit(

@@ -174,3 +174,66 @@ def test_n_threads_is_validated_in_fit():
     est = LLKDClassifier(n_threads=0)  # __init__ only stores it
     with pytest.raises(ValueError, match="n_threads"):
         est.fit(X, y)
+
+
+class CountingHead(MLPHead):
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.calls = {"eval": 0, "train": 0}
+
+    def forward(self, x):
+        self.calls["train" if self.training else "eval"] += 1
+        return super().forward(x)
+
+
+def _counting_fit(X, labels, conf, **cfg):
+    torch.manual_seed(0)
+    config = TrainConfig(n_classes=2, max_epochs=3, learning_rate=1e-2, lr_schedule="constant", **cfg)
+    model = CountingHead(X.shape[1], 2, 16, 0.1)
+    trainer = Trainer(
+        model,
+        FeatureData(X),
+        Targets(labels, conf, None),
+        config,
+        device=torch.device("cpu"),
+        rng=np.random.RandomState(0),
+    )
+    result = trainer.fit_loop(np.arange(len(labels)))
+    return model, result
+
+
+@pytest.mark.parametrize(
+    "selection,weighting,reads",
+    [("class_mean", "none", False), ("all", "product", False), ("teacher", "none", False), ("llkd", "product", True)],
+)
+def test_scoring_pass_runs_only_for_rules_that_read_the_student(selection, weighting, reads, monkeypatch):
+    """A rule that reads only the teacher skips the eval-mode scoring pass, and skipping it
+    changes nothing: the same fit with the pass forced on gives identical weights."""
+    import llkd._trainer as trainer_module
+
+    X, y = _task(96)
+    conf = np.random.default_rng(1).uniform(0.5, 1.0, len(y))
+    model, result = _counting_fit(X, y, conf, selection=selection, weighting=weighting, batch_size=16)
+    steps = 3 * 96 // 16
+    assert model.calls["eval"] == (steps if reads else 0)
+    if not reads:
+        monkeypatch.setattr(trainer_module, "reads_student", lambda *a: True)
+        forced, forced_result = _counting_fit(X, y, conf, selection=selection, weighting=weighting, batch_size=16)
+        assert forced.calls["eval"] == steps
+        for a, b in zip(model.state_dict().values(), forced.state_dict().values()):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+        assert [r["selected_fraction"] for r in result.history] == [
+            r["selected_fraction"] for r in forced_result.history
+        ]
+
+
+def test_weighting_auto_is_none_for_class_mean_and_product_for_the_spec_modes():
+    from llkd.selection import AdaptiveSelector
+
+    assert AdaptiveSelector(3, mode="class_mean", weighting="auto").weighting == "none"
+    assert AdaptiveSelector(3, mode="llkd", weighting="auto").weighting == "product"
+    X, y = _task(64)
+    clf = LLKDClassifier(student="mlp", selection="class_mean", weighting="auto", max_epochs=2, random_state=0)
+    clf.fit(X, y)  # gold labels: confidence 1 everywhere, every row ties its class mean and passes
+    assert clf.history_[-1]["selected_fraction"] == 1.0
+    assert clf.selector_.weighting == "none" and clf.get_params()["weighting"] == "auto"

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from ._callbacks import EarlyStopping, History, ProgressBar
 from ._targets import Targets
-from .selection import AdaptiveSelector
+from .selection import AdaptiveSelector, reads_student
 from .students import length_bucketed_batches
 
 
@@ -223,6 +223,8 @@ class Trainer:
         self._on_cuda = (
             self.device.type == "cuda" and self.selector.resolve_backend(torch.empty(0, device=self.device)) == "cuda"
         )
+        # Rules that read only the teacher need no scoring pass (docs/design.md section 3).
+        self._scores_needed = reads_student(cfg.selection, cfg.weighting)
         if self._on_cuda:
             self._to_device()
 
@@ -282,7 +284,10 @@ class Trainer:
         y_b, c_b = self._labels_t[idx_t], self._conf_t[idx_t]
         p_b = self._proba_t[idx_t] if self._proba_t is not None else None
 
-        if cfg.uncertainty_pass == "eval":
+        if cfg.uncertainty_pass == "eval" and not self._scores_needed:
+            score_logits = torch.zeros(len(idx), cfg.n_classes, device=self.device)
+            logits = None
+        elif cfg.uncertainty_pass == "eval":
             self.model.eval()
             with torch.no_grad():
                 score_logits = self.model(x)

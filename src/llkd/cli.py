@@ -494,9 +494,9 @@ def main(argv=None) -> int:
     p.add_argument("--student", default="auto", choices=["auto", "mlp", "finetune"])
     p.add_argument(
         "--selection",
-        default="llkd",
+        default="confidence",
         choices=MODES,
-        help="sample selection rule (default llkd; the others are the baselines of the benchmarks)",
+        help="sample selection rule (default confidence; llkd is the paper's rule; see the README's parameter guide)",
     )
     p.add_argument("--teacher-budget", type=_budget, default=None, help=_BUDGET_HELP)
     p.add_argument("--seed", type=int, default=0)
@@ -528,9 +528,9 @@ def main(argv=None) -> int:
     )
     p.add_argument(
         "--selection",
-        default="llkd",
+        default="confidence",
         choices=MODES,
-        help="sample selection rule (default llkd; the others are the baselines of the benchmarks)",
+        help="sample selection rule (default confidence; llkd is the paper's rule; see the README's parameter guide)",
     )
     p.add_argument(
         "--encoder",

@@ -19,7 +19,7 @@ from ._active import ActiveRounds, resolve_budget, round_sizes
 from ._targets import PoolLabeler
 from ._threads import run_with_threads
 from ._trainer import TrainConfig, Trainer
-from .selection import MODES, WEIGHTINGS
+from .selection import MODES, WEIGHTINGS, resolve_weighting
 from .selection._acquisition import ACQUISITIONS
 
 _STUDENTS = ("auto", "mlp", "finetune")
@@ -30,13 +30,16 @@ def _resolve_device(device: str) -> torch.device:
 
 
 class LLKDClassifier(ClassifierMixin, BaseEstimator):
-    """Distil a teacher (an LLM) into a small Torch classifier with LLKD selection.
+    """Distil a teacher (an LLM) into a small Torch classifier, choosing what to learn from.
 
     The teacher labels the training inputs once (pseudo-labels with confidences).
     The student then trains on them; at every step an :class:`~llkd.selection.AdaptiveSelector`
-    keeps the samples whose teacher label is reliable (confidence above a class-wise
-    dynamic threshold) and that the student still finds hard (normalised entropy
-    above another), and weights each by confidence x uncertainty (Li et al., 2025).
+    decides how much each sample counts. By default (``selection="confidence"``) every
+    pseudo-label is kept, weighted by the teacher's calibrated confidence above chance;
+    ``selection="llkd"`` is the paper's rule (Li et al., 2025): keep the samples whose
+    teacher label is reliable (confidence above a class-wise dynamic threshold) and that
+    the student still finds hard (normalised entropy above another), weighted by
+    confidence x uncertainty.
 
     Parameters
     ----------
@@ -70,13 +73,21 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         model name) loaded with sentence-transformers (``student="mlp"``) or
         ``transformers.AutoModel`` (``"finetune"``); an object with
         ``encode(texts)`` is used as a frozen encoder. Ignored for array input.
-    selection : {"llkd", "teacher", "student", "all", "fixed", "random"}, default="llkd"
-        Selection rule (docs/design.md section 3); the others are ablations and baselines on
-        the same code path. ``"all"`` trains on every pseudo-label. Which rule to
-        choose for a good or a poor teacher, and what each costs in compute: README,
-        "Choosing parameters", from the measurements in ``benchmarks/RESULTS.md``.
-    weighting : {"product", "none"}, default="product"
-        Loss weights of selected samples: ``c * u`` normalised to mean 1, or 1.
+    selection : str, default="confidence"
+        Selection rule, one of ``llkd.selection.MODES``: ``"confidence"``, ``"llkd"``,
+        ``"class_mean"``, ``"teacher"``, ``"student"``, ``"all"``, ``"fixed"``,
+        ``"random"`` (docs/design.md sections 3.4 and 3.7). ``"confidence"`` keeps every
+        pseudo-label with loss weight ``e = max(0, (C c - 1) / (C - 1))``, the calibrated
+        confidence above chance, normalised to mean 1 over the batch. ``"llkd"`` is the
+        paper's rule; ``"class_mean"`` keeps ``c >= m_T[y]``, a label at least as
+        confident as its class's running mean. ``"all"`` trains on every pseudo-label
+        with weight 1; the rest are ablations and baselines on the same code path.
+        Which rule gains where, and where each loses: README, "Choosing parameters",
+        from ``benchmarks/RESULTS.md``, section "Selection rules (issue 13)".
+    weighting : {"auto", "product", "none"}, default="auto"
+        Loss weights of selected samples: ``c * u`` normalised to mean 1 (``"product"``),
+        or 1 (``"none"``). ``"auto"`` is ``"none"`` for ``"class_mean"`` and ``"product"``
+        for the paper's modes; ``"all"`` and ``"confidence"`` have their own weights.
     momentum : float, default=0.9
         Momentum of the selector's running levels (see ``AdaptiveSelector`` for why
         0.9 rather than a slower average).
@@ -216,7 +227,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         "student": [StrOptions(set(_STUDENTS))],
         "encoder": [str, os.PathLike, HasMethods(["encode"]), callable],
         "selection": [StrOptions(set(MODES))],
-        "weighting": [StrOptions(set(WEIGHTINGS))],
+        "weighting": [StrOptions(set(WEIGHTINGS) | {"auto"})],
         "momentum": [Interval(numbers.Real, 0, 1, closed="left")],
         "fixed_threshold": [Interval(numbers.Real, 0, 1, closed="both")],
         "random_rate": [Interval(numbers.Real, 0, 1, closed="both")],
@@ -257,8 +268,8 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         labels=None,
         student="auto",
         encoder="auto",
-        selection="llkd",
-        weighting="product",
+        selection="confidence",
+        weighting="auto",
         momentum=0.9,
         fixed_threshold=0.9,
         random_rate=0.1,
@@ -470,6 +481,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
                 warmup_epochs=float(self.warmup_epochs),
                 temperature=float(self.temperature),
                 verbose=int(self.verbose),
+                weighting=resolve_weighting(self.selection, self.weighting),
             )
             trainer = Trainer(
                 model,

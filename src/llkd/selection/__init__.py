@@ -1,7 +1,7 @@
 """LLKD sample selection: the NumPy reference and the compiled backends."""
 
 from ._reference import MODES, WEIGHTINGS, normalized_entropy
-from ._selector import AdaptiveSelector, default_n_threads
+from ._selector import AdaptiveSelector, default_n_threads, reads_student, resolve_weighting
 from ._state import SelectionResult, SelectorState
 
 __all__ = [
@@ -12,4 +12,6 @@ __all__ = [
     "WEIGHTINGS",
     "normalized_entropy",
     "default_n_threads",
+    "reads_student",
+    "resolve_weighting",
 ]

@@ -11,6 +11,27 @@ from . import _backends, _reference, _validation
 from ._reference import MODES, WEIGHTINGS
 from ._state import SelectionResult, SelectorState
 
+#: The weighting each mode takes under ``weighting="auto"``: the spec's modes keep the
+#: product weighting of docs/design.md section 3; ``class_mean`` is defined with weight 1.
+AUTO_WEIGHTING = {"class_mean": "none"}
+
+
+def resolve_weighting(mode: str, weighting: str) -> str:
+    """The weighting ``weighting`` stands for in ``mode`` (``"auto"`` resolved)."""
+    if weighting == "auto":
+        return AUTO_WEIGHTING.get(mode, "product")
+    return weighting
+
+
+def reads_student(mode: str, weighting: str) -> bool:
+    """Whether the mask or the weights of ``mode`` depend on the student's logits.
+
+    When they do not, a trainer may skip the scoring forward pass and hand the selector
+    any logits (the reported uncertainties and student levels then mean nothing).
+    """
+    weighting = resolve_weighting(mode, weighting)
+    return mode in ("llkd", "student") or (weighting == "product" and mode not in ("all", "confidence"))
+
 
 def default_n_threads() -> int:
     """Threads for the CPU kernel: the cores this process may use, at most 16."""
@@ -41,15 +62,22 @@ class AdaptiveSelector:
         batches for many steps (``benchmarks/RESULTS.md``, section study_selection).
         Rare classes only update when present, so their levels still average over
         many batches.
-    mode : {"llkd", "teacher", "student", "all", "fixed", "random"}, default="llkd"
+    mode : {"llkd", "teacher", "student", "all", "fixed", "random", "class_mean", "confidence"}, default="llkd"
         ``"llkd"`` keeps samples passing both class-wise tests; ``"teacher"`` and
         ``"student"`` one test each; ``"all"`` keeps every sample with weight 1;
         ``"fixed"`` keeps ``c >= fixed_threshold``; ``"random"`` keeps each sample with
-        probability ``random_rate``. Levels and thresholds are tracked in every mode.
-    weighting : {"product", "none"}, default="product"
+        probability ``random_rate``; ``"class_mean"`` keeps ``c >= m_T[y]``, a
+        pseudo-label at least as confident as its class's running mean confidence
+        (the teacher test without the ``g_T / max_j m_T[j]`` factor, docs/design.md
+        section 3); ``"confidence"`` keeps every sample, weighted by its confidence above
+        chance, ``e = max(0, (C c - 1) / (C - 1))``, normalised to mean 1 over the batch.
+        Levels and thresholds are tracked in every mode.
+    weighting : {"product", "none", "auto"}, default="product"
         ``"product"`` weights selected samples by ``c * u`` normalised to mean 1 (when
         every selected sample has ``c * u == 0`` they keep weight 1); ``"none"`` gives
-        selected samples weight 1. Ignored in mode ``"all"``.
+        selected samples weight 1; ``"auto"`` is ``"none"`` for ``"class_mean"`` and
+        ``"product"`` otherwise (kept resolved in ``weighting``). Ignored in modes ``"all"``
+        and ``"confidence"``.
     backend : {"auto", "native", "cuda", "numpy"}, default="auto"
         ``"numpy"`` is the reference; ``"native"`` the multi-threaded C++ kernel;
         ``"cuda"`` the CUDA kernel (CUDA tensors in, CUDA tensors out); ``"auto"``
@@ -103,8 +131,8 @@ class AdaptiveSelector:
             raise ValueError(f"momentum must be a float in [0, 1), got {momentum!r}")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+        if weighting != "auto" and weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be 'auto' or one of {WEIGHTINGS}, got {weighting!r}")
         if backend not in _backends.BACKENDS:
             raise ValueError(f"backend must be one of {_backends.BACKENDS}, got {backend!r}")
         if not isinstance(fixed_threshold, numbers.Real) or not 0.0 <= fixed_threshold <= 1.0:
@@ -122,7 +150,7 @@ class AdaptiveSelector:
         self.n_classes = int(n_classes)
         self.momentum = float(momentum)
         self.mode = mode
-        self.weighting = weighting
+        self.weighting = resolve_weighting(mode, weighting)
         self.backend = backend
         self.fixed_threshold = float(fixed_threshold)
         self.random_rate = float(random_rate)
@@ -168,11 +196,11 @@ class AdaptiveSelector:
 
     @property
     def teacher_threshold(self) -> np.ndarray:
-        return _reference.thresholds(self.state)[0]
+        return _reference.thresholds(self.state, self.mode)[0]
 
     @property
     def student_threshold(self) -> np.ndarray:
-        return _reference.thresholds(self.state)[1]
+        return _reference.thresholds(self.state, self.mode)[1]
 
     def resolve_backend(self, student_logits=None) -> str:
         """The backend a call with these logits would use."""
