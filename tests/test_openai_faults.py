@@ -68,10 +68,13 @@ def test_auto_one_faulty_first_response_does_not_decide():
 def test_auto_identity_records_the_method_and_keeps_old_keys():
     kw = {"base_url": "http://127.0.0.1:9/v1", "api_key_env": None}
     undecided = OpenAITeacher("fake-model", LABELS, **kw)
-    # Pinned on the code before the method was recorded: answers made with logprobs keep their key.
+    # Pinned on the code before the method was recorded, when the identity still held
+    # base_url: that key stays reachable as the legacy identity, so old caches are read.
     assert (
-        identity_key(undecided.identity, LABELS) == "fc0ebfd78aa04166cb59b518c0f962db9c6877d6028246949f3bdfda6118f45c"
+        identity_key(undecided.legacy_identities[0], LABELS)
+        == "fc0ebfd78aa04166cb59b518c0f962db9c6877d6028246949f3bdfda6118f45c"
     )
+    assert "base_url" not in undecided.identity
     assert "method" not in undecided.identity
     with FakeOpenAIServer() as srv:
         t = make(srv)

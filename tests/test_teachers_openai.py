@@ -255,3 +255,41 @@ def test_bad_arguments():
         OpenAITeacher("m", LABELS, verbalizers=[["bad"], ["Bad"]])
     with pytest.raises(ValueError, match=r"\{text\}"):
         OpenAITeacher("m", LABELS, template="no field")
+
+
+def test_the_same_model_behind_another_url_reuses_the_cached_answers(tmp_path):
+    """The cache identity is the model and how it is asked, not the server's address."""
+    cache = tmp_path / "c.sqlite"
+    with FakeOpenAIServer() as a, FakeOpenAIServer() as b:
+        assert a.url != b.url
+        first = label_in_batches(make(a), TEXTS, cache=cache)
+        second = label_in_batches(make(b), TEXTS, cache=cache)
+        assert len(a.requests) == len(TEXTS) and b.requests == []
+    np.testing.assert_array_equal(second.proba, first.proba)
+
+
+def test_answers_cached_under_the_old_url_keyed_identity_are_read_and_carried_over(tmp_path):
+    """Caches written when the identity held base_url are still read (legacy_identities),
+    and what is found is copied under the current key, so the next run finds it there."""
+    from llkd.teachers import identity_key
+
+    cache = tmp_path / "c.sqlite"
+    with FakeOpenAIServer() as srv:
+        t = make(srv)
+        t.label(TEXTS[:1])  # settle the answering mode, as a run that wrote the cache had
+        old_key = identity_key(t.legacy_identities[0], LABELS)
+        assert old_key != identity_key(t.identity, LABELS)
+        store = TeacherCache(cache)
+        store.put(old_key, TEXTS[:4], t.label(TEXTS[:4]))
+        new_key = identity_key(t.identity, LABELS)
+        assert store.get(new_key, TEXTS, n_classes=2) == {}
+        n_before = len(srv.requests)
+        out = label_in_batches(make(srv), TEXTS, cache=cache)
+        asked = [r["body"] for r in srv.requests[n_before:]]
+        assert len(asked) == 2  # only the two texts no cache had
+        np.testing.assert_allclose(out.proba, expected(TEXTS), atol=1e-9)
+        assert sorted(store.get(new_key, TEXTS, n_classes=2)) == list(range(len(TEXTS)))  # carried over
+        store.close()
+        n_before = len(srv.requests)
+        label_in_batches(make(srv), TEXTS, cache=cache)
+        assert len(srv.requests) == n_before

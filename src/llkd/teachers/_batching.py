@@ -41,9 +41,39 @@ def open_cache(cache) -> TeacherCache | None:
     raise TypeError(f"cache must be None, True, a path or a TeacherCache, got {type(cache).__name__}")
 
 
-def _cached(store: TeacherCache, tkey: str, keys: list, C: int) -> dict:
+def _hits(store: TeacherCache, tkey: str, keys: list, C: int) -> dict:
     hits = store.get(tkey, keys, n_classes=C)
     return {keys[j]: ans for j, ans in hits.items() if 0 <= ans[0] < C and (ans[2] is None or ans[2].shape == (C,))}
+
+
+def _cached(store: TeacherCache, tkey: str, keys: list, C: int, legacy: list = ()) -> dict:
+    """Cached answers under ``tkey``; missing ones are looked up under the ``legacy`` teacher
+    keys (earlier identities of the same teacher) and copied under ``tkey``."""
+    hits = _hits(store, tkey, keys, C)
+    missing = [k for k in keys if k not in hits]
+    for old in legacy:
+        if not missing:
+            break
+        found = _hits(store, old, missing, C)
+        for with_proba in (False, True):
+            group = [k for k, ans in found.items() if (ans[2] is not None) == with_proba]
+            if group:
+                store.put(
+                    tkey,
+                    group,
+                    TeacherOutput(
+                        labels=np.array([found[k][0] for k in group]),
+                        confidence=np.array([found[k][1] for k in group]),
+                        proba=np.stack([found[k][2] for k in group]) if with_proba else None,
+                    ),
+                )
+        hits.update(found)
+        missing = [k for k in missing if k not in found]
+    return hits
+
+
+def _legacy_keys(teacher, classes) -> list:
+    return [k for ident in getattr(teacher, "legacy_identities", ()) if (k := identity_key(ident, classes))]
 
 
 def _check_inputs(inputs):
@@ -154,7 +184,7 @@ def label_in_batches(
     if memory:
         done.update((k, memory[k]) for k in first if k in memory)
     if store is not None:
-        done.update(_cached(store, tkey, [k for k in first if k not in done], C))
+        done.update(_cached(store, tkey, [k for k in first if k not in done], C, _legacy_keys(teacher, classes)))
     todo = [k for k in first if k not in done]
     if todo and store is not None and kind == "texts" and callable(getattr(teacher, "settle_identity", None)):
         # The teacher decides how it answers (OpenAITeacher, logprobs="auto"); its identity says which.
@@ -172,7 +202,7 @@ def label_in_batches(
         if (key := identity_key(teacher.identity, classes)) != tkey:
             tkey = key
             done = {k: memory[k] for k in first if memory and k in memory}
-            done.update(_cached(store, tkey, [k for k in first if k not in done], C))
+            done.update(_cached(store, tkey, [k for k in first if k not in done], C, _legacy_keys(teacher, classes)))
             todo = [k for k in first if k not in done]
     if memory is not None:
         memory.update(done)

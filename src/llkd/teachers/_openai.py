@@ -466,9 +466,14 @@ class OpenAITeacher:
 
     @property
     def identity(self) -> dict:
+        """What decides the answers: the model and how it is asked, not where it is served.
+
+        ``base_url`` is not part of it, so the same model behind another replica or URL
+        reuses the cached answers; caches written when it was (before 0.1.0's
+        2026-12-02 change) are still read through :attr:`legacy_identities`.
+        """
         ident = {
             "kind": "openai",
-            "base_url": self.base_url,
             "endpoint": self.endpoint,
             "model": self.model,
             "template": self.template,
@@ -484,6 +489,12 @@ class OpenAITeacher:
         if self.logprobs == "auto" and self.mode_ == "sampling":
             ident["method"] = "sampling"
         return ident
+
+    @property
+    def legacy_identities(self) -> list:
+        """Earlier identities of the same answers: the cache reads them when the current one
+        has no answer, and copies what it finds under the current one."""
+        return [{**self.identity, "base_url": self.base_url}]
 
     def settle_identity(self, texts) -> None:
         """Decide how answers are made before any is cached (``logprobs="auto"``).
