@@ -9,6 +9,7 @@ A teacher has ``classes`` (the class names, in order) and ``label(texts)`` retur
 - :class:`OpenAITeacher`: any OpenAI-compatible server (chat or completions);
 - :class:`CallableTeacher`, :class:`PrecomputedTeacher`;
 - :func:`label_in_batches` with a durable :class:`TeacherCache`;
+- :func:`import_answers`: answers a cluster job computed (vLLM, Ray Data) into that cache;
 - calibration: :func:`calibrate`, :func:`calibrate_pool` (:class:`CalibratedTeacher` is
   deprecated: the estimator calibrates over the pool with ``calibration=``).
 
@@ -44,6 +45,7 @@ from ._calibration import (
     share_shift_warning,
 )
 from ._callable import CallableTeacher, as_teacher
+from ._import import import_answers, read_answers
 from ._precomputed import PrecomputedTeacher
 
 __all__ = [
@@ -54,6 +56,8 @@ __all__ = [
     "check_teacher_output",
     "identity_key",
     "label_in_batches",
+    "import_answers",
+    "read_answers",
     "TeacherCache",
     "default_cache_path",
     "llkd_home",
