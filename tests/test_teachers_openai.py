@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from _openai_server import FakeOpenAIServer, p_positive  # noqa: E402
 
-from llkd.teachers import OpenAITeacher, TeacherCache, TeacherError, label_in_batches  # noqa: E402
+from llkd.teachers import OpenAITeacher, TeacherCache, TeacherError, identity_key, label_in_batches  # noqa: E402
 from llkd.teachers._openai import OpenAIHTTPError  # noqa: E402
 
 LABELS = ["negative", "positive"]
@@ -293,3 +293,43 @@ def test_answers_cached_under_the_old_url_keyed_identity_are_read_and_carried_ov
         n_before = len(srv.requests)
         label_in_batches(make(srv), TEXTS, cache=cache)
         assert len(srv.requests) == n_before
+
+
+def test_requests_stay_in_flight_across_batches_and_each_answer_is_cached_as_it_arrives(tmp_path):
+    """label_in_batches feeds OpenAITeacher.label_iter continuously: with batches of 2 and
+    8 request slots, more than 2 requests are in flight at once (batch-by-batch asking never
+    exceeds 2), and each answer is in the cache when it is reported."""
+    texts = [f"text {i} {'good' if i % 3 else 'bad'}" for i in range(40)]
+    cache = TeacherCache(tmp_path / "c.sqlite")
+    seen = []
+
+    def on_batch(keys, out):
+        key = identity_key(t.identity, LABELS)
+        assert len(cache.get(key, keys, n_classes=2)) == len(keys)  # stored before it is reported
+        seen.extend(keys)
+
+    with FakeOpenAIServer(delay=0.05) as srv:
+        t = make(srv, max_concurrency=8)
+        out = label_in_batches(t, texts, batch_size=2, cache=cache, on_batch=on_batch)
+        assert srv.max_concurrent > 2
+        assert len(srv.requests) == len(texts)
+    np.testing.assert_allclose(out.proba, expected(texts), atol=1e-9)
+    assert sorted(seen) == sorted(texts)
+
+
+def test_label_iter_reads_its_input_lazily_and_stops_cleanly():
+    with FakeOpenAIServer() as srv:
+        t = make(srv, max_concurrency=3)
+        pulled = []
+
+        def source():
+            for x in TEXTS:
+                pulled.append(x)
+                yield x
+
+        it = t.label_iter(source())
+        first = next(it)
+        assert first[0] == TEXTS[0] and len(pulled) == 1  # nothing read ahead of the first answer
+        rest = dict(it)
+        assert sorted(rest) == sorted(TEXTS[1:])
+        np.testing.assert_allclose(np.stack([rest[x] for x in TEXTS[1:]]), expected(TEXTS[1:]), atol=1e-9)

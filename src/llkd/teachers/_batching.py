@@ -72,6 +72,46 @@ def _cached(store: TeacherCache, tkey: str, keys: list, C: int, legacy: list = (
     return hits
 
 
+def _stream_answers(teacher, texts, n_todo, batch_size, store, tkey, C, done, memory, on_batch, bar) -> None:
+    """Ask ``teacher.label_iter`` for ``texts``; store, remember and report each answer."""
+    name = type(teacher).__name__
+    n = 0
+    try:
+        for text, proba in teacher.label_iter(texts):
+            out = check_teacher_output(
+                TeacherOutput.from_proba(np.asarray(proba, dtype=np.float64)[None]), 1, C, f"{name} ({text[:40]!r})"
+            )
+            if store is not None:
+                store.put(tkey, [text], out)
+            ans = (int(out.labels[0]), float(out.confidence[0]), out.proba[0])
+            done[text] = ans
+            if memory is not None:
+                memory[text] = ans
+            if on_batch is not None:
+                on_batch([text], out)
+            if bar is not None:
+                bar.update(1)
+            n += 1
+    except Exception as exc:
+        answered = getattr(exc, "answered", None)  # arrived while the failure was handled
+        kept = n
+        if store is not None and answered is not None:
+            store.put(tkey, *answered)
+            kept += len(answered[0])
+        b, n_batches = n // batch_size, (n_todo + batch_size - 1) // batch_size
+        s, e = b * batch_size, min(n_todo, (b + 1) * batch_size)
+        raise teacher_error(
+            exc,
+            f"{name} raised {type(exc).__name__} on batch {b} of {n_batches} (texts {s}..{e - 1} of the "
+            f"{n_todo} sent to the teacher, asked continuously; {kept} answers are kept"
+            f"{' in the cache' if store is not None else ''}): {exc}",
+            batch_index=b,
+            start=s,
+            stop=e,
+            n_done=kept,
+        ) from exc
+
+
 def _legacy_keys(teacher, classes) -> list:
     return [k for ident in getattr(teacher, "legacy_identities", ()) if (k := identity_key(ident, classes))]
 
@@ -221,14 +261,21 @@ def label_in_batches(
     what = "texts" if kind == "texts" else "rows"
     # With a cache, batches are claimed in it first: inputs another process is asking are
     # left to it and read from the cache after the loop (TeacherCache.share).
+    # A teacher that answers as requests complete (OpenAITeacher.label_iter) is fed texts
+    # continuously, and each answer is stored as it arrives.
+    stream = kind == "texts" and callable(getattr(teacher, "label_iter", None))
     batches = (
-        store.share(tkey, todo, batch_size)
+        store.share(tkey, todo, batch_size, hold=stream)
         if store is not None
         else (todo[s : s + batch_size] for s in range(0, len(todo), batch_size))
     )
     e = 0
     try:
-        for b, batch_keys in enumerate(batches):
+        if stream:
+            keys_in = (k for bk in batches for k in bk)
+            _stream_answers(teacher, keys_in, len(todo), batch_size, store, tkey, C, done, memory, on_batch, bar)
+            e = len(todo)
+        for b, batch_keys in enumerate(() if stream else batches):
             s, e = e, e + len(batch_keys)
             batch = (
                 [inputs[first[k]] for k in batch_keys] if kind == "texts" else inputs[[first[k] for k in batch_keys]]

@@ -424,12 +424,15 @@ class TeacherCache:
         owner: str | None = None,
         lease_s: float | None = None,
         poll_s: float = 0.2,
+        hold: bool = False,
     ) -> Iterator[list[str]]:
         """Batches of ``texts`` for this process to ask, shared with other processes.
 
         Each batch is claimed before it is yielded, and its claims are renewed in the
         background while the caller asks it; the caller ``put``s its answers before asking
-        for the next batch. Texts other processes hold are skipped, then waited for at
+        for the next batch. With ``hold=True`` (a caller that asks the next batch while
+        the last is still in flight) claims are kept until the generator closes. Texts
+        other processes hold are skipped, then waited for at
         the end (and taken over if their claim lapses); read them from the cache after
         the loop. Closing the generator (or an exception in the caller's loop, once the
         generator is collected) releases this owner's claims.
@@ -463,7 +466,8 @@ class TeacherCache:
                     deferred += [t for t in cand if t not in got]
                 if batch:
                     yield batch
-                    self.release(teacher_key, batch, owner)
+                    if not hold:
+                        self.release(teacher_key, batch, owner)
             while deferred:
                 mine = self.wait_for(teacher_key, deferred, owner, lease_s, poll_s)
                 if not mine:  # all answered by others
@@ -473,7 +477,8 @@ class TeacherCache:
                 for s in range(0, len(mine), batch_size):
                     batch = mine[s : s + batch_size]
                     yield batch
-                    self.release(teacher_key, batch, owner)
+                    if not hold:
+                        self.release(teacher_key, batch, owner)
         finally:
             stop.set()
             self.release(teacher_key, None, owner)

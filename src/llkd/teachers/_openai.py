@@ -29,7 +29,9 @@ flight (threads); each with ``timeout`` seconds; up to ``max_retries`` retries o
 JSON and, in log-probability mode, responses without log-probabilities, waiting
 ``min(max_backoff, backoff * 2**attempt)`` seconds (times a random factor in [0.5, 1]),
 or the server's ``Retry-After`` when it sends one (capped at ``max_backoff``). A
-``deadline`` bounds one ``label`` call (one batch) as a whole. Other 4xx errors and a
+``deadline`` bounds one ``label`` call as a whole, and each request of ``label_iter``
+(which ``label_in_batches`` uses: requests are sent continuously, up to
+``max_concurrency`` in flight, and each answer is cached as it arrives). Other 4xx errors and a
 refused connection raise :class:`OpenAIHTTPError` at once.
 
 Credentials
@@ -63,7 +65,7 @@ import urllib.parse
 import urllib.request
 import warnings
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 import numpy as np
 
@@ -884,6 +886,68 @@ class OpenAITeacher:
         if self.mode_ == "sampling":
             return self._dist_from_samples(text, deadline_at)
         return self._post(self._payload(text, sampling=False), deadline_at, parse=self._need_logprobs)
+
+    def label_iter(self, texts):
+        """Answers as they arrive: yields ``(text, proba)`` in completion order.
+
+        ``texts`` is read lazily, one text whenever a request slot frees, so up to
+        ``max_concurrency`` requests stay in flight across what would be batch
+        boundaries, and no text waits for the slowest of a batch. ``label_in_batches``
+        uses this to keep a continuous-batching server (vLLM) full and to cache every
+        answer as it comes. ``deadline`` bounds each request from when it is sent (in
+        :meth:`label`, the whole call). On failure the
+        pending requests are cancelled, those already running are waited for, and the
+        raised exception's ``answered`` holds ``(texts, TeacherOutput)`` for the answers
+        that arrived but were not yielded yet.
+        """
+        it = iter(texts)
+        with self._lock:
+            memo = dict(self._memo)
+            self._memo.clear()
+        first = next(it, None)
+        if first is None:
+            return
+        if first in memo:
+            yield first, memo.pop(first)
+        else:
+            yield first, self._one(check_texts([first])[0], self._deadline_at())  # settles the method for all
+        pool = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="llkd-openai")
+        pending: dict = {}
+        try:
+            exhausted = False
+            while True:
+                while not exhausted and len(pending) < self.max_concurrency:
+                    text = next(it, None)
+                    if text is None:
+                        exhausted = True
+                    elif text in memo:
+                        yield text, memo.pop(text)
+                    else:
+                        pending[pool.submit(self._one, check_texts([text])[0], self._deadline_at())] = text
+                if not pending:
+                    return
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for f in done:
+                    text = pending.pop(f)
+                    yield text, f.result()
+        except BaseException as exc:
+            for f in pending:
+                f.cancel()
+            pool.shutdown(wait=True)
+            arrived = [
+                (t, f.result()) for f, t in pending.items() if f.done() and not f.cancelled() and not f.exception()
+            ]
+            if arrived:
+                try:
+                    exc.answered = (
+                        [t for t, _ in arrived],
+                        TeacherOutput.from_proba(np.stack([p for _, p in arrived])),
+                    )
+                except Exception:  # pragma: no cover - exceptions without a __dict__
+                    pass
+            raise
+        finally:
+            pool.shutdown(wait=True)
 
     def label(self, texts: Sequence[str]) -> TeacherOutput:
         """One answer per text; on failure the raised exception's ``answered`` holds
