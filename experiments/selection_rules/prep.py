@@ -171,7 +171,15 @@ def prepare(name, fraction):
     CACHE.mkdir(exist_ok=True)
     path = CACHE / f"{name}.npz"
     if path.exists():
-        return dict(np.load(path, allow_pickle=True))
+        z = dict(np.load(path, allow_pickle=True))
+        if float(z["fraction"]) == fraction:
+            return z
+        # the embeddings stay; only the TF-IDF teacher is refitted at the new fraction
+        tr_t, tr_y, te_t, _, names = load(name)
+        z["tfidf_tr"], z["tfidf_te"], z["tfidf_gold"] = tfidf_teacher(tr_t, tr_y, te_t, len(names), fraction)
+        z["fraction"] = fraction
+        np.savez(path, **z)
+        return z
     t0 = time.perf_counter()
     tr_t, tr_y, te_t, te_y, names = load(name)
     print(f"[prep] {name}: {len(tr_t)} train, {len(te_t)} test, {len(names)} classes", flush=True)
@@ -196,7 +204,9 @@ def prepare(name, fraction):
     return dict(np.load(path, allow_pickle=True))
 
 
-FRACTIONS = {"rotten_tomatoes": 0.02, "20newsgroups": 0.02, "reuters_r8": 0.02, "reuters_r52": 0.02}
+# Gold fraction of each TF-IDF teacher, chosen so that its pool accuracy after the library's
+# default calibration lies in 55-80 % (issue 13): R8 at 2 % gave 0.85 and R52 at 2 % 0.80.
+FRACTIONS = {"rotten_tomatoes": 0.02, "20newsgroups": 0.02, "reuters_r8": 0.005, "reuters_r52": 0.01}
 
 if __name__ == "__main__":
     for n in sys.argv[1:] or list(FRACTIONS):

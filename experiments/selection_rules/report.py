@@ -1,4 +1,7 @@
-"""Write experiments/selection_rules/RESULTS.md from .cache/runs.jsonl (no fits)."""
+"""Write experiments/selection_rules/RESULTS.md from the cached fits (no fits):
+.cache/runs-<calibration>.jsonl (run.py), .cache/finetune.jsonl (finetune.py) and
+.cache/repro-*.json (repro.py). The summary is also written into benchmarks/RESULTS.md, as
+its section "Selection rules (issue 13)" (between the selection_rules markers)."""
 
 from __future__ import annotations
 
@@ -35,7 +38,39 @@ MASK_RULES = {
     "(a') c >= g_T (global running mean)",
     "(a)+soft targets",
     "teacher-only, w = s",
+    "(a) class mean, product weights",
+    "(a4) c >= max(m_T[y], g_T)",
+    "(a5) c >= min(m_T[y], g_T)",
+    "llkd, raw class-mean teacher test",
+    "llkd raw, w = s",
+    "random@(a)",
+    "random@(a')",
 }
+# The rows of the summary table, in this order (the library's names where it has the rule).
+SUMMARY = [
+    ("gold", "gold labels (bound)"),
+    ("(c*) w = (C c - 1) / (C - 1)", "**`confidence` (new default)**"),
+    ("llkd", "`llkd` (the paper's rule, old default)"),
+    ("(a) c >= m_T[y] (class mean, no norm.)", "`class_mean` (new)"),
+    ("teacher-only", "`teacher`"),
+    ("teacher-only, w = s", '`teacher`, weighting `"none"`'),
+    ("(c) w = c", "weight c (normalised)"),
+    ("(c') w = c^2", "weight c^2 (normalised)"),
+    ("(b) SoftMatch global", "SoftMatch weights (global)"),
+    ("(b') SoftMatch per class", "SoftMatch weights (per class)"),
+    ("soft targets", "soft targets (T = 1)"),
+    ("fixed@median", "`fixed` at the median confidence"),
+    ("(a') c >= g_T (global running mean)", "c >= g_T (global running mean)"),
+    ("(a4) c >= max(m_T[y], g_T)", "c >= max(m_T[y], g_T)"),
+    ("(a5) c >= min(m_T[y], g_T)", "c >= min(m_T[y], g_T)"),
+    ("(a2) class keep-rate = class mean conf (pool)", "class keep-rate = class mean conf (pool)"),
+    ("random@llkd", "`random` at llkd's rate"),
+    ("random@(a)", "`random` at class_mean's rate"),
+    ("cleanlab(teacher probs)", "cleanlab on the teacher's probabilities"),
+    ("cleanlab(cv LR probs)", "cleanlab on cross-validated LR probabilities"),
+    ("self-training", "self-training (sklearn, LR on the embeddings)"),
+]
+NOISY = ["rt_tfidf", "20ng", "r8", "r52"]
 
 
 def backprop(row):
@@ -103,6 +138,137 @@ def table(rows, key):
     return out, base, gold
 
 
+def _delta(rows, m, base):
+    f1 = np.array(rows[m]["f1"])
+    return 100 * (f1 - base).mean(), int(((f1 - base) > 0).sum())
+
+
+def summary_section(by, header):
+    """The cross-setting table of benchmarks/RESULTS.md (Δ vs all, 5 seeds, MLP)."""
+    keys = [k for k in NOISY + ["rt_gemma"] if k in by]
+    out = list(header) + [
+        "",
+        "| setting | pool | classes | teacher pool accuracy (confident half / other half) | teacher test macro-F1 | `all` | gold | gold − all |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for k in keys:
+        rows = by[k]
+        t = next(iter(rows.values()))["teacher"]
+        a, g = np.array(rows["all"]["f1"]), np.array(rows["gold"]["f1"])
+        tt = "n/a (no test answers)" if np.isnan(t["teacher_test_f1"]) else f"{t['teacher_test_f1']:.3f}"
+        out.append(
+            f"| {SETTING_TITLES[k].split(' (')[0]} | {t['n']} | {t['C']} | {t['pool_acc']:.3f} "
+            f"({t['top_half']:.3f} / {t['bottom_half']:.3f}) | {tt} | {a.mean():.3f} | {g.mean():.3f} | "
+            f"{100 * (g.mean() - a.mean()):+.2f} |"
+        )
+    out += [
+        "",
+        "Δ vs `all` in macro-F1 points, mean of the 5 paired seeds (seeds on which it is positive); "
+        "*target* = Δ ≥ +1 on ≥ 4/5 seeds; *worst* over all five settings; *back-prop* = rows "
+        "back-propagated relative to `all`, mean over the settings run.",
+        "",
+        "| method | " + " | ".join(keys) + " | noisy settings at target | worst Δ | back-prop vs all |",
+        "|---|" + "---|" * (len(keys) + 3),
+    ]
+    for m, label in SUMMARY:
+        cells, wins, worst, n_noisy, bp = [], 0, np.inf, 0, []
+        for k in keys:
+            rows = by[k]
+            if m not in rows:
+                cells.append("—")
+                continue
+            d, n = _delta(rows, m, np.array(rows["all"]["f1"]))
+            det = rows[m].get("deterministic")
+            cells.append(f"{d:+.2f} ({'det.' if det else f'{n}/5'})")
+            worst = min(worst, d)
+            if k in NOISY:
+                n_noisy += 1
+                wins += bool(d >= 1.0 and (n >= 4 or det))
+            b = backprop(rows[m])
+            if b != "—":
+                bp.append(float(b.split()[0]))
+        bps = f"{np.mean(bp):.0f} %" if bp else "—"
+        out.append(f"| {label} | " + " | ".join(cells) + f" | {wins} of {n_noisy} | {worst:+.2f} | {bps} |")
+    return out
+
+
+def finetune_section():
+    path = HERE / ".cache" / "finetune.jsonl"
+    if not path.exists():
+        return []
+    rows = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            rows.setdefault((r["setting"], r["pool"]), {}).setdefault(r["method"], {})[r["seed"]] = r
+    out = [
+        "### Fine-tuned MiniLM student (`finetune.py`, through `LLKDClassifier`)",
+        "",
+        '`LLKDClassifier(student="finetune", selection=..., random_state=seed)` with the library defaults '
+        '(3 epochs, AdamW 5e-5, linear schedule, batch 32, `calibration="auto"`) on the first *pool* texts '
+        "of a fixed permutation of the training pool, the same teacher answers for every method; macro-F1 on "
+        "the 2,000 test texts. Δ is paired by seed against `all`.",
+        "",
+        "| setting | pool, tokens | method | macro-F1 (seeds) | Δ vs all (seeds > 0) | fraction with weight > 0 | rows back-propagated | wall s per fit |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    order = ["all", "confidence", "llkd", "teacher", "class_mean", "gold"]
+    for (setting, pool), by_m in rows.items():
+        if len(by_m) < 2:  # an abandoned run (RT at 2,000 texts: one fit in 6 minutes)
+            continue
+        base = by_m.get("all", {})
+        for m in order:
+            if m not in by_m:
+                continue
+            seeds = sorted(by_m[m])
+            f1 = np.array([by_m[m][s]["f1"] for s in seeds])
+            common = [s for s in seeds if s in base]
+            if m != "all" and common:
+                d = np.array([by_m[m][s]["f1"] - base[s]["f1"] for s in common])
+                ds = f"{100 * d.mean():+.2f} ({int((d > 0).sum())}/{len(d)})"
+            else:
+                ds = "—"
+            r0 = by_m[m][seeds[0]]
+            out.append(
+                f"| {SETTING_TITLES[setting].split(',')[0]}, {SETTING_TITLES[setting].split(', ')[1].split(' (')[0]} "
+                f"| {pool}, {r0['max_length']} | {m} | {f1.mean():.3f} ± {f1.std():.3f} ({len(seeds)}) | {ds} | "
+                f"{np.mean([by_m[m][s]['selected_fraction'] for s in seeds]):.2f} | "
+                f"{np.mean([by_m[m][s]['n_backprop'] for s in seeds]):.0f} | "
+                f"{np.mean([by_m[m][s]['wall'] for s in seeds]):.0f} |"
+            )
+    dates = sorted(r["date"] for by_m in rows.values() for per in by_m.values() for r in per.values())
+    loads = [r["load"] for by_m in rows.values() for per in by_m.values() for r in per.values()]
+    out += [
+        "",
+        f"Fits {dates[0]} to {dates[-1]}; 1-min load average {min(loads):.1f}-{max(loads):.1f} "
+        "(other fits ran beside them: the wall times are contended).",
+        "",
+    ]
+    return out
+
+
+def repro_section():
+    out = []
+    for f in sorted((HERE / ".cache").glob(f"repro-{run.CALIB}-*.json")):
+        d = json.loads(f.read_text())
+        key, pool = f.stem.split("-")[2], f.stem.split("-")[3]
+        if not out:
+            out += [
+                "### Check: the library against `trainer.py` (MLP student)",
+                "",
+                '`LLKDClassifier(student="mlp", max_epochs=10, calibration="auto")` with the native kernel on the '
+                "same embeddings and teacher answers (`repro.py`), 3 seeds, against the study's batched trainer. "
+                "The trainers draw different initialisations and batch orders, so agreement is within seed noise.",
+                "",
+                "| setting | pool | selection | LLKDClassifier macro-F1 | trainer.py macro-F1 |",
+                "|---|---|---|---|---|",
+            ]
+        for sel, v in d.items():
+            a, b = np.array(v["library"]), np.array(v["trainer.py"])
+            out.append(f"| {key} | {pool} | {sel} | {a.mean():.3f} ± {a.std():.3f} | {b.mean():.3f} ± {b.std():.3f} |")
+    return out + [""] if out else []
+
+
 def main():
     runs = run.load_runs()
     by = {}
@@ -113,37 +279,33 @@ def main():
     ).stdout.strip()
     loads = [r["load"] for r in runs.values() if "load" in r]
     dates = sorted(r["date"] for r in runs.values() if "date" in r)
-    lines = [
-        "# Selection-rule study for issue 13 (`experiments/selection_rules/`)",
-        "",
-        f"Machine: {machine()}; CONTENDED: shared by about 7 agents, 1-min load average "
-        f"{min(loads):.1f}-{max(loads):.1f} while the fits ran (the wall times show it). Fits run "
-        f"{dates[0] if dates else '?'} to {dates[-1] if dates else '?'}; report written "
-        f"{datetime.datetime.now().isoformat(timespec='minutes')} at commit {rev} (the scripts of this folder). "
-        "Command: `python experiments/selection_rules/run.py SETTING` (fits, cached in `.cache/runs.jsonl`), then "
+    fractions = ", ".join(f"{k} {100 * v:g} %" for k, v in run.prep.FRACTIONS.items())
+    header = [
+        f"Machine: {machine()}; 1-min load average {min(loads):.1f}-{max(loads):.1f} while the fits ran "
+        f"(several fits ran side by side: wall times are contended). Fits {dates[0]} to {dates[-1]}; "
+        f"report {datetime.datetime.now().isoformat(timespec='minutes')} at commit {rev}. Commands: "
+        "`python experiments/selection_rules/prep.py` (data, embeddings, teachers), "
+        "`python experiments/selection_rules/run.py SETTING ...` (MLP fits, cached), "
+        "`python experiments/selection_rules/finetune.py SETTING --pool N --max-length L` (fine-tuned fits, cached), "
+        "`python experiments/selection_rules/repro.py SETTING N all confidence` (library check), then "
         "`python experiments/selection_rules/run.py --report`.",
         "",
-        "Student: the library's MLP head (384 -> 256 GELU, dropout 0.1 -> C; AdamW lr 1e-3, weight decay 0.01, "
-        "batch 32, 10 epochs, constant lr, eval-mode scoring pass) on frozen all-MiniLM-L6-v2 embeddings "
-        "(sentence-transformers; max_seq_length per setting below), trained by `trainer.py` (5 seeds batched as "
-        "5 independent networks); `repro.py` checks it against `LLKDClassifier` (below). Teachers: logistic "
-        "regression on TF-IDF fitted on 2 % of the gold labels of the training split, centred "
-        '(`calibration="auto"`). Seeds 0-4; Δ = mean over seeds of the paired difference (same seed: same init '
-        "and batch order) against `all`, in macro-F1 points, with the number of seeds it is positive on. "
-        "*used per step*: samples with non-zero weight / samples seen; *back-prop vs all*: rows back-propagated "
-        "relative to `all` (masks: the selected rows, as the library's eval pass; cross-fitting adds its two "
-        "half-pool fits).",
-        "",
+        "Student: the library's MLP head (384 -> 256 GELU, dropout 0.1; AdamW lr 1e-3, batch 32, 10 epochs) on "
+        "frozen all-MiniLM-L6-v2 embeddings of the first 128 tokens, 5 seeds (`trainer.py`, checked against "
+        "`LLKDClassifier` below). Teachers: logistic regression on TF-IDF fitted on a fraction of the training "
+        f"split's gold labels ({fractions}), chosen for a pool accuracy of 55-80 %; the good teacher is the "
+        "packaged Gemma 3 270M on the reviews it has answered (shared answer cache). Every teacher is "
+        f'calibrated as the library does by default (`calibration="{run.CALIB}"`).',
     ]
-    summary = {}
+    lines = ["# Selection-rule study for issue 13 (`experiments/selection_rules/`)", "", *header, ""]
+    summary = summary_section(by, ["## Summary"])
+    lines += summary + [""] + finetune_section() + repro_section()
     for key in run.SETTINGS:
         if key not in by:
             continue
         rows = by[key]
         t = next(iter(rows.values()))["teacher"]
         tab, base, gold = table(rows, key)
-        zp = run.prep.CACHE / f"{run.SETTINGS[key]}.npz"
-        mseq = int(np.load(zp)["max_seq"]) if zp.exists() and "max_seq" in np.load(zp).files else "?"
         gm = f"{100 * (gold.mean() - base.mean()):+.2f}" if gold is not None and base is not None else "n/a"
         lines += [
             f"## {SETTING_TITLES[key]}",
@@ -152,71 +314,38 @@ def main():
             + (
                 f"teacher trained on {t['n_gold_teacher']} gold labels; "
                 if t["n_gold_teacher"]
-                else "teacher: the packaged Gemma 3 270M, answers read from the shared SQLite cache (the teacher key "
-                "with the most answers; no gold labels); "
+                else "teacher: the packaged Gemma 3 270M (cached answers, no gold labels); "
             )
             + f"teacher pool accuracy {t['pool_acc']:.3f} (most confident half {t['top_half']:.3f}, other half "
-            f"{t['bottom_half']:.3f}); teacher test macro-F1 {t['teacher_test_f1']:.3f}; embeddings of the first {mseq} tokens. **Gold minus all: {gm} points.**",
+            f"{t['bottom_half']:.3f}); teacher test macro-F1 {t['teacher_test_f1']:.3f}. **Gold minus all: {gm} points.**",
             "",
             *tab,
             "",
         ]
-        for m, r in rows.items():
-            if base is not None and m != "all":
-                f1 = np.array(r["f1"])
-                summary.setdefault(m, {})[key] = (100 * (f1 - base).mean(), int(((f1 - base) > 0).sum()))
-    keys = [k for k in run.SETTINGS if k in by]
-    lines += [
-        "## Summary: Δ vs all per setting (points, seeds > 0)",
-        "",
-        "| method | " + " | ".join(keys) + " | settings with Δ >= +1 and >= 4/5 | worst Δ |",
-        "|---|" + "---|" * (len(keys) + 2),
-    ]
-    for m in run.ORDER:
-        if m not in summary:
-            continue
-        cells, wins, worst = [], 0, np.inf
-        for k in keys:
-            if k in summary[m]:
-                d, n = summary[m][k]
-                cells.append(f"{d:+.2f} ({n}/5)")
-                wins += d >= 1.0 and n >= 4
-                worst = min(worst, d)
-            else:
-                cells.append("—")
-        lines.append(
-            f"| {m} | " + " | ".join(cells) + f" | {wins} of {sum(k in summary[m] for k in keys)} | {worst:+.2f} |"
-        )
-    lines.append("")
-    rp = sorted((HERE / ".cache").glob("repro-*.json"))
-    if rp:
-        lines += ["## Check: trainer.py against LLKDClassifier", ""]
-        for f in rp:
-            d = json.loads(f.read_text())
-            lines.append(
-                f"`{f.name}`: the first 2,000 rows of the RT TF-IDF pool (teacher centred on them), 3 seeds, "
-                '`LLKDClassifier(student="mlp", max_epochs=10, calibration="auto", selection_backend="numpy")` '
-                "on the same embeddings against `trainer.py`. The means agree within two standard errors of "
-                "their difference (seed noise: different init and batch-order streams); the selected fraction "
-                "of `llkd` agrees to 0.2 points."
-            )
-            lines.append("")
-            lines.append(
-                "| selection | LLKDClassifier macro-F1 | trainer.py macro-F1 | used per step (lib / trainer) |"
-            )
-            lines.append("|---|---|---|---|")
-            for sel, v in d.items():
-                a, b = np.array(v["library"]), np.array(v["trainer.py"])
-                lines.append(
-                    f"| {sel} | {a.mean():.3f} ± {a.std():.3f} | {b.mean():.3f} ± {b.std():.3f} | "
-                    f"{v['library_used']:.3f} / {v['trainer_used']:.3f} |"
-                )
-            lines.append("")
     notes = HERE / "NOTES.md"
     if notes.exists():
         lines += [notes.read_text()]
     (HERE / "RESULTS.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    section = (
+        "\n".join(["## Selection rules (issue 13)", "", *header, "", *summary_section(by, [])[1:], ""])
+        + "\n".join(finetune_section() + repro_section())
+        + "\nPer-setting tables with every method: `experiments/selection_rules/RESULTS.md`.\n"
+    )
+    write_block(HERE.parents[1] / "benchmarks" / "RESULTS.md", "selection_rules", section)
+    print("\n".join(summary))
+
+
+def write_block(path, name, text):
+    """Replace the text between <!-- BEGIN name --> and <!-- END name --> (appended if absent)."""
+    begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
+    doc = path.read_text()
+    block = f"{begin}\n{text.rstrip()}\n{end}"
+    if begin in doc:
+        head, rest = doc.split(begin, 1)
+        doc = head + block + rest.split(end, 1)[1]
+    else:
+        doc = doc.rstrip() + "\n\n" + block + "\n"
+    path.write_text(doc)
 
 
 if __name__ == "__main__":

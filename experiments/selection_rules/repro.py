@@ -1,5 +1,8 @@
-"""Check: trainer.py's batched loop reproduces LLKDClassifier (student="mlp") for
-selection="all" and "llkd" within seed noise, on the first N_POOL rows of a setting."""
+"""Check: trainer.py's batched loop reproduces LLKDClassifier (student="mlp") within seed
+noise, on the first N_POOL rows of a setting (the teacher calibrated as run.CALIB).
+
+    python experiments/selection_rules/repro.py SETTING N_POOL [SELECTION ...]
+"""
 
 from __future__ import annotations
 
@@ -27,7 +30,15 @@ class RowEncoder:
         return self.emb[[int(t) for t in texts]]
 
 
-def main(key="rt_tfidf", n_pool=3000):
+RULES = {
+    "all": lambda: R.All(),
+    "llkd": lambda: R.Spec("llkd"),
+    "confidence": lambda: R.ExcessConfWeight(),
+    "class_mean": lambda: R.ClassMeanThreshold(),
+}
+
+
+def main(key="rt_tfidf", n_pool=3000, selections=("all", "llkd")):
     import torch
 
     from llkd import LLKDClassifier
@@ -44,9 +55,9 @@ def main(key="rt_tfidf", n_pool=3000):
     teacher = PrecomputedTeacher(tr_texts, proba=raw, classes=st.names)
     from llkd.teachers import PriorCorrection
 
-    P = PriorCorrection("center").fit_transform(raw)
+    P = PriorCorrection(run.CALIB).fit_transform(raw)
     out = {}
-    for sel in ("all", "llkd"):
+    for sel in selections:
         lib = []
         t0 = time.perf_counter()
         for seed in SEEDS:
@@ -57,8 +68,7 @@ def main(key="rt_tfidf", n_pool=3000):
                 selection=sel,
                 max_epochs=10,
                 random_state=seed,
-                calibration="auto",
-                selection_backend="numpy",
+                calibration=run.CALIB,
             )
             clf.fit(tr_texts)
             idx = {c: i for i, c in enumerate(st.names)}
@@ -66,7 +76,7 @@ def main(key="rt_tfidf", n_pool=3000):
             lib.append(run.macro_f1(st.yte, pred, st.C))
         t_lib = time.perf_counter() - t0
         t0 = time.perf_counter()
-        rule = R.All() if sel == "all" else R.Spec("llkd")
+        rule = RULES[sel]()
         logits, stats = train(X, P.argmax(1), P.max(1), P, rule, seeds=SEEDS, epochs=10, n_classes=st.C, X_test=Xte)
         mine = [run.macro_f1(st.yte, logits[s].argmax(-1).numpy(), st.C) for s in range(len(SEEDS))]
         out[sel] = {
@@ -78,9 +88,10 @@ def main(key="rt_tfidf", n_pool=3000):
             "wall_trainer": time.perf_counter() - t0,
         }
         print(sel, json.dumps(out[sel]), flush=True)
-    (HERE / ".cache" / f"repro-{key}-{n_pool}.json").write_text(json.dumps(out))
+    (HERE / ".cache" / f"repro-{run.CALIB}-{key}-{n_pool}.json").write_text(json.dumps(out))
     return out
 
 
 if __name__ == "__main__":
-    main(*(sys.argv[1:2] or ["rt_tfidf"]), *(int(a) for a in sys.argv[2:3]))
+    args = sys.argv[1:]
+    main(args[0] if args else "rt_tfidf", int(args[1]) if len(args) > 1 else 3000, tuple(args[2:]) or ("all", "llkd"))

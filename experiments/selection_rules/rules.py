@@ -97,12 +97,14 @@ class Spec(Rule):
         self.U.update(u, y)
         tT = self.T.g[:, None] * self.T.m / self.T.m.max(1, keepdim=True).values.clamp(min=1e-300)
         tS = self.U.g[:, None] * self.U.m / self.U.m.max(1, keepdim=True).values.clamp(min=1e-300)
+        if self.mode.endswith("_raw"):  # teacher test against the raw class level m_T[k]
+            tT = self.T.m
         self.tau_T = tT
         okT = c >= tT.gather(1, y) - TIE
         okS = u >= tS.gather(1, y) - TIE
-        if self.mode == "llkd":
+        if self.mode in ("llkd", "llkd_raw"):
             m = okT & okS
-        elif self.mode == "teacher":
+        elif self.mode in ("teacher", "teacher_raw"):
             m = okT
         elif self.mode == "fixed":
             m = c >= self.fixed
@@ -131,8 +133,9 @@ class ClassMeanThreshold(Rule):
     """(a) s_i = [c_i >= m_T[y_i]] with m_T the running class-mean confidence, NO
     normalisation by max_j m_T[j] (scale in [0,1]: tau = scale * m_T[y])."""
 
-    def __init__(self, lam=0.9, scale=1.0):
-        self.lam, self.scale = lam, scale
+    def __init__(self, lam=0.9, scale=1.0, weighting="none"):
+        self.lam, self.scale, self.weighting = lam, scale, weighting
+        self.needs_logits = weighting == "product"
 
     def init(self, S, C, pool):
         super().init(S, C, pool)
@@ -141,6 +144,8 @@ class ClassMeanThreshold(Rule):
     def step(self, idx, y, c, z, t):
         self.T.update(c, y)
         m = c >= self.scale * self.T.m.gather(1, y) - TIE
+        if self.weighting == "product":
+            return _product_weights(m, c, normalized_entropy(z)), m
         return m.double(), m
 
 
@@ -152,6 +157,18 @@ class ConfWeight(Rule):
 
     def step(self, idx, y, c, z, t):
         w = _norm(c**self.p)
+        return w, torch.ones_like(c, dtype=torch.bool)
+
+
+class ExcessConfWeight(Rule):
+    """(c*) every sample, weight the confidence above chance, (C c_i - 1) / (C - 1), clipped
+    at 0 (a confidence of 1/C carries no information), normalised to mean 1 over the batch."""
+
+    def step(self, idx, y, c, z, t):
+        C = self.C
+        e = ((C * c - 1.0) / (C - 1.0)).clamp(min=0.0)
+        mean = e.mean(1, keepdim=True)
+        w = torch.where(mean > 0, e / mean.clamp(min=1e-300), torch.ones_like(e))
         return w, torch.ones_like(c, dtype=torch.bool)
 
 

@@ -28,7 +28,9 @@ import prep
 import rules as R
 from trainer import train
 
-RUNS = HERE / ".cache" / "runs.jsonl"
+# The teacher's calibration: the library default ("auto") unless SEL_CALIB names another.
+CALIB = os.environ.get("SEL_CALIB", "auto")
+RUNS = HERE / ".cache" / f"runs-{CALIB}.jsonl"
 SEEDS = [0, 1, 2, 3, 4]
 EPOCHS = 10
 SETTINGS = {
@@ -65,7 +67,7 @@ class Setting:
             self.X, self.y = self.X[rows], self.y[rows]
             raw_te = None
             self.n_gold_teacher = 0
-        pc = PriorCorrection("center").fit(raw_tr)  # = calibration="auto"
+        pc = PriorCorrection(CALIB).fit(raw_tr)
         self.P = pc.transform(raw_tr)
         self.P_te = pc.transform(raw_te) if raw_te is not None else None
         self.lab = self.P.argmax(1)
@@ -220,6 +222,11 @@ def methods():
         "random at llkd's per-seed rate, product weights",
         lambda st, d: R.Spec("random", rate=d["llkd"]["used"]),
     )
+    rule_method(
+        "random@(a)",
+        "random at (a)'s per-seed rate, weight 1",
+        lambda st, d: R.Spec("random", weighting="none", rate=d["(a) c >= m_T[y] (class mean, no norm.)"]["used"]),
+    )
     M["self-training"] = (
         "sklearn SelfTrainingClassifier (LR on the embeddings; 20 % most confident per class seeded)",
         lambda st, d: self_training(st),
@@ -259,6 +266,28 @@ def methods():
         "running class-mean threshold, no max-normalisation",
         lambda st, d: R.ClassMeanThreshold(),
     )
+    rule_method(
+        "(a) class mean, product weights",
+        "running class-mean threshold, weights c*u normalised over the selected",
+        lambda st, d: R.ClassMeanThreshold(weighting="product"),
+    )
+    rule_method(
+        "llkd, raw class-mean teacher test",
+        "llkd with tau_T[k] = m_T[k] (no normalisation); student test and product weights as the spec",
+        lambda st, d: R.Spec("llkd_raw"),
+    )
+    rule_method(
+        "llkd raw, w = s",
+        "llkd with tau_T[k] = m_T[k], weighting none",
+        lambda st, d: R.Spec("llkd_raw", weighting="none"),
+    )
+    rule_method("(a4) c >= max(m_T[y], g_T)", "stricter of class and global level", lambda st, d: ClassGlobalMix("max"))
+    rule_method("(a5) c >= min(m_T[y], g_T)", "laxer of class and global level", lambda st, d: ClassGlobalMix("min"))
+    rule_method(
+        "random@(a')",
+        "random at (a')'s per-seed rate, weight 1",
+        lambda st, d: R.Spec("random", weighting="none", rate=d["(a') c >= g_T (global running mean)"]["used"]),
+    )
     rule_method("(a') c >= g_T (global running mean)", "running global-mean threshold", lambda st, d: GlobalMean())
     rule_method(
         "(b) SoftMatch global",
@@ -272,6 +301,11 @@ def methods():
     )
     rule_method("(c) w = c", "every sample, weight c (normalised)", lambda st, d: R.ConfWeight(1.0))
     rule_method("(c') w = c^2", "every sample, weight c^2 (normalised)", lambda st, d: R.ConfWeight(2.0))
+    rule_method(
+        "(c*) w = (C c - 1) / (C - 1)",
+        "every sample, weight its confidence above chance (normalised)",
+        lambda st, d: R.ExcessConfWeight(),
+    )
     rule_method(
         "soft targets", "cross-entropy to the teacher distribution (T=1), all samples", lambda st, d: R.Target("soft")
     )
@@ -353,6 +387,24 @@ ORDER = [
     "(a') c >= g_T (global running mean)",
     "(d'') soft mix a=0.5",
 ]
+
+
+class ClassGlobalMix(R.Rule):
+    """(a4) s_i = [c_i >= max(m_T[y_i], g_T)]  or  (a5) s_i = [c_i >= min(m_T[y_i], g_T)]."""
+
+    def __init__(self, how):
+        self.how = how
+
+    def init(self, S, C, pool):
+        super().init(S, C, pool)
+        self.T = R.Levels(S, C, 0.9)
+
+    def step(self, idx, y, c, z, t):
+        self.T.update(c, y)
+        m, g = self.T.m.gather(1, y), self.T.g[:, None].expand_as(c)
+        tau = torch.maximum(m, g) if self.how == "max" else torch.minimum(m, g)
+        s = c >= tau - R.TIE
+        return s.double(), s
 
 
 class GlobalMean(R.Rule):
