@@ -237,3 +237,16 @@ def test_weighting_auto_is_none_for_class_mean_and_product_for_the_spec_modes():
     clf.fit(X, y)  # gold labels: confidence 1 everywhere, every row ties its class mean and passes
     assert clf.history_[-1]["selected_fraction"] == 1.0
     assert clf.selector_.weighting == "none" and clf.get_params()["weighting"] == "auto"
+
+
+def test_selection_auto_is_confidence_for_the_mlp_and_all_for_the_finetuned_student(tmp_path):
+    from llkd.selection import resolve_selection
+
+    assert resolve_selection("auto", "mlp") == "confidence"
+    assert resolve_selection("auto", "finetune") == "all"
+    assert resolve_selection("llkd", "finetune") == "llkd"
+    X, y = _task(64)
+    clf = LLKDClassifier(student="mlp", max_epochs=1, random_state=0).fit(X, y)
+    assert clf.get_params()["selection"] == "auto" and clf.selector_.mode == "confidence"
+    clf.save(tmp_path / "m")
+    assert LLKDClassifier.load(tmp_path / "m").selector_.mode == "confidence"

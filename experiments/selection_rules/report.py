@@ -236,8 +236,9 @@ def finetune_section():
                 f"{np.mean([by_m[m][s]['n_backprop'] for s in seeds]):.0f} | "
                 f"{np.mean([by_m[m][s]['wall'] for s in seeds]):.0f} |"
             )
-    dates = sorted(r["date"] for by_m in rows.values() for per in by_m.values() for r in per.values())
-    loads = [r["load"] for by_m in rows.values() for per in by_m.values() for r in per.values()]
+    kept = [by_m for by_m in rows.values() if len(by_m) >= 2]
+    dates = sorted(r["date"] for by_m in kept for per in by_m.values() for r in per.values())
+    loads = [r["load"] for by_m in kept for per in by_m.values() for r in per.values()]
     out += [
         "",
         f"Fits {dates[0]} to {dates[-1]}; 1-min load average {min(loads):.1f}-{max(loads):.1f} "

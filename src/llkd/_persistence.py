@@ -538,10 +538,14 @@ def load_model(cls, path, *, device="cpu", encoder=None):
 
 
 def _selector(est, n_classes, state):
-    from .selection import AdaptiveSelector
+    from .selection import AdaptiveSelector, resolve_selection
 
     selector = AdaptiveSelector(
-        n_classes, momentum=est.momentum, mode=est.selection, weighting=est.weighting, backend="auto"
+        n_classes,
+        momentum=est.momentum,
+        mode=resolve_selection(est.selection, est._model_config_["kind"]),
+        weighting=est.weighting,
+        backend="auto",
     )
     selector.state = state
     return selector

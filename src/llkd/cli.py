@@ -136,7 +136,7 @@ def demo(args) -> dict:
     )
     kind = "fine-tuned MiniLM" if clf._kind_ == "finetune" else "MLP, frozen MiniLM"
     print(
-        f"student ({kind + ', ' + clf.selection + ')':<24s}  accuracy {student['accuracy']:.3f}  "
+        f"student ({kind + ', ' + clf.selector_.mode + ')':<24s}  accuracy {student['accuracy']:.3f}  "
         f"macro-F1 {student['macro_f1']:.3f}"
     )
     if budget is not None:
@@ -494,9 +494,9 @@ def main(argv=None) -> int:
     p.add_argument("--student", default="auto", choices=["auto", "mlp", "finetune"])
     p.add_argument(
         "--selection",
-        default="confidence",
-        choices=MODES,
-        help="sample selection rule (default confidence; llkd is the paper's rule; see the README's parameter guide)",
+        default="auto",
+        choices=("auto", *MODES),
+        help="sample selection rule (default auto: confidence for the MLP student, all when fine-tuning)",
     )
     p.add_argument("--teacher-budget", type=_budget, default=None, help=_BUDGET_HELP)
     p.add_argument("--seed", type=int, default=0)
@@ -528,9 +528,9 @@ def main(argv=None) -> int:
     )
     p.add_argument(
         "--selection",
-        default="confidence",
-        choices=MODES,
-        help="sample selection rule (default confidence; llkd is the paper's rule; see the README's parameter guide)",
+        default="auto",
+        choices=("auto", *MODES),
+        help="sample selection rule (default auto: confidence for the MLP student, all when fine-tuning)",
     )
     p.add_argument(
         "--encoder",

@@ -19,7 +19,7 @@ from ._active import ActiveRounds, resolve_budget, round_sizes
 from ._targets import PoolLabeler
 from ._threads import run_with_threads
 from ._trainer import TrainConfig, Trainer
-from .selection import MODES, WEIGHTINGS, resolve_weighting
+from .selection import MODES, WEIGHTINGS, resolve_selection, resolve_weighting
 from .selection._acquisition import ACQUISITIONS
 
 _STUDENTS = ("auto", "mlp", "finetune")
@@ -34,8 +34,10 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
 
     The teacher labels the training inputs once (pseudo-labels with confidences).
     The student then trains on them; at every step an :class:`~llkd.selection.AdaptiveSelector`
-    decides how much each sample counts. By default (``selection="confidence"``) every
-    pseudo-label is kept, weighted by the teacher's calibrated confidence above chance;
+    decides how much each sample counts. With ``selection="confidence"`` (the default for
+    the frozen-encoder MLP student) every pseudo-label is kept, weighted by the teacher's
+    calibrated confidence above chance; the fine-tuned student trains on every
+    pseudo-label by default (``"all"``);
     ``selection="llkd"`` is the paper's rule (Li et al., 2025): keep the samples whose
     teacher label is reliable (confidence above a class-wise dynamic threshold) and that
     the student still finds hard (normalised entropy above another), weighted by
@@ -73,10 +75,12 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         model name) loaded with sentence-transformers (``student="mlp"``) or
         ``transformers.AutoModel`` (``"finetune"``); an object with
         ``encode(texts)`` is used as a frozen encoder. Ignored for array input.
-    selection : str, default="confidence"
-        Selection rule, one of ``llkd.selection.MODES``: ``"confidence"``, ``"llkd"``,
-        ``"class_mean"``, ``"teacher"``, ``"student"``, ``"all"``, ``"fixed"``,
-        ``"random"`` (docs/design.md sections 3.4 and 3.7). ``"confidence"`` keeps every
+    selection : str, default="auto"
+        Selection rule, ``"auto"`` or one of ``llkd.selection.MODES``: ``"confidence"``,
+        ``"llkd"``, ``"class_mean"``, ``"teacher"``, ``"student"``, ``"all"``,
+        ``"fixed"``, ``"random"`` (docs/design.md sections 3.4 and 3.7). ``"auto"`` is
+        ``"confidence"`` for the MLP student and ``"all"`` for the fine-tuned one (the
+        rule used is ``selector_.mode``). ``"confidence"`` keeps every
         pseudo-label with loss weight ``e = max(0, (C c - 1) / (C - 1))``, the calibrated
         confidence above chance, normalised to mean 1 over the batch. ``"llkd"`` is the
         paper's rule; ``"class_mean"`` keeps ``c >= m_T[y]``, a label at least as
@@ -226,7 +230,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         "labels": [None, "array-like"],
         "student": [StrOptions(set(_STUDENTS))],
         "encoder": [str, os.PathLike, HasMethods(["encode"]), callable],
-        "selection": [StrOptions(set(MODES))],
+        "selection": [StrOptions(set(MODES) | {"auto"})],
         "weighting": [StrOptions(set(WEIGHTINGS) | {"auto"})],
         "momentum": [Interval(numbers.Real, 0, 1, closed="left")],
         "fixed_threshold": [Interval(numbers.Real, 0, 1, closed="both")],
@@ -268,7 +272,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         labels=None,
         student="auto",
         encoder="auto",
-        selection="confidence",
+        selection="auto",
         weighting="auto",
         momentum=0.9,
         fixed_threshold=0.9,
@@ -481,7 +485,8 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
                 warmup_epochs=float(self.warmup_epochs),
                 temperature=float(self.temperature),
                 verbose=int(self.verbose),
-                weighting=resolve_weighting(self.selection, self.weighting),
+                selection=resolve_selection(self.selection, kind),
+                weighting=resolve_weighting(resolve_selection(self.selection, kind), self.weighting),
             )
             trainer = Trainer(
                 model,

@@ -1,7 +1,7 @@
 """LLKD sample selection: the NumPy reference and the compiled backends."""
 
 from ._reference import MODES, WEIGHTINGS, normalized_entropy
-from ._selector import AdaptiveSelector, default_n_threads, reads_student, resolve_weighting
+from ._selector import AdaptiveSelector, default_n_threads, reads_student, resolve_selection, resolve_weighting
 from ._state import SelectionResult, SelectorState
 
 __all__ = [
@@ -13,5 +13,6 @@ __all__ = [
     "normalized_entropy",
     "default_n_threads",
     "reads_student",
+    "resolve_selection",
     "resolve_weighting",
 ]

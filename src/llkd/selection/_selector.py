@@ -16,6 +16,19 @@ from ._state import SelectionResult, SelectorState
 AUTO_WEIGHTING = {"class_mean": "none"}
 
 
+#: The rule ``selection="auto"`` stands for, per student kind (benchmarks/RESULTS.md,
+#: "Selection rules (issue 13)"): confidence weights paid on every noisy set for the
+#: frozen-encoder MLP, but cost the fine-tuned student up to 14 points on Reuters R8.
+AUTO_SELECTION = {"mlp": "confidence", "finetune": "all"}
+
+
+def resolve_selection(selection: str, student_kind: str) -> str:
+    """The mode ``selection`` stands for with a student of ``student_kind`` ("mlp", "finetune")."""
+    if selection == "auto":
+        return AUTO_SELECTION[student_kind]
+    return selection
+
+
 def resolve_weighting(mode: str, weighting: str) -> str:
     """The weighting ``weighting`` stands for in ``mode`` (``"auto"`` resolved)."""
     if weighting == "auto":
