@@ -19,7 +19,7 @@ from ._active import ActiveRounds, resolve_budget, round_sizes
 from ._targets import PoolLabeler
 from ._threads import run_with_threads
 from ._trainer import TrainConfig, Trainer
-from .selection import MODES, WEIGHTINGS, resolve_selection, resolve_weighting
+from .selection import MODES, WEIGHTINGS, resolve_selection
 from .selection._acquisition import ACQUISITIONS
 
 _STUDENTS = ("auto", "mlp", "finetune")
@@ -485,8 +485,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
                 warmup_epochs=float(self.warmup_epochs),
                 temperature=float(self.temperature),
                 verbose=int(self.verbose),
-                selection=resolve_selection(self.selection, kind),
-                weighting=resolve_weighting(resolve_selection(self.selection, kind), self.weighting),
+                selection=resolve_selection(self.selection, kind),  # weighting="auto" resolves in the selector
             )
             trainer = Trainer(
                 model,

@@ -55,18 +55,10 @@ def _cached(store: TeacherCache, tkey: str, keys: list, C: int, legacy: list = (
         if not missing:
             break
         found = _hits(store, old, missing, C)
-        for with_proba in (False, True):
+        for with_proba in (False, True):  # an output holds distributions for all its rows or none
             group = [k for k, ans in found.items() if (ans[2] is not None) == with_proba]
             if group:
-                store.put(
-                    tkey,
-                    group,
-                    TeacherOutput(
-                        labels=np.array([found[k][0] for k in group]),
-                        confidence=np.array([found[k][1] for k in group]),
-                        proba=np.stack([found[k][2] for k in group]) if with_proba else None,
-                    ),
-                )
+                store.put(tkey, group, _output_of([found[k] for k in group]))
         hits.update(found)
         missing = [k for k in missing if k not in found]
     return hits
@@ -324,7 +316,12 @@ def label_in_batches(
         if memory is not None:
             memory.update(others)
 
-    answers = [done[k] for k in keys]
+    return _output_of([done[k] for k in keys])
+
+
+def _output_of(answers) -> TeacherOutput:
+    """A TeacherOutput from (label, confidence, proba or None) answers; ``proba`` is None
+    unless every answer has one."""
     lab = np.array([a[0] for a in answers], dtype=np.int64)
     conf = np.array([a[1] for a in answers], dtype=np.float64)
     proba = None
