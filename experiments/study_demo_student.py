@@ -15,8 +15,9 @@ ones are labelled first (about 15 reviews/s). Run::
     python -m experiments.study_demo_student --quick                  # smoke run, prints only
 
 A configuration is ``selection:n_train:epochs:learning_rate`` with optional suffixes
-``:soft`` (soft targets) and ``:gold`` (gold labels instead of the teacher's: the
-student's own ceiling at that budget).
+``:soft`` (soft targets), ``:gold`` (gold labels instead of the teacher's: the
+student's own ceiling at that budget), ``:mpnet`` (the packaged all-mpnet-base-v2
+instead of MiniLM) and ``:mlp`` (the frozen-encoder MLP student instead of fine-tuning).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def parse(spec: str) -> dict:
     if len(parts) < 4:
         raise SystemExit(f"bad config {spec!r}: use selection:n_train:epochs:lr[:soft][:gold]")
     flags = set(parts[4:])
-    unknown = flags - {"soft", "gold"}
+    unknown = flags - {"soft", "gold", "mpnet", "mlp"}
     if unknown:
         raise SystemExit(f"bad config {spec!r}: unknown flags {sorted(unknown)}")
     return {
@@ -56,6 +57,8 @@ def parse(spec: str) -> dict:
         "lr": float(parts[3]),
         "soft": "soft" in flags,
         "gold": "gold" in flags,
+        "encoder": "mpnet" if "mpnet" in flags else "auto",
+        "student": "mlp" if "mlp" in flags else "finetune",
     }
 
 
@@ -72,6 +75,8 @@ def run_one(cfg, X, y_gold, P, X_test, y_test, names, seed: int) -> dict:
     clf = LLKDClassifier(
         teacher,
         selection=cfg["selection"],
+        student=cfg.get("student", "finetune"),
+        encoder=cfg.get("encoder", "auto"),
         max_epochs=cfg["epochs"],
         learning_rate=cfg["lr"],
         soft_targets=cfg["soft"],

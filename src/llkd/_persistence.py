@@ -33,7 +33,7 @@ FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 CONFIG, WEIGHTS, TOKENIZER_DIR, ENCODER_DIR = "config.json", "model.safetensors", "tokenizer", "encoder"
 # Encoder names that resolve inside the installed packages, never on disk or a hub.
-PACKAGED_ENCODERS = ("auto", "packaged-minilm")
+PACKAGED_ENCODERS = ("auto", "packaged-minilm", "mpnet")
 
 _SAFETENSORS_DTYPES = {
     torch.float64: "F64",

@@ -535,7 +535,10 @@ def main(argv=None) -> int:
     p.add_argument(
         "--encoder",
         default="auto",
-        help="student encoder: 'auto' (the packaged MiniLM) or a local Hugging Face model folder",
+        help=(
+            "student encoder: 'auto' (the packaged MiniLM), 'mpnet' (the packaged all-mpnet-base-v2) "
+            "or a local Hugging Face model folder"
+        ),
     )
     p.add_argument(
         "--epochs",

