@@ -4,6 +4,7 @@ import pickle
 
 import numpy as np
 import pytest
+import torch
 
 from llkd import LLKDClassifier
 
@@ -171,3 +172,28 @@ def test_finetune_on_cuda_selects_on_the_device(tiny_encoder_dir):
     assert all(h["n_selected"] <= h["n_backprop_all"] for h in clf.history_)
     assert clf.history_[0]["n_selected"] > 0
     assert clf.score(texts, np.array(["negative", "positive"])[y]) > 0.8
+
+
+def test_finetune_in_bf16_learns_and_predicts_in_bf16(tiny_encoder_dir):
+    texts, y = make_texts(300, 2)
+    test_texts, y_test = make_texts(200, 3)
+    clf = LLKDClassifier(
+        keyword_teacher,
+        labels=["negative", "positive"],
+        student="finetune",
+        encoder=tiny_encoder_dir,
+        max_epochs=4,
+        learning_rate=3e-3,
+        batch_size=16,
+        random_state=0,
+        calibration="none",
+        mixed_precision="bf16",
+    ).fit(texts)
+    seen = set()
+    clf.student_.head.register_forward_hook(lambda mod, inp, out: seen.add(out.dtype))
+    assert clf.score(test_texts, np.array(["negative", "positive"])[y_test]) > 0.8
+    assert seen == {torch.bfloat16}
+    low = clf.predict_proba(test_texts)
+    full = clf.set_params(mixed_precision="off").predict_proba(test_texts)
+    assert seen == {torch.bfloat16, torch.float32}
+    np.testing.assert_allclose(low, full, atol=0.05)

@@ -250,3 +250,50 @@ def test_selection_auto_is_confidence_for_the_mlp_and_all_for_the_finetuned_stud
     assert clf.get_params()["selection"] == "auto" and clf.selector_.mode == "confidence"
     clf.save(tmp_path / "m")
     assert LLKDClassifier.load(tmp_path / "m").selector_.mode == "confidence"
+
+
+# ------------------------------------------------------------ mixed precision
+def _weights(trainer):
+    return [p.detach().clone() for p in trainer.model.parameters()]
+
+
+def test_mixed_precision_auto_is_full_precision_on_the_cpu():
+    from llkd._trainer import resolve_precision
+
+    assert resolve_precision("auto", "cpu") == (None, False)
+    X, y = _task()
+    a, b = _trainer(X, y, mixed_precision="auto"), _trainer(X, y, mixed_precision="off")
+    a.fit_loop(np.arange(len(y)))
+    b.fit_loop(np.arange(len(y)))
+    assert a.amp_dtype is None and a.scaler is None
+    for wa, wb in zip(_weights(a), _weights(b)):
+        assert torch.equal(wa, wb)
+
+
+class _DtypeProbe(Callback):
+    """Records the dtype of the model's output in the forward passes of training."""
+
+    def on_train_begin(self, trainer, **kw):
+        self.dtypes = set()
+        trainer.model.register_forward_hook(lambda mod, inp, out: self.dtypes.add(out.dtype))
+
+
+@pytest.mark.parametrize("precision, dtype, scaled", [("bf16", torch.bfloat16, False), ("fp16", torch.float16, True)])
+def test_forced_mixed_precision_runs_the_forward_in_that_dtype_and_still_learns(precision, dtype, scaled):
+    X, y = _task(400)
+    probe = _DtypeProbe()
+    trainer = _trainer(X, y, callbacks=[probe], mixed_precision=precision, max_epochs=8)
+    try:
+        trainer.fit_loop(np.arange(len(y)))
+    except RuntimeError as exc:  # an old CPU build without this autocast dtype
+        pytest.skip(f"torch CPU autocast {precision}: {exc}")
+    assert probe.dtypes == {dtype}
+    assert (trainer.scaler is not None) == scaled
+    assert all(torch.isfinite(w).all() and w.dtype == torch.float32 for w in _weights(trainer))
+    assert trainer.accuracy(np.arange(len(y))) > 0.9
+
+
+def test_mixed_precision_is_validated_in_fit():
+    X, y = _task()
+    with pytest.raises(ValueError, match="mixed_precision"):
+        LLKDClassifier(mixed_precision="fp8").fit(X, y)

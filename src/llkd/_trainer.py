@@ -10,6 +10,7 @@ one optimizer step). History, early stopping and progress are callbacks
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -54,6 +55,7 @@ class TrainConfig:
     validation_fraction: float = 0.1
     n_iter_no_change: int = 5
     selection_backend: str = "auto"
+    mixed_precision: str = "auto"
     verbose: int = 0
 
     @classmethod
@@ -122,6 +124,35 @@ def linear_warmup_decay(warmup_steps: int, total_steps: int):
     return factor
 
 
+PRECISIONS = ("auto", "bf16", "fp16", "off")
+
+
+def resolve_precision(setting: str, device) -> tuple[torch.dtype | None, bool]:
+    """(autocast dtype or None, use a grad scaler) for ``mixed_precision`` on ``device``.
+
+    ``"auto"``: bf16 on a CUDA device that supports it, else fp16 with a grad scaler on
+    CUDA, and full precision on the CPU (where autocast is slower, not faster).
+    ``"bf16"``/``"fp16"`` force that dtype on any device; ``"off"`` is full precision.
+    """
+    device = torch.device(device)
+    if setting == "off" or (setting == "auto" and device.type != "cuda"):
+        return None, False
+    if setting == "auto":
+        setting = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if setting == "bf16":
+        return torch.bfloat16, False
+    if setting == "fp16":
+        return torch.float16, True
+    raise ValueError(f"mixed_precision must be one of {PRECISIONS}; got {setting!r}")
+
+
+def autocast(device, dtype):
+    """``torch.autocast`` for ``dtype`` on ``device``, or a no-op for None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
 def _as_tensor(x, device, dtype):
     if isinstance(x, torch.Tensor):
         return x.to(device=device, dtype=dtype)
@@ -170,6 +201,7 @@ class Trainer:
         self.device = device
         self.rng = rng
         self.extra_callbacks = list(callbacks)
+        self.amp_dtype, self.scaler = None, None  # set in _build from config.mixed_precision
         self.set_targets(targets)
 
     # ------------------------------------------------------------------ targets
@@ -243,6 +275,8 @@ class Trainer:
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
         else:
             self.scheduler = None
+        self.amp_dtype, use_scaler = resolve_precision(cfg.mixed_precision, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type) if use_scaler else None
         self.warmup_steps = int(round(cfg.warmup_epochs * self.steps_per_epoch))
         self.global_step = 0
         self.stop_training = False
@@ -289,13 +323,14 @@ class Trainer:
             logits = None
         elif cfg.uncertainty_pass == "eval":
             self.model.eval()
-            with torch.no_grad():
+            with torch.no_grad(), self._autocast():
                 score_logits = self.model(x)
             self.model.train()
             logits = None
         else:
             self.model.train()
-            logits = self.model(x)
+            with self._autocast():
+                logits = self.model(x)
             score_logits = logits.detach()
 
         res, mask, weights = self.select(score_logits, idx, y_b, c_b)
@@ -326,24 +361,31 @@ class Trainer:
         cfg = self.config
         y_dev = y_b.to(self.device)
         p_dev = p_b.to(self.device) if p_b is not None else None
-        if logits is None:  # eval pass: a second forward over the selected rows only
-            sel = torch.nonzero(mask).squeeze(1)
-            logits = self.model(_take(x, sel))
-            per_sample = loss_per_sample(
-                logits, y_dev[sel], p_dev[sel] if p_dev is not None else None, cfg.soft_targets, cfg.temperature
-            )
-            loss = (weights[sel] * per_sample).sum() / max(1, k)
-            n_backprop = k
-        else:
-            per_sample = loss_per_sample(logits, y_dev, p_dev, cfg.soft_targets, cfg.temperature)
-            loss = (weights * per_sample).sum() / max(1, k)
-            n_backprop = len(mask)
+        with self._autocast():
+            if logits is None:  # eval pass: a second forward over the selected rows only
+                sel = torch.nonzero(mask).squeeze(1)
+                logits = self.model(_take(x, sel))
+                y_dev, p_dev, weights = y_dev[sel], p_dev[sel] if p_dev is not None else None, weights[sel]
+                n_backprop = k
+            else:
+                n_backprop = len(mask)
+        # The loss in float32, whatever precision the forward pass ran in.
+        per_sample = loss_per_sample(logits.float(), y_dev, p_dev, cfg.soft_targets, cfg.temperature)
+        loss = (weights * per_sample).sum() / max(1, k)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
         return float(loss.detach()), n_backprop
+
+    def _autocast(self):
+        return autocast(self.device, self.amp_dtype)
 
     def _advance_schedule(self):
         # A step with nothing selected still moves the schedule, as a step with an update does.
@@ -365,7 +407,8 @@ class Trainer:
         bs = max(256, self.config.batch_size)
         for start in range(0, len(rows), bs):
             pos = order[start : start + bs]
-            out[pos] = self.model(self.data.batch(rows[pos], self.device)).double().cpu().numpy()
+            with self._autocast():
+                out[pos] = self.model(self.data.batch(rows[pos], self.device)).double().cpu().numpy()
         self.model.train()
         return out
 

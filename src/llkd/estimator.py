@@ -18,7 +18,7 @@ from . import _embeddings, _inputs, students
 from ._active import ActiveRounds, resolve_budget, round_sizes
 from ._targets import PoolLabeler
 from ._threads import run_with_threads
-from ._trainer import TrainConfig, Trainer
+from ._trainer import PRECISIONS, TrainConfig, Trainer, autocast, resolve_precision
 from .selection import MODES, WEIGHTINGS, resolve_selection
 from .selection._acquisition import ACQUISITIONS
 
@@ -169,6 +169,12 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         random draws (``benchmarks/RESULTS.md``, section bench_active): hence the default.
     device : {"auto", "cpu", "cuda", "cuda:N"}, default="auto"
     selection_backend : {"auto", "native", "cuda", "numpy"}, default="auto"
+    mixed_precision : {"auto", "bf16", "fp16", "off"}, default="auto"
+        Precision of the student's forward passes (``torch.autocast``; the loss and the
+        weights stay float32). ``"auto"``: bf16 on a CUDA device that supports it, else
+        fp16 with a gradient scaler; full precision on the CPU, so CPU results do not
+        change. ``"off"``: full precision everywhere. ``"bf16"``/``"fp16"`` force it, on
+        the CPU too (slower there; for tests).
     n_threads : int or None, default=None
         Torch threads for training and predicting with the student. ``None``: one
         thread for the MLP student on CPU (a small head on mini-batches, where thread
@@ -262,6 +268,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         "acquisition": [StrOptions(set(ACQUISITIONS))],
         "device": [str],
         "selection_backend": [StrOptions({"auto", "native", "cuda", "numpy"})],
+        "mixed_precision": [StrOptions(set(PRECISIONS))],
         "n_threads": [Interval(numbers.Integral, 1, None, closed="left"), None],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -300,6 +307,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         acquisition="random",
         device="auto",
         selection_backend="auto",
+        mixed_precision="auto",
         n_threads=None,
         random_state=None,
         verbose=0,
@@ -334,6 +342,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         self.acquisition = acquisition
         self.device = device
         self.selection_backend = selection_backend
+        self.mixed_precision = mixed_precision
         self.n_threads = n_threads
         self.random_state = random_state
         self.verbose = verbose
@@ -642,6 +651,10 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         device = next(self.student_.parameters()).device
         return run_with_threads(self._torch_threads(device), self._forward, data, device)
 
+    def _predict_precision(self, device):
+        # Models saved before mixed_precision existed predict in full precision.
+        return resolve_precision(getattr(self, "mixed_precision", "auto"), device)[0]
+
     @torch.inference_mode()
     def _forward(self, data, device) -> torch.Tensor:
         model = self.student_
@@ -660,9 +673,12 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
                 out.append(model(x)[: len(idx)].float().cpu())
         else:
             # Texts of similar length together: far less padding to compute through.
+            # A GPU takes far larger batches than the CPU gains from.
             order = np.argsort(data.lengths, kind="stable")
-            for start in range(0, n, 64):
-                out.append(model(data.batch(order[start : start + 64], device)).float().cpu())
+            bs = 512 if device.type == "cuda" else 64
+            with autocast(device, self._predict_precision(device)):
+                for start in range(0, n, bs):
+                    out.append(model(data.batch(order[start : start + bs], device)).float().cpu())
             if out:
                 logits = torch.empty(n, out[0].shape[1])
                 logits[torch.from_numpy(order)] = torch.cat(out)
