@@ -60,7 +60,7 @@ def test_fitted_attributes_come_back_through_the_declared_list(tmp_path):
     clf = LLKDClassifier(max_epochs=2, hidden_size=8, random_state=0).fit(X, X[:, 0] > 0)
     loaded = LLKDClassifier.load(clf.save(tmp_path / "m"))
     config = json.loads((tmp_path / "m" / "config.json").read_text())
-    assert config["format_version"] == persistence.FORMAT_VERSION == 2
+    assert config["format_version"] == persistence.FORMAT_VERSION == 3
     assert set(config) == {"format_version", "params", "encoder_ref"} | {f.key for f in persistence.FITTED}
     for f in persistence.FITTED:
         a, b = getattr(clf, f.attr, None), getattr(loaded, f.attr, None)

@@ -3,10 +3,12 @@
 A saved model is a directory::
 
     config.json         format_version, the estimator's parameters, the fitted attributes
-                        of FITTED, and (format 2) encoder_ref
+                        of FITTED (format 3 adds training_summary), and (format 2 on)
+                        encoder_ref
     model.safetensors   the student's state_dict
     tokenizer/          the fine-tuned student's tokenizer
-    encoder/            format 2, text input with a frozen encoder given as a path: a copy
+    encoder/            format 2 on, text input with a frozen encoder given as a path: a copy
+    README.md           format 3, the model card (not read back)
 
 Loading validates everything it reads before it builds anything from it (format
 version; keys and types of config.json; tensor names, shapes and dtypes against the
@@ -29,8 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 CONFIG, WEIGHTS, TOKENIZER_DIR, ENCODER_DIR = "config.json", "model.safetensors", "tokenizer", "encoder"
 # Encoder names that resolve inside the installed packages, never on disk or a hub.
 PACKAGED_ENCODERS = ("auto", "packaged-minilm", "mpnet")
@@ -141,6 +143,10 @@ def _dict_or_none(d, where):
     return None if d is None else dict(_expect(d, dict, where, "an object or null"))
 
 
+def _jsonable(value):
+    return json.loads(json.dumps(value, default=str))
+
+
 def _n_features(value, where):
     return None if _int(value, where, minimum=-1) < 0 else value
 
@@ -189,6 +195,7 @@ class Fitted:
     read: Callable[[Any, str], Any]
     absent: Any = field(default=None)
     optional: bool = False  # None means "no attribute", not an attribute set to None
+    since: int = 1  # the first format version that holds it; older files read as None
 
 
 # The one list of what a saved model holds besides its parameters and weights.
@@ -201,8 +208,16 @@ FITTED = (
     Fitted("history_", "history", list, _history),
     Fitted("n_iter_", "n_iter", int, _int),
     Fitted("selector_", "selector_state", lambda sel: sel.state.to_dict(), _selector_state),
+    Fitted("training_summary_", "training_summary", _jsonable, _dict_or_none, optional=True, since=3),
 )
-_TOP_KEYS = {"format_version", "params"} | {f.key for f in FITTED}
+
+
+def _top_keys(version: int) -> set:
+    return (
+        {"format_version", "params"}
+        | {f.key for f in FITTED if f.since <= version}
+        | ({"encoder_ref"} if version >= 2 else set())
+    )
 
 
 def fitted_values(est) -> dict:
@@ -290,6 +305,9 @@ def save_model(est, path) -> None:
         tokenizer=est._tokenizer_ if kind == "finetune" else None,
         encoder_source=encoder_source,
     )
+    from ._model_card import model_card
+
+    (Path(path) / "README.md").write_text(model_card(est, fmt="llkd"))
 
 
 # ---------------------------------------------------------------- reading
@@ -324,7 +342,7 @@ def read_config(path) -> dict:
             f"{file}: format_version {version!r} is not one this version of llkd reads "
             f"({', '.join(map(str, READABLE_VERSIONS))}); was it saved by a newer llkd?"
         )
-    expected = _TOP_KEYS | ({"encoder_ref"} if version >= 2 else set())
+    expected = _top_keys(version)
     missing, unknown = sorted(expected - set(config)), sorted(set(config) - expected)
     if missing or unknown:
         raise ValueError(
@@ -343,7 +361,8 @@ def read_model(cls, path, *, encoder=None) -> SavedModel:
     file = path / CONFIG
     try:
         params = _params(cls, config["params"])
-        fitted = {f.attr: f.read(config[f.key], f.key) for f in FITTED}
+        version = config["format_version"]
+        fitted = {f.attr: f.read(config[f.key], f.key) if f.since <= version else None for f in FITTED}
         _check_consistency(fitted)
         encoder_ref = config.get("encoder_ref") if config["format_version"] >= 2 else _legacy_encoder_ref(params)
         needs_encoder = fitted["_is_text"] and fitted["_model_config_"]["kind"] == "mlp"

@@ -455,6 +455,17 @@ def predict(args) -> None:
         print(f"wrote {len(rows)} predictions to {args.output}")
 
 
+def export(args) -> None:
+    from . import LLKDClassifier
+
+    clf = LLKDClassifier.load(args.model, encoder=args.encoder)
+    metrics = None
+    if args.metrics:
+        metrics = json.loads(Path(args.metrics).read_text())
+    out = clf.export(args.out, format=args.format, quantize=args.quantize, metrics=metrics)
+    print(f"wrote a {args.format} export of {args.model} to {out} (model card: {Path(out) / 'README.md'})")
+
+
 def _stdout_to_devnull() -> None:
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -569,6 +580,17 @@ def main(argv=None) -> int:
         help="the frozen encoder of a model whose encoder was not saved with it (a local folder)",
     )
     p.set_defaults(func=predict)
+
+    p = sub.add_parser(
+        "export", parents=[common], help="write a saved student for transformers (hf) or onnxruntime (onnx)"
+    )
+    p.add_argument("--model", required=True, help="a directory written by distill or demo")
+    p.add_argument("--out", required=True, help="the directory to write")
+    p.add_argument("--format", choices=["hf", "onnx"], default="hf")
+    p.add_argument("--quantize", action="store_true", help="onnx: also write a dynamic int8 model")
+    p.add_argument("--metrics", default=None, help="a JSON file of held-out metrics for the model card")
+    p.add_argument("--encoder", default=None, help="as for predict")
+    p.set_defaults(func=export)
 
     p = sub.add_parser("show-config", parents=[common], help="which selection backends are built and active")
     p.set_defaults(func=lambda a: __import__("llkd").show_config())

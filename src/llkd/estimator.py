@@ -221,6 +221,11 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         ``acquired``, ``pool_scored``, ``scoring_seconds``, the mean acquisition score of
         the batch and of the pool, and ``agreement_before`` (the student's agreement with
         the teacher on the new batch before training on it).
+    training_summary_ : dict
+        What the model card records about the fit: the teacher's class and identity,
+        the number of inputs, of teacher-labelled rows, of queries and of gold rows, the
+        student, encoder, selection rule, epochs, fit time and the training label
+        shares. Saved with the model (format 3); None for models saved before it.
 
     Examples
     --------
@@ -456,7 +461,34 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
                 warnings.warn(msg, UserWarning, stacklevel=2)
         self.fit_seconds_ = time.perf_counter() - started
         self._device_ = device
+        self.training_summary_ = self._training_summary(labeler, targets, X)
         return self
+
+    def _training_summary(self, labeler, targets, X) -> dict:
+        """What the model card and a saved model record about this fit."""
+        import llkd
+
+        teacher = labeler.teacher
+        identity = getattr(teacher, "identity", None) if teacher is not None else None
+        asked = targets.labels >= 0
+        shares = np.bincount(targets.labels[asked], minlength=len(self.classes_)) / max(1, int(asked.sum()))
+        return {
+            "llkd_version": llkd.__version__,
+            "fitted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "teacher": None if teacher is None else type(teacher).__name__,
+            "teacher_identity": identity() if callable(identity) else identity,
+            "calibration": self.calibration,
+            "n_inputs": len(X),
+            "n_teacher_labelled": int((asked & ~targets.is_gold).sum()),
+            "n_teacher_queries": int(labeler.n_queries),
+            "n_gold": int(targets.is_gold.sum()),
+            "student": self._kind_,
+            "encoder": self.encoder if isinstance(self.encoder, str) else type(self.encoder).__name__,
+            "selection": self.selector_.mode,
+            "epochs": self.n_iter_,
+            "fit_seconds": round(self.fit_seconds_, 1),
+            "label_shares": {str(c): round(float(v), 4) for c, v in zip(self.classes_, shares)},
+        }
 
     def _torch_threads(self, device) -> int | None:
         """Torch threads for the student's work (None: the caller's count).
@@ -752,6 +784,34 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         save_model(self, path)
         return path
+
+    def export(self, path, format="hf", *, quantize=False, metrics=None):  # noqa: A002 (the spec's name)
+        """Write the student as one text-to-logits model other tools load, with a model card.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The directory to write (created if needed).
+        format : {"hf", "onnx"}, default="hf"
+            ``"hf"``: a transformers directory;
+            ``pipeline("text-classification", model=path, trust_remote_code=True)`` loads it
+            (the student mean-pools, which needs the ``modeling_llkd.py`` written with it).
+            ``"onnx"``: ``model.onnx`` with the tokenizer, run by
+            :class:`llkd.deploy.OnnxStudent` or any onnxruntime (``pip install 'llkd[onnx]'``).
+            Both hold the encoder too: for the MLP student, its frozen sentence encoder.
+        quantize : bool, default=False
+            With ``"onnx"``, also write ``model.int8.onnx`` (dynamic int8 quantisation).
+        metrics : dict or None, default=None
+            What you measured on held-out gold labels, written into the model card.
+
+        Returns
+        -------
+        path : pathlib.Path
+        """
+        from ._export import export_model
+
+        check_is_fitted(self)
+        return export_model(self, path, format, quantize=quantize, metrics=metrics)
 
     @classmethod
     def load(cls, path, *, device="cpu", encoder=None):

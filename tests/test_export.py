@@ -1,0 +1,152 @@
+"""Deployable students: export(format="hf") loads in a transformers pipeline, "onnx" in onnxruntime."""
+
+import json
+
+import numpy as np
+import pytest
+from test_estimator_text import keyword_teacher, make_texts
+
+from llkd import LLKDClassifier
+
+LABELS = ["negative", "positive"]
+
+
+@pytest.fixture(scope="module")
+def texts():
+    return make_texts(200, 2)[0]
+
+
+@pytest.fixture(scope="module")
+def finetuned(tiny_encoder_dir, texts):
+    return LLKDClassifier(
+        keyword_teacher,
+        labels=LABELS,
+        student="finetune",
+        encoder=tiny_encoder_dir,
+        max_epochs=2,
+        learning_rate=3e-3,
+        max_length=12,  # shorter than some texts: the export must truncate where the student did
+        random_state=0,
+        calibration="none",
+    ).fit(texts)
+
+
+@pytest.fixture(scope="module")
+def frozen_mlp(tiny_encoder_dir, texts):
+    # sentence-transformers wraps the plain tiny BERT as transformer + mean pooling
+    return LLKDClassifier(
+        keyword_teacher, labels=LABELS, student="mlp", encoder=tiny_encoder_dir, max_epochs=3, random_state=0
+    ).fit(texts)
+
+
+def _pipeline_proba(path, texts):
+    from transformers import pipeline
+
+    pipe = pipeline("text-classification", model=str(path), trust_remote_code=True, top_k=None, device="cpu")
+    out = pipe(texts, truncation=True)
+    return np.array([[{d["label"]: d["score"] for d in row}[c] for c in LABELS] for row in out])
+
+
+@pytest.mark.parametrize("student", ["finetuned", "frozen_mlp"])
+def test_hf_export_gives_the_students_predictions_in_a_transformers_pipeline(student, texts, tmp_path, request):
+    clf = request.getfixturevalue(student)
+    path = clf.export(tmp_path / "hf", metrics={"accuracy": 0.5})
+    got = _pipeline_proba(path, texts)
+    np.testing.assert_allclose(got, clf.predict_proba(texts), atol=1e-5)
+    assert (got.argmax(1) == (clf.predict(texts) == "positive")).all()
+    config = json.loads((path / "config.json").read_text())
+    assert config["id2label"] == {"0": "negative", "1": "positive"}
+
+
+@pytest.mark.parametrize("student", ["finetuned", "frozen_mlp"])
+def test_onnx_export_matches_torch_and_int8_stays_close(student, texts, tmp_path, request):
+    pytest.importorskip("onnxruntime")
+    from llkd.deploy import OnnxStudent
+
+    clf = request.getfixturevalue(student)
+    path = clf.export(tmp_path / "onnx", format="onnx", quantize=True)
+    want = clf.predict_proba(texts)
+    np.testing.assert_allclose(OnnxStudent(path, n_threads=1).predict_proba(texts), want, atol=1e-4)
+    np.testing.assert_allclose(OnnxStudent(path, batch_size=1).predict_proba(texts[:20]), want[:20], atol=1e-4)
+    int8 = OnnxStudent(path, quantized=True)
+    assert np.mean(int8.predict(texts) == clf.predict(texts)) > 0.9
+    assert list(int8.classes_) == LABELS
+
+
+def test_onnx_export_of_a_feature_model(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from llkd.deploy import OnnxStudent
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 5)).astype(np.float32)
+    y = np.where(X[:, 0] > 0, "up", "down")
+    clf = LLKDClassifier(max_epochs=5, random_state=0).fit(X, y)
+    onnx = OnnxStudent(clf.export(tmp_path / "f", format="onnx"))
+    np.testing.assert_allclose(onnx.predict_proba(X), clf.predict_proba(X), atol=1e-4)
+    with pytest.raises(ValueError, match=r"shape \(n, 5\)"):
+        onnx.predict_proba(X[:, :4])
+    with pytest.raises(ValueError, match="format='hf' needs a text model"):
+        clf.export(tmp_path / "h", format="hf")
+
+
+def test_the_model_card_records_the_teacher_the_data_and_the_metrics(finetuned, tmp_path):
+    card = (finetuned.export(tmp_path / "hf", metrics={"held-out accuracy": 0.8125}) / "README.md").read_text()
+    assert "pipeline_tag: text-classification" in card
+    assert "| teacher | CallableTeacher |" in card
+    assert "| inputs | 200 |" in card
+    assert "| selection rule | all |" in card  # the fine-tuned student's auto rule
+    assert "| held-out accuracy | 0.8125 |" in card
+    assert "## Intended use" in card and "trust_remote_code=True" in card
+    saved = (finetuned.save(tmp_path / "saved") / "README.md").read_text()
+    assert "None recorded" in saved and "LLKDClassifier.load" in saved
+    loaded = LLKDClassifier.load(tmp_path / "saved")
+    assert loaded.training_summary_ == finetuned.training_summary_
+
+
+def test_export_rejects_bad_arguments_and_unfitted_models(finetuned, tmp_path):
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        LLKDClassifier().export(tmp_path / "x")
+    with pytest.raises(ValueError, match="format must be one of"):
+        finetuned.export(tmp_path / "x", format="torchscript")
+    with pytest.raises(ValueError, match="quantize=True is for format='onnx'"):
+        finetuned.export(tmp_path / "x", quantize=True)
+    with pytest.raises(TypeError, match="metrics must be a dict"):
+        finetuned.export(tmp_path / "x", metrics={"accuracy": [0.1]})
+    assert not (tmp_path / "x").exists()
+
+
+def test_export_refuses_a_custom_encoder_object_it_cannot_describe(texts, tmp_path):
+    def encode(batch):
+        return np.array([[len(t), t.count("good")] for t in batch], dtype=np.float32)
+
+    clf = LLKDClassifier(keyword_teacher, labels=LABELS, encoder=encode, max_epochs=2, random_state=0).fit(texts)
+    with pytest.raises(ValueError, match="frozen sentence encoder made of a transformer"):
+        clf.export(tmp_path / "x")
+
+
+def test_cli_exports_a_saved_model(finetuned, texts, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from llkd import cli
+    from llkd.deploy import OnnxStudent
+
+    finetuned.save(tmp_path / "saved")
+    (tmp_path / "m.json").write_text(json.dumps({"accuracy": 0.75}))
+    argv = ["export", "--model", str(tmp_path / "saved"), "--out", str(tmp_path / "o"), "--format", "onnx"]
+    assert cli.main(argv + ["--metrics", str(tmp_path / "m.json")]) == 0
+    np.testing.assert_allclose(
+        OnnxStudent(tmp_path / "o").predict_proba(texts), finetuned.predict_proba(texts), atol=1e-4
+    )
+    assert "| accuracy | 0.75 |" in (tmp_path / "o" / "README.md").read_text()
+    assert cli.main(["export", "--model", str(tmp_path / "nothing"), "--out", str(tmp_path / "p")]) == 2
+
+
+def test_a_format1_fine_tuned_model_exports_with_the_same_predictions(tmp_path):
+    from pathlib import Path
+
+    data = Path(__file__).parent / "data" / "format1" / "finetune"
+    want = json.loads((data / "expected.json").read_text())
+    path = LLKDClassifier.load(data).export(tmp_path / "hf")
+    np.testing.assert_allclose(_pipeline_proba(path, want["X"]), want["proba"], atol=1e-5)
+    assert "training record | not kept" in (path / "README.md").read_text()
