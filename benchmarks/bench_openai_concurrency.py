@@ -38,6 +38,7 @@ class CapacityServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # as uvicorn (vLLM's server) does: no delayed-ACK stalls
 
             def log_message(self, *args):
                 pass

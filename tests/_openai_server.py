@@ -56,6 +56,7 @@ class FakeOpenAIServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
 
             def log_message(self, *args):  # quiet
                 pass
@@ -113,7 +114,15 @@ class FakeOpenAIServer:
                 self.requests.append({"method": h.command, "path": h.path, "headers": dict(h.headers), "body": None})
             return self._send(h, 400, {"error": {"message": "invalid JSON body"}})
         with self._lock:
-            self.requests.append({"method": h.command, "path": h.path, "headers": dict(h.headers), "body": body})
+            self.requests.append(
+                {
+                    "method": h.command,
+                    "path": h.path,
+                    "headers": dict(h.headers),
+                    "body": body,
+                    "peer": h.client_address,
+                }
+            )
             action = self._failures.pop(0) if self._failures else None
             self._concurrent += 1
             self.max_concurrent = max(self.max_concurrent, self._concurrent)
@@ -130,6 +139,9 @@ class FakeOpenAIServer:
                     return self._send(h, status, {"error": {"message": msg, "type": "injected"}}, headers)
                 if kind == "redirect":
                     return self._send(h, action[1], {"error": {"message": "moved"}}, {"Location": action[2]})
+                if kind == "drop":  # close the connection without an answer
+                    h.close_connection = True
+                    return None
                 if kind == "sleep":
                     time.sleep(action[1])
                 elif kind == "malformed":

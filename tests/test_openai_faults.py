@@ -1,6 +1,7 @@
 """OpenAITeacher under faults: the method never changes silently; permanent failures are quick."""
 
 import os
+import pickle
 import sys
 import time
 import warnings
@@ -205,3 +206,22 @@ def test_usage_is_counted_over_every_response():
         t2 = make(srv, endpoint="completions")  # no usage in those responses
         t2.label(TEXTS[:2])
         assert t2.usage_ == {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+
+
+def test_cost_is_the_usage_priced_per_million_tokens():
+    with FakeOpenAIServer() as srv:
+        t = make(srv, prices={"prompt": 0.5, "completion": 2.0})
+        assert t.cost_ == 0.0
+        t.label(TEXTS[:4])
+        assert t.cost_ == pytest.approx((4 * 0.5 + 4 * 2.0) / 1e6)
+        assert make(srv).cost_ is None
+        assert pickle.loads(pickle.dumps(t)).prices == t.prices
+        assert t.identity == make(srv).identity  # what a server charges does not change its answers
+
+
+@pytest.mark.parametrize(
+    "prices", [{"prompt": 1.0}, {"prompt": -1, "completion": 1}, {"prompt": "1", "completion": 1}, [1, 2]]
+)
+def test_bad_prices_are_refused(prices):
+    with pytest.raises(ValueError, match="prices"):
+        OpenAITeacher("m", ["a", "b"], api_key_env=None, base_url="http://127.0.0.1:1/v1", prices=prices)

@@ -333,3 +333,40 @@ def test_label_iter_reads_its_input_lazily_and_stops_cleanly():
         rest = dict(it)
         assert sorted(rest) == sorted(TEXTS[1:])
         np.testing.assert_allclose(np.stack([rest[x] for x in TEXTS[1:]]), expected(TEXTS[1:]), atol=1e-9)
+
+
+def test_connections_are_kept_alive_and_reused():
+    with FakeOpenAIServer() as s:
+        t = make(s, max_concurrency=4)
+        t.label([f"review {i}" for i in range(40)])
+        peers = {r["peer"] for r in s.requests}
+    assert len(s.requests) == 40
+    assert len(peers) <= 4  # one connection per request slot, not one per request
+
+
+def test_a_kept_alive_connection_the_server_closed_is_resent_at_once_not_retried():
+    with FakeOpenAIServer() as s:
+        t = make(s, max_concurrency=1, max_retries=0)
+        t.label(["first"])
+        s.fail_next(("drop",))
+        out = t.label(["second"])
+        assert len(s.requests) == 3  # the dropped request and its resend on a new connection
+        assert s.requests[1]["peer"] != s.requests[2]["peer"]
+    assert out.labels.shape == (1,)
+
+
+def test_a_dropped_request_on_a_new_connection_is_a_retried_fault():
+    with FakeOpenAIServer() as s:
+        t = make(s, max_concurrency=1, max_retries=0)
+        s.fail_next(("drop",))
+        with pytest.raises(OpenAIHTTPError, match="failed after 1 attempt"):
+            t.label(["first"])
+
+
+def test_a_pickled_teacher_gets_its_own_connection_pool():
+    with FakeOpenAIServer() as s:
+        t = make(s)
+        t.label(["a"])
+        u = pickle.loads(pickle.dumps(t))
+        assert u._pool is not t._pool and not u._pool._idle
+        u.label(["b"])

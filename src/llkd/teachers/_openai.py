@@ -23,8 +23,10 @@ it is sampling, and the teacher's ``identity`` (the cache key of its answers) th
 
 Transport
 ---------
-The standard library (``urllib``) over HTTP(S); up to ``max_concurrency`` requests in
-flight (threads); each with ``timeout`` seconds; up to ``max_retries`` retries on 429,
+The standard library over HTTP(S): ``http.client`` connections kept alive and reused
+across requests (a server closing an idle one costs one immediate resend, not a retry),
+or ``urllib`` when a proxy is configured for ``base_url``. Up to ``max_concurrency``
+requests in flight (threads); each with ``timeout`` seconds; up to ``max_retries`` retries on 429,
 408, 5xx, timeouts (at most ``timeout_retries`` of them), dropped connections, malformed
 JSON and, in log-probability mode, responses without log-probabilities, waiting
 ``min(max_backoff, backoff * 2**attempt)`` seconds (times a random factor in [0.5, 1]),
@@ -58,6 +60,7 @@ import os
 import random
 import re
 import socket
+import ssl
 import threading
 import time
 import urllib.error
@@ -110,6 +113,91 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 _OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+class _NoDelay:
+    """TCP_NODELAY on connect, as urllib3 does: a request is sent in one or two segments
+    and must not wait for the server's delayed ACK of the first."""
+
+    def connect(self):
+        super().connect()
+        try:
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (OSError, AttributeError):  # pragma: no cover - not a TCP socket
+            pass
+
+
+class _HTTPConnection(_NoDelay, http.client.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_NoDelay, http.client.HTTPSConnection):
+    pass
+
+
+class _ConnectionPool:
+    """Idle kept-alive connections per origin, shared by the request threads.
+
+    A thread takes a connection for one request and gives it back when the response
+    was read whole and the server did not ask to close; at most ``max_idle`` wait per
+    origin. Not pickled (a teacher builds a new pool when unpickled).
+    """
+
+    def __init__(self, max_idle: int):
+        self.max_idle = max_idle
+        self._idle: dict = {}
+        self._lock = threading.Lock()
+
+    def take(self, parts, timeout: float):
+        """(connection, reused) for the origin of ``parts`` (a urlsplit result)."""
+        key = _origin(parts.geturl())
+        with self._lock:
+            idle = self._idle.get(key)
+            conn = idle.pop() if idle else None
+        if conn is not None:
+            conn.timeout = timeout
+            if conn.sock is not None:
+                conn.sock.settimeout(timeout)
+            return conn, True
+        if parts.scheme == "https":
+            return _HTTPSConnection(
+                parts.hostname, parts.port, timeout=timeout, context=ssl.create_default_context()
+            ), False
+        return _HTTPConnection(parts.hostname, parts.port, timeout=timeout), False
+
+    def give_back(self, parts, conn) -> None:
+        key = _origin(parts.geturl())
+        with self._lock:
+            idle = self._idle.setdefault(key, [])
+            if len(idle) < self.max_idle:
+                idle.append(conn)
+                return
+        conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            conns = [c for idle in self._idle.values() for c in idle]
+            self._idle.clear()
+        for c in conns:
+            c.close()
+
+
+def _check_prices(prices):
+    if prices is None:
+        return None
+    if not isinstance(prices, Mapping) or set(prices) != {"prompt", "completion"}:
+        raise ValueError(f"prices must be {{'prompt': ..., 'completion': ...}} per million tokens; got {prices!r}")
+    out = {}
+    for k, v in prices.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
+            raise ValueError(f"prices[{k!r}] must be a finite number >= 0; got {v!r}")
+        out[k] = float(v)
+    return out
+
+
+def _stale(exc: BaseException) -> bool:
+    """The server closed a kept-alive connection before reading the request."""
+    return isinstance(exc, (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError))
 
 
 def _origin(url: str) -> tuple:
@@ -275,6 +363,9 @@ class OpenAITeacher:
         Sent as ``seed`` (servers that support it sample reproducibly).
     progress : bool
         Show a progress bar over the texts of one ``label`` call.
+    prices : dict, optional
+        What the server charges, per million tokens: ``{"prompt": p, "completion": c}``
+        in any one currency. Gives ``cost_``. Not part of ``identity``.
 
     Attributes
     ----------
@@ -286,6 +377,8 @@ class OpenAITeacher:
     usage_ : dict
         Tokens the server reported (``prompt_tokens``, ``completion_tokens``,
         ``total_tokens``), summed over every response, retried ones included.
+    cost_ : float or None
+        ``usage_`` priced with ``prices`` (None without prices).
     """
 
     def __init__(
@@ -322,6 +415,7 @@ class OpenAITeacher:
         headers: dict | None = None,
         seed: int | None = None,
         progress: bool = False,
+        prices: Mapping | None = None,
     ):
         if not isinstance(model, str) or not model:
             raise TypeError(f"model must be a non-empty str, got {model!r}")
@@ -403,6 +497,7 @@ class OpenAITeacher:
             raise ValueError(f"headers has {api_key_header!r}, the api_key_header that carries ${api_key_env}")
         self.seed = seed
         self.progress = progress
+        self.prices = _check_prices(prices)
 
         default = default_prompt(self.classes, task)
         if template is None:
@@ -432,11 +527,12 @@ class OpenAITeacher:
         self._decide_lock = threading.Lock()
         self._memo: dict = {}
         self._sleep = time.sleep
+        self._pool = _ConnectionPool(self.max_concurrency)
 
     # -- pickling: no lock, no credential ------------------------------------------------------
     def __getstate__(self):
         state = self.__dict__.copy()
-        for k in ("_lock", "_decide_lock", "_sleep", "_memo"):
+        for k in ("_lock", "_decide_lock", "_sleep", "_memo", "_pool"):
             state.pop(k, None)
         known = self._known_secrets()
         state["headers"] = {
@@ -450,11 +546,13 @@ class OpenAITeacher:
         state.setdefault("timeout_retries", state.get("max_retries", 5))
         state.setdefault("deadline", None)
         state.setdefault("usage_", {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0})
+        state.setdefault("prices", None)
         self.__dict__.update(state)
         self._lock = threading.Lock()
         self._decide_lock = threading.Lock()
         self._memo = {}
         self._sleep = time.sleep
+        self._pool = _ConnectionPool(self.max_concurrency)
 
     def _known_secrets(self) -> tuple:
         key = os.environ.get(self.api_key_env) if self.api_key_env else None
@@ -608,47 +706,53 @@ class OpenAITeacher:
             return f" (check the API key in ${self.api_key_env})"
         return {404: " (check base_url and model)"}.get(status, "")
 
+    def _send(self, url: str, body: bytes, headers: dict, timeout: float):
+        """One POST: (status, reason, response headers, body)."""
+        parts = urllib.parse.urlsplit(url)
+        proxies = urllib.request.getproxies()
+        if parts.scheme in proxies and not urllib.request.proxy_bypass(parts.hostname or ""):
+            req = urllib.request.Request(url, data=body, headers=headers, method="POST")
+            try:
+                with _OPENER.open(req, timeout=timeout) as resp:
+                    return resp.status, resp.reason, resp.headers, resp.read()
+            except urllib.error.HTTPError as e:
+                with e:
+                    try:
+                        raw = e.read()
+                    except Exception:  # pragma: no cover
+                        raw = b""
+                return e.code, e.reason, e.headers, raw
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        while True:
+            conn, reused = self._pool.take(parts, timeout)
+            try:
+                conn.request("POST", target, body=body, headers=headers)
+                resp = conn.getresponse()
+                raw = resp.read()
+            except BaseException as e:
+                conn.close()
+                if reused and _stale(e):
+                    continue  # once more, on a new connection (the pool hands out no more stale ones)
+                raise
+            if resp.will_close:
+                conn.close()
+            else:
+                self._pool.give_back(parts, conn)
+            return resp.status, resp.reason, resp.headers, raw
+
     def _post_once(self, url: str, body: bytes, timeout: float) -> dict:
         headers = self._headers()
         for _hop in range(_MAX_REDIRECTS + 1):
-            req = urllib.request.Request(url, data=body, headers=headers, method="POST")
             with self._lock:
                 self.n_requests_ += 1
             try:
-                with _OPENER.open(req, timeout=timeout) as resp:
-                    raw = resp.read()
-                break
-            except urllib.error.HTTPError as e:
-                if e.code in _REDIRECT_STATUS:
-                    e.close()  # its body is not needed: free the connection
-                    location = e.headers.get("Location")
-                    if not location:
-                        raise OpenAIHTTPError(f"{url} answered HTTP {e.code} without a Location", e.code) from None
-                    target = urllib.parse.urljoin(url, location)
-                    if _origin(target) != _origin(self.base_url):
-                        raise OpenAIHTTPError(
-                            f"{url} answered HTTP {e.code}, a redirect to {target}, another origin than "
-                            f"base_url {self.base_url}: the request and its credentials were not sent "
-                            "there (set base_url to that server if you trust it)",
-                            e.code,
-                        ) from None
-                    url = target  # same origin: the same request again
-                    continue
-                try:
-                    detail = e.read().decode("utf-8", "replace")[:500]
-                except Exception:  # pragma: no cover
-                    detail = ""
-                try:
-                    msg = json.loads(detail)["error"]["message"]
-                except Exception:
-                    msg = detail.strip() or e.reason
-                if e.code in _RETRY_STATUS:
-                    raise _Retryable(
-                        f"HTTP {e.code}: {msg}", _parse_retry_after(e.headers.get("Retry-After")), e.code
-                    ) from None
-                raise OpenAIHTTPError(f"{url} answered HTTP {e.code}: {msg}{self._hint(e.code)}", e.code) from None
+                status, reason, resp_headers, raw = self._send(url, body, headers, timeout)
             except TimeoutError as e:
                 raise _Retryable(f"timed out after {timeout:g} s ({e})", kind="timeout") from None
+            except ConnectionRefusedError:
+                raise OpenAIHTTPError(
+                    f"{url}: connection refused (is the server at {self.base_url} running?)"
+                ) from None
             except urllib.error.URLError as e:
                 if isinstance(e.reason, (socket.timeout, TimeoutError)):
                     raise _Retryable(f"timed out after {timeout:g} s", kind="timeout") from None
@@ -657,12 +761,34 @@ class OpenAITeacher:
                         f"{url}: connection refused (is the server at {self.base_url} running?)"
                     ) from None
                 raise _Retryable(f"connection error: {e.reason}") from None
-            except ConnectionRefusedError:
-                raise OpenAIHTTPError(
-                    f"{url}: connection refused (is the server at {self.base_url} running?)"
-                ) from None
             except (http.client.HTTPException, ConnectionError, OSError) as e:
                 raise _Retryable(f"connection error: {type(e).__name__}: {e}") from None
+            if status in _REDIRECT_STATUS:
+                location = resp_headers.get("Location")
+                if not location:
+                    raise OpenAIHTTPError(f"{url} answered HTTP {status} without a Location", status)
+                target = urllib.parse.urljoin(url, location)
+                if _origin(target) != _origin(self.base_url):
+                    raise OpenAIHTTPError(
+                        f"{url} answered HTTP {status}, a redirect to {target}, another origin than "
+                        f"base_url {self.base_url}: the request and its credentials were not sent "
+                        "there (set base_url to that server if you trust it)",
+                        status,
+                    )
+                url = target  # same origin: the same request again
+                continue
+            if not 200 <= status < 300:
+                detail = raw.decode("utf-8", "replace")[:500]
+                try:
+                    msg = json.loads(detail)["error"]["message"]
+                except Exception:
+                    msg = detail.strip() or reason
+                if status in _RETRY_STATUS:
+                    raise _Retryable(
+                        f"HTTP {status}: {msg}", _parse_retry_after(resp_headers.get("Retry-After")), status
+                    )
+                raise OpenAIHTTPError(f"{url} answered HTTP {status}: {msg}{self._hint(status)}", status)
+            break
         else:
             raise OpenAIHTTPError(f"{url}: more than {_MAX_REDIRECTS} redirects")
         try:
@@ -687,6 +813,14 @@ class OpenAITeacher:
         with self._lock:
             for k, v in n.items():
                 self.usage_[k] += v
+
+    @property
+    def cost_(self) -> float | None:
+        if self.prices is None:
+            return None
+        with self._lock:
+            u = dict(self.usage_)
+        return (u["prompt_tokens"] * self.prices["prompt"] + u["completion_tokens"] * self.prices["completion"]) / 1e6
 
     def _deadline_at(self) -> float | None:
         return None if self.deadline is None else time.monotonic() + self.deadline
