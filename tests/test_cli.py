@@ -469,3 +469,32 @@ def test_distill_with_a_teacher_budget_asks_only_that_many_texts(tiny_encoder_di
     with pytest.raises(SystemExit) as info:
         main(argv[:-4] + ["--teacher-budget", "some", "--out", str(tmp_path / "s2")])
     assert info.value.code == 2 and "--teacher-budget" in capsys.readouterr().err
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("flags, encoder", [([], "auto"), (["--quality"], "mpnet")])
+def test_demo_quality_trains_the_mpnet_student(flags, encoder, monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    import llkd.datasets
+    import llkd.teachers
+
+    texts, y = make_texts(40, 0)
+    data = SimpleNamespace(data=texts, target=y, target_names=["negative", "positive"])
+    monkeypatch.setattr(llkd.datasets, "fetch_rotten_tomatoes", lambda subset: data)
+    teacher = llkd.teachers.CallableTeacher(keyword_teacher, ["negative", "positive"])
+    monkeypatch.setattr(llkd.teachers.TransformersTeacher, "from_packaged_gemma", staticmethod(lambda labels: teacher))
+    seen = {}
+
+    def fit(self, X, y=None):
+        seen["encoder"] = self.encoder
+        raise _Stop
+
+    monkeypatch.setattr(LLKDClassifier, "fit", fit)
+    argv = ["demo", "--n-train", "20", "--n-test", "10", "--home", str(tmp_path), "--debug", *flags]
+    with pytest.raises(_Stop):
+        main(argv)
+    assert seen["encoder"] == encoder
