@@ -143,3 +143,19 @@ def test_frozen_embeddings_are_computed_once_per_encoder_and_text(tiny_encoder_d
     assert len(encoded) == len(set(texts)), "no fold or candidate encoded a text again"
     np.testing.assert_allclose(clf.predict_proba(texts), first)
     _embeddings.clear()
+
+
+def test_grid_search_on_a_dask_cluster_uses_the_teacher():
+    distributed = pytest.importorskip("distributed")
+    X, y = _task()
+    grid = GridSearchCV(
+        LLKDClassifier(linear_teacher, labels=[0, 1], max_epochs=5, random_state=0), GRID, cv=3, error_score="raise"
+    )
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        distributed.Client(cluster),
+        joblib.parallel_backend("dask"),
+    ):
+        grid.fit(X, _partial(y))
+    assert grid.best_score_ > 0.85, grid.cv_results_["mean_test_score"]
+    assert (grid.best_estimator_.teacher_labels_ >= 0).all()
