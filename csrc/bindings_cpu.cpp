@@ -115,6 +115,30 @@ struct Kernel {
     }
 };
 
+py::array_t<double> pool_uncertainty(py::handle logits_obj, int64_t n_threads) {
+    py::array logits = as_ndarray(logits_obj, "logits");
+    llkd::DType dtype;
+    if (has_dtype<float>(logits))
+        dtype = llkd::DType::F32;
+    else if (has_dtype<double>(logits))
+        dtype = llkd::DType::F64;
+    else
+        throw py::type_error("logits must be a float32 or float64 array, got dtype " +
+                             std::string(py::str(logits.dtype())));
+    if (logits.ndim() != 2)
+        throw py::value_error("logits must be 2-D (n, n_classes), got shape " + shape_str(logits));
+    require_layout(logits, "logits");
+    const int64_t B = logits.shape(0), C = logits.shape(1);
+    py::array_t<double> out(B);
+    const void* z = logits.data();
+    double* u = out.mutable_data();
+    {
+        py::gil_scoped_release release;
+        llkd::pool_uncertainty(z, dtype, B, C, n_threads, u);
+    }
+    return out;
+}
+
 py::dict build_info() {
     py::dict d;
     for (const auto& kv : llkd::build_facts()) d[py::str(kv.first)] = kv.second;
@@ -149,6 +173,10 @@ checks the configuration once; mode and weighting are names from MODES and WEIGH
 Returns (mask, weights, uncertainty, teacher_threshold, student_threshold, n_updates).
 With update=True the state arrays global_levels (2,) and class_levels (2, C) are
 written in place, and only when the whole step succeeded; n_updates is the new count.)doc");
+    m.def("pool_uncertainty", &pool_uncertainty, py::arg("logits"), py::arg("n_threads") = 1,
+          R"doc(H(softmax(z)) / log C per row of logits (n, C), float64, with the GIL released: the
+uncertainty of the selection step, for scoring a pool (teacher_budget). Non-finite logits
+raise ValueError naming the first row; the result does not depend on n_threads.)doc");
     m.def("build_info", &build_info, "Compiler, SIMD variants compiled/supported/dispatched, threading.");
     m.def("_set_simd", &llkd::simd_select, py::arg("name"),
           "Switch the SIMD variant ('auto' restores the run-time choice); False when unavailable.");

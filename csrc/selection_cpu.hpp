@@ -60,6 +60,13 @@ struct StepOutput {
 // Thread-safe; runs without touching Python.
 void step(const StepInput& in, StepOutput& out);
 
+// Pool scoring for teacher_budget: u[r] = H(softmax(z_r)) / log C, the uncertainty of
+// pass 1 without labels, state or selection (llkd.selection.pool_uncertainty). Rows
+// are split into the step's chunks, so the result does not depend on n_threads.
+// Throws InputError for non-finite logits (naming the first row), C < 2 or n_rows < 0.
+void pool_uncertainty(const void* logits, DType dtype, int64_t n_rows, int64_t n_classes, int64_t n_threads,
+                      double* out);
+
 // SIMD variants compiled into this build, those this CPU runs, and the active one.
 std::vector<std::string> simd_compiled();
 std::vector<std::string> simd_supported();

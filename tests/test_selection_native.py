@@ -394,3 +394,61 @@ def test_gil_is_released_during_the_step():
     th.join()
     # with the GIL held for the whole step the loop would barely advance
     assert ticks > 10_000
+
+
+# ----------------------------------------------------------------------- pool scoring
+@FAST
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    n=st.sampled_from([1, 7, 513, 70_001]),
+    c=st.sampled_from([2, 3, 8, 20, 67]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    kind=st.sampled_from(["normal", "extreme", "identical", "ties"]),
+)
+def test_pool_uncertainty_matches_the_reference(variant, seed, n, c, dtype, kind):
+    rng = np.random.default_rng(seed)
+    z = make_logits(rng, n, c, dtype, kind)
+    got = cpu.pool_uncertainty(z, 3)
+    want = _reference.normalized_entropy(z.astype(np.float64))
+    np.testing.assert_allclose(got, want, rtol=0, atol=tol_u(dtype))
+    np.testing.assert_array_equal(got, cpu.pool_uncertainty(z, 1))  # any thread count, same bits
+    if kind == "identical":
+        assert (got == 1.0).all()
+
+
+def test_pool_uncertainty_equals_the_steps_uncertainty():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(5000, 20)).astype(np.float32)
+    k = cpu.Kernel(20, "all", "none", 0.9, 0.9, 0.1, 2)
+    _, _, u, *_ = k.step(
+        z, rng.integers(0, 20, 5000), np.full(5000, 0.5), np.zeros(2), np.zeros((2, 20)), 0, None, False
+    )
+    np.testing.assert_array_equal(cpu.pool_uncertainty(z, 2), u)
+
+
+@pytest.mark.parametrize(
+    "bad, err, match",
+    [
+        (np.zeros((4, 1)), ValueError, "at least 2 columns"),
+        (np.zeros(4), ValueError, "2-D"),
+        (np.zeros((4, 3), dtype=np.int64), TypeError, "float32 or float64"),
+        (np.array([[0.0, 1.0], [np.nan, 0.0], [np.inf, 0.0]]), ValueError, "first in row 1"),
+    ],
+)
+def test_pool_uncertainty_rejects_bad_logits(bad, err, match):
+    with pytest.raises(err, match=match):
+        cpu.pool_uncertainty(bad, 2)
+
+
+def test_pool_uncertainty_backends_agree():
+    import torch
+
+    from llkd.selection import pool_uncertainty
+
+    z = np.random.default_rng(1).normal(size=(300, 5)) * 3
+    ref = pool_uncertainty(z, backend="numpy")
+    np.testing.assert_allclose(pool_uncertainty(z, backend="native"), ref, atol=1e-12)
+    np.testing.assert_allclose(pool_uncertainty(torch.from_numpy(z)).numpy(), ref, atol=1e-12)
+    assert pool_uncertainty(np.zeros((0, 3))).shape == (0,)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        pool_uncertainty(torch.tensor([[0.0, float("nan")]]))

@@ -513,4 +513,49 @@ void step(const StepInput& in, StepOutput& out) {
     }
 }
 
+void pool_uncertainty(const void* logits, DType dtype, int64_t n_rows, int64_t n_classes, int64_t n_threads,
+                      double* out) {
+    using namespace detail;
+    if (n_classes < 2)
+        throw InputError("logits must have at least 2 columns, got " + std::to_string(n_classes));
+    if (n_rows < 0) throw InputError("n_rows must be >= 0");
+    if (n_threads < 1) throw InputError("n_threads must be >= 1, got " + std::to_string(n_threads));
+    if (n_rows == 0) return;
+    const KernelTable& K = *active_table().load(std::memory_order_relaxed);
+    const int64_t B = n_rows, C = n_classes;
+    const Plan plan = make_plan(B, C, n_threads);
+    const double logC = K.log1(static_cast<double>(C));
+    std::vector<int64_t> bad(static_cast<size_t>(plan.n_chunks), -1);
+    auto pass = [&](int64_t k, int64_t) {
+        const int64_t r0 = k * plan.chunk_rows, r1 = std::min(B, r0 + plan.chunk_rows);
+        alignas(64) double sbuf[kBlock + kPad], tbuf[kBlock + kPad], ubuf[kBlock + kPad];
+        for (int64_t b0 = r0; b0 < r1; b0 += kBlock) {
+            const int64_t nb = std::min(kBlock, r1 - b0);
+            int64_t stop;
+            if (dtype == DType::F32) {
+                const float* z = static_cast<const float*>(logits) + b0 * C;
+                K.rows_f32(z, nb, C, sbuf, tbuf);
+                stop = check_rows(z, nb, C, sbuf, tbuf);
+            } else {
+                const double* z = static_cast<const double*>(logits) + b0 * C;
+                K.rows_f64(z, nb, C, sbuf, tbuf);
+                stop = check_rows(z, nb, C, sbuf, tbuf);
+            }
+            if (stop < nb) {
+                bad[static_cast<size_t>(k)] = b0 + stop;
+                return;
+            }
+            const int64_t npad = (nb + 7) & ~int64_t(7);
+            for (int64_t i = nb; i < npad; ++i) sbuf[i] = 1.0, tbuf[i] = 0.0;
+            K.entropy(sbuf, tbuf, npad, logC, ubuf);
+            std::memcpy(out + b0, ubuf, static_cast<size_t>(nb) * sizeof(double));
+        }
+    };
+    run_chunks(plan.n_chunks, plan.n_workers, pass);
+    for (int64_t row : bad)
+        if (row >= 0)
+            throw InputError("logits contains NaN or infinite values (first in row " + std::to_string(row) +
+                             ")");
+}
+
 }  // namespace llkd

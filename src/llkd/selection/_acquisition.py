@@ -17,6 +17,50 @@ from ._reference import normalized_entropy
 ACQUISITIONS = ("uncertainty", "margin", "random", "diverse")
 
 
+def pool_uncertainty(logits, *, backend: str = "auto", n_threads: int | None = None):
+    """``H(softmax(z)) / log C`` per row of ``logits`` (n, C): the selection step's
+    uncertainty, for scoring an unlabeled pool.
+
+    ``backend``: ``"native"`` (the multi-threaded C++ kernel, GIL released),
+    ``"numpy"`` (the reference), ``"torch"`` (a torch tensor on any device, CUDA
+    included, computed there and returned as a tensor), or ``"auto"`` (torch for a
+    tensor, else native when built, else numpy). Non-finite logits raise ValueError.
+    """
+    if backend not in ("auto", "native", "numpy", "torch"):
+        raise ValueError(f"backend must be 'auto', 'native', 'numpy' or 'torch', got {backend!r}")
+    is_tensor = type(logits).__module__.startswith("torch")
+    if backend == "torch" or (backend == "auto" and is_tensor):
+        import torch
+
+        z = torch.as_tensor(logits)
+        if z.ndim != 2 or z.shape[1] < 2:
+            raise ValueError(f"logits must have shape (n, C) with C >= 2, got {tuple(z.shape)}")
+        z = z.double() if z.dtype == torch.float64 else z.float()
+        if not bool(torch.isfinite(z).all()):
+            raise ValueError("logits contains NaN or infinite values")
+        logp = torch.log_softmax(z, dim=1)
+        h = -(logp.exp() * logp).sum(1)
+        return (h / np.log(z.shape[1])).clamp_(0.0, 1.0)
+    z = np.asarray(logits)
+    if z.ndim != 2 or z.shape[1] < 2:
+        raise ValueError(f"logits must have shape (n, C) with C >= 2, got {z.shape}")
+    from ._backends import native_module
+
+    module = native_module() if backend in ("auto", "native") else None
+    if backend == "native" and module is None:
+        raise RuntimeError("the native kernel is not built (llkd.show_config())")
+    if module is None:
+        if not np.isfinite(z).all():
+            raise ValueError("logits contains NaN or infinite values")
+        return normalized_entropy(z)
+    if z.dtype not in (np.float32, np.float64):
+        z = z.astype(np.float64)
+    from ._selector import default_n_threads
+
+    z = np.require(z, dtype=z.dtype.newbyteorder("="), requirements=("C", "A"))
+    return module.pool_uncertainty(z, default_n_threads() if n_threads is None else int(n_threads))
+
+
 def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
@@ -35,7 +79,7 @@ def acquisition_scores(logits: np.ndarray, rule: str, rng=None) -> np.ndarray:
     if rule == "margin":
         p = np.sort(_softmax(logits), axis=1)
         return 1.0 - (p[:, -1] - p[:, -2])
-    return normalized_entropy(logits)
+    return pool_uncertainty(logits)
 
 
 def choose_batch(scores: np.ndarray, k: int, rule: str, features=None, rng=None, max_clusters: int = 50) -> np.ndarray:
