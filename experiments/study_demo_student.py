@@ -122,6 +122,30 @@ def table(rows, teacher_cal, n_test) -> str:
 QUICK_GRID = ["llkd:64:1:1e-4"]
 
 
+def seed_table(rows, teacher_cal, n_test) -> str:
+    """Rows of several seeds (``--json`` output) as mean ± std per configuration."""
+    by_spec: dict = {}
+    for r in rows:
+        by_spec.setdefault(r["spec"], []).append(r)
+    lines = [
+        f"Held-out: the demo's {n_test} gold test reviews. Calibrated teacher on them: accuracy {teacher_cal:.3f}.",
+        "",
+        "| config (selection:N:epochs:lr:flags) | seeds | accuracy | macro-F1 | Δ accuracy vs teacher "
+        "| fit s per seed | predict texts/s |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for spec, rs in by_spec.items():
+        acc = np.array([r["accuracy"] for r in rs])
+        f1 = np.array([r["macro_f1"] for r in rs])
+        seeds = ",".join(str(r["seed"]) for r in rs)
+        lines.append(
+            f"| `{spec}` | {seeds} | {acc.mean():.3f} ± {acc.std():.3f} | {f1.mean():.3f} ± {f1.std():.3f} "
+            f"| {100 * (acc.mean() - teacher_cal):+.1f} | {np.mean([r['fit_s'] for r in rs]):.0f} "
+            f"| {np.mean([n_test / r['predict_s'] for r in rs]):.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configs", nargs="+", default=DEFAULT_GRID)
@@ -132,7 +156,27 @@ def main(argv=None):
     ap.add_argument(
         "--quick", action="store_true", help=f"smoke run: {QUICK_GRID[0]} against 64 test reviews; prints only"
     )
+    ap.add_argument("--report", default=None, help="summarise a --json file over its seeds (no training)")
+    ap.add_argument("--section", default="study_demo_student", help="RESULTS.md section for --report --write")
+    ap.add_argument("--note", default="", help="a line about the run (machine load) for --report --write")
     args = ap.parse_args(argv)
+    if args.report:
+        rows = [json.loads(line) for line in open(args.report) if line.strip()]
+        from llkd.teachers import PriorCorrection
+
+        train, test = common.load("rotten_tomatoes", max(r["n"] for r in rows), args.n_test)
+        answers = common.gemma_answers(train, test)
+        P, P_test = answers.train_proba, answers.test_proba
+        teacher_cal = float(np.mean(PriorCorrection().fit(P).transform(P_test).argmax(1) == test.y))
+        body = seed_table(rows, teacher_cal, args.n_test)
+        print(body)
+        if args.write:
+            header = (
+                f"## Demo student, {args.section} (`study_demo_student.py --report`)\n\n"
+                f"{time.strftime('%Y-%m-%d')}, {common.machine()}, commit {common.git_rev()}. {args.note}\n\n"
+            )
+            common.write_section(args.section, header + body)
+        return
     if args.quick:
         args.configs, args.n_test, args.write = QUICK_GRID, 64, False
     configs = [parse(s) for s in args.configs]
