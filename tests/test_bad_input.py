@@ -153,6 +153,7 @@ def _text_model(ctx, encoder_value, version=1, encoder_ref=None):
 
     def text_config(config):
         config.update(is_text=True, format_version=version, n_features_in=-1)
+        config.pop("training_summary", None)  # a format 1 or 2 file has none
         config["params"]["encoder"] = encoder_value
         if version >= 2:
             config["encoder_ref"] = encoder_ref
