@@ -153,6 +153,21 @@ def test_real_mpnet_fine_tunes_and_round_trips(tmp_path):
     clf.save(tmp_path / "m")
     again = LLKDClassifier.load(tmp_path / "m")
     np.testing.assert_allclose(again.predict_proba(texts), proba, atol=1e-5)
+    # MPNet (relative position bias, padding id 1) exports as the tiny BERT of test_export does
+    from transformers import pipeline
+
+    pipe = pipeline("text-classification", model=str(clf.export(tmp_path / "hf")), trust_remote_code=True, top_k=None)
+    got = np.array(
+        [[{d["label"]: d["score"] for d in row}[c] for c in ("0", "1")] for row in pipe(texts, truncation=True)]
+    )
+    np.testing.assert_allclose(got, proba, atol=1e-5)
+    import importlib.util
+
+    if importlib.util.find_spec("onnxruntime") is not None:
+        from llkd.deploy import OnnxStudent
+
+        onnx = OnnxStudent(clf.export(tmp_path / "onnx", format="onnx"))
+        np.testing.assert_allclose(onnx.predict_proba(texts), proba, atol=1e-4)
     mlp = LLKDClassifier(encoder="mpnet", student="mlp", max_epochs=2).fit(texts, y)
     assert mlp.student_.net[0].in_features == 768
     mlp.save(tmp_path / "mlp")
