@@ -229,6 +229,26 @@ CASES = [
         ValueError,
         ["selection"],
     ),
+    (
+        "param-noise-correction",
+        lambda c: LLKDClassifier(noise_correction="backward", max_epochs=1).fit(_X(4, 2), [0, 1, 0, 1]),
+        ValueError,
+        ["noise_correction", "backward"],
+    ),
+    (
+        "param-noise-correction-start",
+        lambda c: LLKDClassifier(noise_correction_start=1.0, max_epochs=1).fit(_X(4, 2), [0, 1, 0, 1]),
+        ValueError,
+        ["noise_correction_start"],
+    ),
+    (
+        "param-forward-with-soft-targets",
+        lambda c: LLKDClassifier(noise_correction="forward", soft_targets=True, max_epochs=1).fit(
+            _X(4, 2), [0, 1, 0, 1]
+        ),
+        ValueError,
+        ["noise_correction='forward'", "soft_targets=True"],
+    ),
     ("param-teacher", lambda c: LLKDClassifier(42, max_epochs=1).fit(_X(4, 2)), ValueError, ["teacher"]),
     (
         "param-device-tpu",

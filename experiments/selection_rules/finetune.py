@@ -30,12 +30,14 @@ import prep  # noqa: E402
 
 RUNS = HERE / ".cache" / "finetune.jsonl"
 METHODS = {  # name -> estimator parameters (labels: gold uses the pool's gold labels)
-    "all": {"selection": "all"},
-    "teacher": {"selection": "teacher"},
-    "llkd": {"selection": "llkd"},
-    "confidence": {"selection": "confidence"},
-    "class_mean": {"selection": "class_mean"},
-    "gold": {"selection": "all", "gold": True},
+    "all": {"selection": "all", "noise_correction": "none"},
+    "teacher": {"selection": "teacher", "noise_correction": "none"},
+    "llkd": {"selection": "llkd", "noise_correction": "none"},
+    "confidence": {"selection": "confidence", "noise_correction": "none"},
+    "class_mean": {"selection": "class_mean", "noise_correction": "none"},
+    "gold": {"selection": "all", "noise_correction": "none", "gold": True},
+    "confidence+forward": {"selection": "confidence", "noise_correction": "forward"},
+    "all+forward": {"selection": "all", "noise_correction": "forward"},
 }
 
 

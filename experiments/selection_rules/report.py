@@ -49,7 +49,11 @@ MASK_RULES = {
 # The rows of the summary table, in this order (the library's names where it has the rule).
 SUMMARY = [
     ("gold", "gold labels (bound)"),
-    ("(c*) w = (C c - 1) / (C - 1)", "**`confidence` (new default)**"),
+    (
+        "(f5) SLaM a=rank, excess weights, from epoch 5",
+        '**`confidence` + `noise_correction="forward"` (the MLP default)**',
+    ),
+    ("(c*) w = (C c - 1) / (C - 1)", '`confidence`, `noise_correction="none"` (the previous default)'),
     ("llkd", "`llkd` (the paper's rule, old default)"),
     ("(a) c >= m_T[y] (class mean, no norm.)", "`class_mean` (new)"),
     ("teacher-only", "`teacher`"),
@@ -69,6 +73,12 @@ SUMMARY = [
     ("cleanlab(teacher probs)", "cleanlab on the teacher's probabilities"),
     ("cleanlab(cv LR probs)", "cleanlab on cross-validated LR probabilities"),
     ("self-training", "self-training (sklearn, LR on the embeddings)"),
+    ("(f) SLaM a=c", "forward correction with a = c, weight 1, from the start"),
+    ("(f') SLaM a=c, excess weights", "forward correction with a = c, `confidence` weights, from the start"),
+    ("(f3) SLaM a=c, excess weights, from epoch 5", "forward correction with a = c, `confidence` weights, half-way"),
+    ("(f4) SLaM a=rank, excess weights", "forward correction with a = rank, `confidence` weights, from the start"),
+    ("(g') EMA relabel, p_T*Q soft", "re-labelling: soft target ∝ p_T × running student prediction"),
+    ("(g) EMA relabel, p_T*Q hard", "re-labelling: hard target argmax p_T × running student prediction"),
 ]
 NOISY = ["rt_tfidf", "20ng", "r8", "r52"]
 
@@ -212,7 +222,7 @@ def finetune_section():
         "| setting | pool, tokens | method | macro-F1 (seeds) | Δ vs all (seeds > 0) | fraction with weight > 0 | rows back-propagated | wall s per fit |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    order = ["all", "confidence", "llkd", "teacher", "class_mean", "gold"]
+    order = ["all", "confidence", "confidence+forward", "all+forward", "llkd", "teacher", "class_mean", "gold"]
     for (setting, pool), by_m in rows.items():
         if len(by_m) < 2:  # an abandoned run (RT at 2,000 texts: one fit in 6 minutes)
             continue
@@ -288,7 +298,7 @@ def main():
         "`python experiments/selection_rules/prep.py` (data, embeddings, teachers), "
         "`python experiments/selection_rules/run.py SETTING ...` (MLP fits, cached), "
         "`python experiments/selection_rules/finetune.py SETTING --pool N --max-length L` (fine-tuned fits, cached), "
-        "`python experiments/selection_rules/repro.py SETTING N all confidence` (library check), then "
+        "`python experiments/selection_rules/repro.py SETTING N all confidence confidence+forward` (library check), then "
         "`python experiments/selection_rules/run.py --report`.",
         "",
         "Student: the library's MLP head (384 -> 256 GELU, dropout 0.1; AdamW lr 1e-3, batch 32, 10 epochs) on "

@@ -2,6 +2,10 @@
 noise, on the first N_POOL rows of a setting (the teacher calibrated as run.CALIB).
 
     python experiments/selection_rules/repro.py SETTING N_POOL [SELECTION ...]
+
+A SELECTION may end in ``+forward`` (``noise_correction="forward"``); without it the
+library runs with ``noise_correction="none"``. Results are merged into
+``.cache/repro-<calibration>-SETTING-N_POOL.json``.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import relabel as RL
 import rules as R
 import run
 from trainer import train
@@ -35,6 +40,7 @@ RULES = {
     "llkd": lambda: R.Spec("llkd"),
     "confidence": lambda: R.ExcessConfWeight(),
     "class_mean": lambda: R.ClassMeanThreshold(),
+    "confidence+forward": lambda: RL.SLaM(a="rank", weight="excess", warm=5.0),
 }
 
 
@@ -65,7 +71,8 @@ def main(key="rt_tfidf", n_pool=3000, selections=("all", "llkd")):
                 teacher=teacher,
                 student="mlp",
                 encoder=RowEncoder(emb),
-                selection=sel,
+                selection=sel.split("+")[0],
+                noise_correction="forward" if sel.endswith("+forward") else "none",
                 max_epochs=10,
                 random_state=seed,
                 calibration=run.CALIB,
@@ -88,7 +95,10 @@ def main(key="rt_tfidf", n_pool=3000, selections=("all", "llkd")):
             "wall_trainer": time.perf_counter() - t0,
         }
         print(sel, json.dumps(out[sel]), flush=True)
-    (HERE / ".cache" / f"repro-{run.CALIB}-{key}-{n_pool}.json").write_text(json.dumps(out))
+    path = HERE / ".cache" / f"repro-{run.CALIB}-{key}-{n_pool}.json"
+    merged = json.loads(path.read_text()) if path.exists() else {}
+    merged.update(out)
+    path.write_text(json.dumps(merged))
     return out
 
 

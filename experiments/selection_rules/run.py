@@ -344,6 +344,50 @@ def methods():
             return row
         raise ValueError(kind)
 
+    import relabel as RL
+
+    rule_method("(f) SLaM a=c", "forward-corrected loss, label right w.p. c else uniform", lambda st, d: RL.SLaM())
+    rule_method(
+        "(f') SLaM a=c, excess weights",
+        "(f) with the (c*) weights",
+        lambda st, d: RL.SLaM(weight="excess"),
+    )
+    rule_method(
+        "(f'') SLaM a=c, excess weights, from epoch 2",
+        "(f') after 2 epochs of (c*)",
+        lambda st, d: RL.SLaM(weight="excess", warm=2.0),
+    )
+    rule_method(
+        "(f3) SLaM a=c, excess weights, from epoch 5",
+        "(f') after 5 epochs of (c*)",
+        lambda st, d: RL.SLaM(weight="excess", warm=5.0),
+    )
+    rule_method(
+        "(f4) SLaM a=rank, excess weights",
+        "(f') with a = 1/C + (1 - 1/C) F(c), F the pool's empirical CDF of c",
+        lambda st, d: RL.SLaM(a="rank", weight="excess"),
+    )
+    rule_method(
+        "(f5) SLaM a=rank, excess weights, from epoch 5",
+        "(f4) after 5 epochs of (c*)",
+        lambda st, d: RL.SLaM(a="rank", weight="excess", warm=5.0),
+    )
+    rule_method(
+        "(g) EMA relabel, p_T*Q hard",
+        "from epoch 2: hard target argmax p_T*Q (Q: per-row EMA of the student's train-mode softmax), excess weights",
+        lambda st, d: RL.EMARelabel(),
+    )
+    rule_method(
+        "(g') EMA relabel, p_T*Q soft",
+        "as (g), cross-entropy to the normalised product",
+        lambda st, d: RL.EMARelabel(hard=False),
+    )
+    rule_method(
+        "(g'') EMA relabel, p_T*Q hard, warm 1",
+        "as (g) from epoch 1",
+        lambda st, d: RL.EMARelabel(warm=1),
+    )
+
     M["(e) cross-fit relabel (hard)"] = (
         "two half-pool students re-label each other's half; train on their argmax",
         lambda st, d: xfit(st, d, "hard"),

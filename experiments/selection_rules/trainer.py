@@ -142,7 +142,9 @@ def train(X, labels, conf, proba, rule, *, seeds, epochs=10, batch_size=32, n_cl
                 continue
             logits = model.forward(x, train=True)
             tgt = rule.target(idx, proba_t[idx], logits_eval) if hasattr(rule, "target") else None
-            if tgt is None:
+            if hasattr(rule, "loss"):
+                per = rule.loss(idx, logits, y, c, proba_t[idx])
+            elif tgt is None:
                 per = F.cross_entropy(logits.reshape(-1, n_classes), y.reshape(-1), reduction="none").view_as(y)
             else:
                 per = -(tgt * torch.log_softmax(logits, -1)).sum(-1)

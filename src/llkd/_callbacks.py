@@ -54,6 +54,7 @@ class History(Callback):
             "n_backprop": 0,
             "n_selected": 0,
             "skipped": 0,
+            "noise_corrected": 0,
             "per_class": np.zeros(n_classes, dtype=np.int64),
             "result": None,
         }
@@ -63,6 +64,7 @@ class History(Callback):
         e["result"] = batch.result
         e["n_selected"] += batch.n_selected
         e["n_backprop"] += batch.n_backprop
+        e["noise_corrected"] += int(batch.noise_corrected and batch.loss is not None)
         if batch.loss is None:
             e["skipped"] += 1
         else:
@@ -88,6 +90,7 @@ class History(Callback):
                 "student_threshold": np.asarray(res.student_threshold).tolist() if res is not None else [],
                 "selected_per_class": e["per_class"].tolist(),
                 "skipped_steps": int(e["skipped"]),
+                "noise_corrected_steps": int(e["noise_corrected"]),
             }
         )
         record.setdefault("val_score", None)

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ._callbacks import EarlyStopping, History, ProgressBar
+from ._label_noise import forward_corrected_loss, reliability
 from ._targets import Targets
 from .selection import AdaptiveSelector, reads_student
 from .students import length_bucketed_batches
@@ -49,6 +50,8 @@ class TrainConfig:
     uncertainty_pass: str = "eval"
     soft_targets: bool = False
     temperature: float = 2.0
+    noise_correction: str = "none"  # resolved: "none" or "forward" (llkd._label_noise)
+    noise_correction_start: float = 0.5
     batch_size: int = 32
     weight_decay: float = 0.01
     early_stopping: bool = False
@@ -76,6 +79,7 @@ class BatchResult:
     n_selected: int
     n_backprop: int
     loss: float | None  # None: nothing selected, no optimizer step
+    noise_corrected: bool = False  # the loss was the forward-corrected one
 
 
 @dataclass
@@ -214,6 +218,8 @@ class Trainer:
         self.labels = np.asarray(targets.labels, dtype=np.int64)
         self.confidence = np.asarray(targets.confidence, dtype=np.float64)
         self.proba = targets.proba
+        self.is_gold = targets.is_gold
+        self._reliability_t = None  # recomputed over the training rows at the next epoch
         self._labels_t = torch.as_tensor(self.labels, dtype=torch.long)
         self._conf_t = torch.as_tensor(self.confidence, dtype=torch.float64)
         self._proba_t = torch.as_tensor(self.proba, dtype=torch.float32) if self.proba is not None else None
@@ -278,6 +284,9 @@ class Trainer:
         self.amp_dtype, use_scaler = resolve_precision(cfg.mixed_precision, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type) if use_scaler else None
         self.warmup_steps = int(round(cfg.warmup_epochs * self.steps_per_epoch))
+        self.forward_from_step = (
+            int(round(cfg.noise_correction_start * self.total_steps)) if cfg.noise_correction == "forward" else None
+        )
         self.global_step = 0
         self.stop_training = False
         self.history = self.callbacks[0]
@@ -301,6 +310,9 @@ class Trainer:
     def run_single_epoch(self, epoch: int) -> None:
         t0 = time.perf_counter()
         self.notify("on_epoch_begin", epoch=epoch)
+        if self.forward_from_step is not None:  # the rows may have grown (teacher budget)
+            a = reliability(self.confidence, self.rows, self.is_gold, self.config.n_classes)
+            self._reliability_t = torch.as_tensor(a, device=self._labels_t.device)
         order = self.rows[self.rng.permutation(len(self.rows))]
         lengths = getattr(self.data, "lengths", None)
         for idx in length_bucketed_batches(order, self.config.batch_size, lengths, self.rng):
@@ -317,6 +329,8 @@ class Trainer:
         idx_t = torch.from_numpy(idx).to(self._labels_t.device)
         y_b, c_b = self._labels_t[idx_t], self._conf_t[idx_t]
         p_b = self._proba_t[idx_t] if self._proba_t is not None else None
+        forward = self.forward_from_step is not None and self.global_step >= self.forward_from_step
+        a_b = self._reliability_t[idx_t] if forward else None
 
         if cfg.uncertainty_pass == "eval" and not self._scores_needed:
             score_logits = torch.zeros(len(idx), cfg.n_classes, device=self.device)
@@ -341,8 +355,8 @@ class Trainer:
             if self.scheduler is not None:
                 self._advance_schedule()
             return BatchResult(idx, mask_np, res, 0, 0, None)
-        loss, n_backprop = self.loss_step(x, logits, mask, weights, y_b, p_b, k)
-        return BatchResult(idx, mask_np, res, k, n_backprop, loss)
+        loss, n_backprop = self.loss_step(x, logits, mask, weights, y_b, p_b, k, a_b)
+        return BatchResult(idx, mask_np, res, k, n_backprop, loss, noise_corrected=forward)
 
     def select(self, score_logits, idx, y_b, c_b):
         """The selector's step on a batch: (result, mask, weights) as tensors on the device."""
@@ -356,21 +370,29 @@ class Trainer:
             mask, weights = torch.ones_like(mask), torch.ones_like(weights)
         return res, mask, weights
 
-    def loss_step(self, x, logits, mask, weights, y_b, p_b, k: int):
-        """Weighted loss over the selected rows and one optimizer step: (loss, rows back-propagated)."""
+    def loss_step(self, x, logits, mask, weights, y_b, p_b, k: int, a_b=None):
+        """Weighted loss over the selected rows and one optimizer step: (loss, rows back-propagated).
+
+        ``a_b``: the rows' label reliabilities when the forward noise correction is on.
+        """
         cfg = self.config
         y_dev = y_b.to(self.device)
         p_dev = p_b.to(self.device) if p_b is not None else None
+        a_dev = a_b.to(self.device) if a_b is not None else None
         with self._autocast():
             if logits is None:  # eval pass: a second forward over the selected rows only
                 sel = torch.nonzero(mask).squeeze(1)
                 logits = self.model(_take(x, sel))
                 y_dev, p_dev, weights = y_dev[sel], p_dev[sel] if p_dev is not None else None, weights[sel]
+                a_dev = a_dev[sel] if a_dev is not None else None
                 n_backprop = k
             else:
                 n_backprop = len(mask)
         # The loss in float32, whatever precision the forward pass ran in.
-        per_sample = loss_per_sample(logits.float(), y_dev, p_dev, cfg.soft_targets, cfg.temperature)
+        if a_dev is not None:
+            per_sample = forward_corrected_loss(logits.float(), y_dev, a_dev)
+        else:
+            per_sample = loss_per_sample(logits.float(), y_dev, p_dev, cfg.soft_targets, cfg.temperature)
         loss = (weights * per_sample).sum() / max(1, k)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:

@@ -93,6 +93,7 @@ def demo(args) -> dict:
         student=args.student,
         encoder="mpnet" if quality else "auto",
         selection=args.selection,
+        noise_correction=args.noise_correction,
         # The fine-tuned student gets one epoch at 1e-4 (benchmarks/study_demo_student.py);
         # the MLP student keeps the estimator's defaults.
         max_epochs=args.epochs if args.epochs is not None else (1 if finetune else None),
@@ -395,6 +396,7 @@ def distill(args) -> None:
         student=args.student,
         encoder=args.encoder,
         selection=args.selection,
+        noise_correction=args.noise_correction,
         max_epochs=args.epochs,
         learning_rate=args.lr,
         teacher_cache=cache,
@@ -479,6 +481,7 @@ def _stdout_to_devnull() -> None:
 
 def main(argv=None) -> int:
     from . import __version__
+    from ._label_noise import NOISE_CORRECTIONS
     from .selection import MODES
 
     parser = argparse.ArgumentParser(prog="llkd", description=__doc__)
@@ -518,6 +521,13 @@ def main(argv=None) -> int:
         choices=("auto", *MODES),
         help="sample selection rule (default auto: confidence for the MLP student, all when fine-tuning)",
     )
+    p.add_argument(
+        "--noise-correction",
+        default="auto",
+        choices=NOISE_CORRECTIONS,
+        help="loss on the teacher's labels: forward (a noise-corrected loss from half-way through training), "
+        "none, or auto (forward with the confidence selection)",
+    )
     p.add_argument("--teacher-budget", type=_budget, default=None, help=_BUDGET_HELP)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--home", default=str(_default_home()), help="cache directory (teacher answers, model)")
@@ -551,6 +561,13 @@ def main(argv=None) -> int:
         default="auto",
         choices=("auto", *MODES),
         help="sample selection rule (default auto: confidence for the MLP student, all when fine-tuning)",
+    )
+    p.add_argument(
+        "--noise-correction",
+        default="auto",
+        choices=NOISE_CORRECTIONS,
+        help="loss on the teacher's labels: forward (a noise-corrected loss from half-way through training), "
+        "none, or auto (forward with the confidence selection)",
     )
     p.add_argument(
         "--encoder",

@@ -16,6 +16,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _embeddings, _inputs, students
 from ._active import ActiveRounds, resolve_budget, round_sizes
+from ._label_noise import NOISE_CORRECTIONS, resolve_noise_correction
 from ._targets import PoolLabeler
 from ._threads import run_with_threads
 from ._trainer import PRECISIONS, TrainConfig, Trainer, autocast, resolve_precision
@@ -116,6 +117,23 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         the teacher gives one (hard cross-entropy elsewhere).
     temperature : float, default=2.0
         Temperature of the soft targets.
+    noise_correction : {"auto", "none", "forward"}, default="auto"
+        Loss on the teacher's hard labels. ``"forward"``: from ``noise_correction_start``
+        on, the label counts as right with probability ``a_i`` and else uniform over the
+        other classes, and the student is trained so that this noisy channel applied to
+        its prediction ``p`` explains the label,
+        ``loss_i = -log(a_i p_y + (1 - a_i)(1 - p_y) / (C - 1))`` (the noise model of
+        SLaM; a forward loss correction). ``a_i = 1/C + (1 - 1/C) F(c_i)``, with ``F`` the
+        empirical distribution of the teacher's confidences over the training rows, so
+        only their order counts, and ``a_i = 1`` for gold rows. A label the student firmly
+        rejects then loses its pull, where cross-entropy keeps pulling. ``"none"``: plain
+        cross-entropy (or the soft targets). ``"auto"`` is ``"forward"`` with
+        ``selection="confidence"`` and hard targets, ``"none"`` otherwise (see
+        :mod:`llkd._label_noise` and docs/design.md section 3.8; where it gains and what
+        it costs: README, "Choosing parameters").
+    noise_correction_start : float, default=0.5
+        Fraction of the optimizer steps after which ``"forward"`` replaces the
+        cross-entropy (0: from the start).
     calibration : {"auto", "none", ...}, default="auto"
         Correction of the teacher's distribution over the training pool before
         training (see :func:`llkd.teachers.calibrate`). ``"auto"`` (the ``"adaptive"``
@@ -202,7 +220,8 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         ``distinct_selected`` (samples trained on at least once so far; during
         ``warmup_epochs`` every sample is, so they count),
         ``teacher_threshold``, ``student_threshold``, ``selected_per_class``,
-        ``skipped_steps``, ``val_score``, ``seconds``.
+        ``skipped_steps``, ``noise_corrected_steps`` (steps trained with the forward-corrected
+        loss), ``val_score``, ``seconds``.
     selector_ : AdaptiveSelector
         The selector with its final state.
     student_ : torch.nn.Module
@@ -252,6 +271,8 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         "uncertainty_pass": [StrOptions({"train", "eval"})],
         "soft_targets": ["boolean"],
         "temperature": [Interval(numbers.Real, 0, None, closed="neither")],
+        "noise_correction": [StrOptions(set(NOISE_CORRECTIONS))],
+        "noise_correction_start": [Interval(numbers.Real, 0, 1, closed="left")],
         "calibration": [str, None],
         "max_epochs": [Interval(numbers.Integral, 1, None, closed="left"), None],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -295,6 +316,8 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         uncertainty_pass="eval",
         soft_targets=False,
         temperature=2.0,
+        noise_correction="auto",
+        noise_correction_start=0.5,
         calibration="auto",
         max_epochs=None,
         batch_size=32,
@@ -330,6 +353,8 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         self.uncertainty_pass = uncertainty_pass
         self.soft_targets = soft_targets
         self.temperature = temperature
+        self.noise_correction = noise_correction
+        self.noise_correction_start = noise_correction_start
         self.calibration = calibration
         self.max_epochs = max_epochs
         self.batch_size = batch_size
@@ -485,6 +510,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
             "student": self._kind_,
             "encoder": self.encoder if isinstance(self.encoder, str) else type(self.encoder).__name__,
             "selection": self.selector_.mode,
+            "noise_correction": self._noise_correction_used,
             "epochs": self.n_iter_,
             "fit_seconds": round(self.fit_seconds_, 1),
             "label_shares": {str(c): round(float(v), 4) for c, v in zip(self.classes_, shares)},
@@ -507,6 +533,9 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
             torch.manual_seed(seed)
             data, model = self._build_student(X, kind, C, device)
             epochs = self._max_epochs(kind)
+            selection = resolve_selection(self.selection, kind)
+            noise_correction = resolve_noise_correction(self.noise_correction, selection, bool(self.soft_targets))
+            self._noise_correction_used = noise_correction
             callbacks, epoch_sizes = [], None
             if rounds is not None:  # a teacher budget: one epoch per round, then `epochs` more
                 features = data.features.numpy() if isinstance(data, students.FeatureData) else None
@@ -528,7 +557,9 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
                 warmup_epochs=float(self.warmup_epochs),
                 temperature=float(self.temperature),
                 verbose=int(self.verbose),
-                selection=resolve_selection(self.selection, kind),  # weighting="auto" resolves in the selector
+                selection=selection,  # weighting="auto" resolves in the selector
+                noise_correction=noise_correction,
+                noise_correction_start=float(self.noise_correction_start),
             )
             trainer = Trainer(
                 model,
