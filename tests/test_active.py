@@ -120,3 +120,18 @@ def test_acquisition_scores_and_batches():
     assert 2 in choose_batch(acquisition_scores(z, "diverse"), 2, "diverse", feats, rng=0).tolist()
     with pytest.raises(ValueError, match="acquisition"):
         acquisition_scores(z, "entropy")
+
+
+def test_random_acquisition_scores_only_the_drawn_rows_and_uncertainty_the_whole_remainder():
+    X, _ = _task()
+    scored = {}
+    for rule in ("random", "uncertainty"):
+        clf = LLKDClassifier(
+            CountingTeacher(), labels=["a", "b"], teacher_budget=100, acquisition=rule, max_epochs=1, random_state=0
+        ).fit(X)
+        scored[rule] = [
+            (h["acquisition"]["pool_scored"], h["acquisition"]["acquired"]) for h in clf.history_ if "acquisition" in h
+        ]
+    assert scored["random"] and all(p == a for p, a in scored["random"])
+    # uncertainty scores everything not yet asked: 300 - 20 after the seed set, then 20 fewer per round
+    assert [p for p, _ in scored["uncertainty"]] == [280, 260, 240, 220]

@@ -6,7 +6,8 @@ With a budget of ``B`` distinct inputs, ``fit`` proceeds in ``n_rounds`` rounds 
 1. the teacher labels a random seed set (the calibration is fitted on it);
 2. the student trains one epoch on what is labelled (gold rows included, which never
    cost a query);
-3. the student scores the unlabeled remainder (``selection._acquisition.acquisition_scores``);
+3. the student scores the unlabeled remainder (``selection._acquisition.acquisition_scores``;
+   random draws need no scores, and only the drawn rows are scored, for ``agreement_before``);
 4. the teacher labels the next batch, chosen by the acquisition rule (default: random);
 5. training continues, warm-started, until the budget is spent; then the student trains
    ``max_epochs`` more epochs on everything labelled.
@@ -83,13 +84,21 @@ class ActiveRounds(Callback):
             return
         t0 = time.perf_counter()
         rows = np.array([self.labeler.pool[key][0] for key in keys], dtype=np.int64)
-        logits = trainer.logits(rows)
-        scores = acquisition_scores(logits, self.rule, rng=self.rng)
-        feats = self.features[rows] if self.features is not None else None
-        pick = choose_batch(scores, k, self.rule, feats, rng=self.rng)
+        if self.rule == "random":  # the draws need no scores: score only the chosen rows
+            scores = acquisition_scores(np.zeros((len(rows), 2)), "random", rng=self.rng)
+            pick = choose_batch(scores, k, "random", rng=self.rng)
+            picked_logits = trainer.logits(rows[pick])
+            scored = len(pick)
+        else:
+            logits = trainer.logits(rows)
+            scores = acquisition_scores(logits, self.rule, rng=self.rng)
+            feats = self.features[rows] if self.features is not None else None
+            pick = choose_batch(scores, k, self.rule, feats, rng=self.rng)
+            picked_logits = logits[pick]
+            scored = len(rows)
         scoring_seconds = time.perf_counter() - t0
         chosen = [keys[i] for i in pick]
-        student_pred = logits[pick].argmax(axis=1)
+        student_pred = picked_logits.argmax(axis=1)
         new_rows = self.labeler.label(chosen)
         teacher_pred = self.labeler.targets.labels[rows[pick]]
         trainer.set_targets(self.labeler.targets)
@@ -98,7 +107,7 @@ class ActiveRounds(Callback):
             "round": len(self.rounds) + 1,
             "teacher_queries": int(self.labeler.n_queries),
             "acquired": len(chosen),
-            "pool_scored": len(rows),
+            "pool_scored": scored,
             "scoring_seconds": scoring_seconds,
             "acquisition_score_mean": float(scores[pick].mean()),
             "acquisition_score_pool_mean": float(scores.mean()),
