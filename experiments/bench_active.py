@@ -37,16 +37,29 @@ def main(argv=None):
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, help=".npz with Xtr, ytr, Xte, yte, tfidf_tr (teacher proba)")
-    ap.add_argument("--teacher-key", default="tfidf_tr")
+    ap.add_argument("--teacher-key", default="tfidf_tr", help='the key of the teacher proba, or "gemma"')
     ap.add_argument("--fractions", default="0.05,0.1,0.2,0.3,0.5,1.0")
     ap.add_argument("--rules", default="uncertainty,margin,diverse,random")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--out", default=None, help="JSON lines of every fit (appended; reused on rerun)")
+    ap.add_argument("--selection", default="auto", help="the estimator's selection (default: the library default)")
+    ap.add_argument("--calibration", default="auto", help="the estimator's calibration (default: the library default)")
     ap.add_argument("--quick", action="store_true", help="1,000 pool rows, fractions 0.1 and 1.0, 1 seed")
     args = ap.parse_args(argv)
     d = np.load(args.data, allow_pickle=True)
     Xtr, ytr, Xte, yte = d["Xtr"].astype(np.float32), d["ytr"], d["Xte"].astype(np.float32), d["yte"]
-    proba = d[args.teacher_key]
+    if args.teacher_key == "gemma":
+        # The packaged Gemma's cached answers (read-only): the pool is the texts they cover.
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent / "selection_rules"))
+        import gemma
+        import prep
+
+        rows, proba, _ = gemma.gemma_pool(prep.load("rotten_tomatoes")[0])
+        Xtr, ytr = Xtr[rows], ytr[rows]
+    else:
+        proba = d[args.teacher_key]
     fractions = [float(f) for f in args.fractions.split(",")]
     rules = args.rules.split(",")
     seeds = range(args.seeds)
@@ -54,8 +67,9 @@ def main(argv=None):
         Xtr, ytr, proba = Xtr[:1000], ytr[:1000], proba[:1000]
         fractions, seeds = [0.1, 1.0], range(1)
     C = proba.shape[1]
-    name = Path(args.data).stem
-    out = Path(args.out) if args.out else Path(args.data).with_name(f"active-{name}.jsonl")
+    name = Path(args.data).stem + ("-gemma" if args.teacher_key == "gemma" else "")
+    tag = "" if (args.selection, args.calibration) == ("llkd", "none") else f"-{args.selection}-{args.calibration}"
+    out = Path(args.out) if args.out else Path(args.data).with_name(f"active-{name}{tag}.jsonl")
     done = {}
     if out.exists() and not args.quick:
         for line in out.read_text().splitlines():
@@ -64,6 +78,7 @@ def main(argv=None):
     teacher_acc = float((proba.argmax(1) == ytr).mean())
     print(
         f"# {name}: pool {len(Xtr)}, test {len(Xte)}, {C} classes, teacher pool accuracy {teacher_acc:.3f}; "
+        f"selection={args.selection!r}, calibration={args.calibration!r}; "
         f"{time.strftime('%Y-%m-%d')}, load average {os.getloadavg()[0]:.1f}"
     )
     for frac in fractions:
@@ -79,8 +94,8 @@ def main(argv=None):
                     student="mlp",
                     teacher_budget=None if frac >= 1.0 else frac,
                     acquisition="uncertainty" if rule == "all" else rule,
-                    calibration="none",
-                    selection="llkd",  # RESULTS.md ran with llkd, the default then
+                    calibration=args.calibration,
+                    selection=args.selection,
                     random_state=seed,
                 )
                 clf.fit(Xtr)
