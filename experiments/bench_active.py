@@ -44,6 +44,9 @@ def main(argv=None):
     ap.add_argument("--out", default=None, help="JSON lines of every fit (appended; reused on rerun)")
     ap.add_argument("--selection", default="auto", help="the estimator's selection (default: the library default)")
     ap.add_argument("--calibration", default="auto", help="the estimator's calibration (default: the library default)")
+    ap.add_argument(
+        "--noise-correction", default="auto", help="the estimator's noise_correction (default: the library default)"
+    )
     ap.add_argument("--quick", action="store_true", help="1,000 pool rows, fractions 0.1 and 1.0, 1 seed")
     args = ap.parse_args(argv)
     d = np.load(args.data, allow_pickle=True)
@@ -68,7 +71,12 @@ def main(argv=None):
         fractions, seeds = [0.1, 1.0], range(1)
     C = proba.shape[1]
     name = Path(args.data).stem + ("-gemma" if args.teacher_key == "gemma" else "")
-    tag = "" if (args.selection, args.calibration) == ("llkd", "none") else f"-{args.selection}-{args.calibration}"
+    # File names: the first run (llkd, no calibration) has no tag; later ones name their settings.
+    tag = (
+        ""
+        if (args.selection, args.calibration) == ("llkd", "none")
+        else f"-{args.selection}-{args.calibration}-{args.noise_correction}"
+    )
     out = Path(args.out) if args.out else Path(args.data).with_name(f"active-{name}{tag}.jsonl")
     done = {}
     if out.exists() and not args.quick:
@@ -78,7 +86,7 @@ def main(argv=None):
     teacher_acc = float((proba.argmax(1) == ytr).mean())
     print(
         f"# {name}: pool {len(Xtr)}, test {len(Xte)}, {C} classes, teacher pool accuracy {teacher_acc:.3f}; "
-        f"selection={args.selection!r}, calibration={args.calibration!r}; "
+        f"selection={args.selection!r}, calibration={args.calibration!r}, noise_correction={args.noise_correction!r}; "
         f"{time.strftime('%Y-%m-%d')}, load average {os.getloadavg()[0]:.1f}"
     )
     for frac in fractions:
@@ -96,6 +104,7 @@ def main(argv=None):
                     acquisition="uncertainty" if rule == "all" else rule,
                     calibration=args.calibration,
                     selection=args.selection,
+                    noise_correction=args.noise_correction,
                     random_state=seed,
                 )
                 clf.fit(Xtr)

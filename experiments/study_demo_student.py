@@ -17,7 +17,9 @@ ones are labelled first (about 15 reviews/s). Run::
 A configuration is ``selection:n_train:epochs:learning_rate`` with optional suffixes
 ``:soft`` (soft targets), ``:gold`` (gold labels instead of the teacher's: the
 student's own ceiling at that budget), ``:mpnet`` (the packaged all-mpnet-base-v2
-instead of MiniLM) and ``:mlp`` (the frozen-encoder MLP student instead of fine-tuning).
+instead of MiniLM), ``:mlp`` (the frozen-encoder MLP student instead of fine-tuning) and
+``:layersK`` (the encoder cut to its first K transformer layers before training: a smaller,
+faster student).
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ def parse(spec: str) -> dict:
     if len(parts) < 4:
         raise SystemExit(f"bad config {spec!r}: use selection:n_train:epochs:lr[:soft][:gold]")
     flags = set(parts[4:])
+    layers = [f for f in flags if f.startswith("layers") and f[6:].isdigit()]
+    flags -= set(layers)
     unknown = flags - {"soft", "gold", "mpnet", "mlp"}
     if unknown:
         raise SystemExit(f"bad config {spec!r}: unknown flags {sorted(unknown)}")
@@ -59,10 +63,36 @@ def parse(spec: str) -> dict:
         "gold": "gold" in flags,
         "encoder": "mpnet" if "mpnet" in flags else "auto",
         "student": "mlp" if "mlp" in flags else "finetune",
+        "layers": int(layers[0][6:]) if layers else None,
     }
 
 
-def run_one(cfg, X, y_gold, P, X_test, y_test, names, seed: int) -> dict:
+def truncated_encoder(name: str, layers: int) -> str:
+    """A local copy of the packaged encoder ``name`` keeping its first ``layers`` layers."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from transformers import AutoModel
+
+    from llkd.students import resolve_encoder_path
+
+    src = Path(resolve_encoder_path(name))
+    dst = Path(tempfile.gettempdir()) / f"llkd-{src.name}-l{layers}"
+    if not (dst / "config.json").exists():
+        model = AutoModel.from_pretrained(str(src))
+        model.encoder.layer = model.encoder.layer[:layers]
+        model.config.num_hidden_layers = layers
+        model.save_pretrained(str(dst))
+        for f in src.iterdir():
+            if f.is_file() and f.name not in ("model.safetensors", "config.json", "pytorch_model.bin"):
+                shutil.copy(f, dst / f.name)
+            elif f.is_dir():
+                shutil.copytree(f, dst / f.name, dirs_exist_ok=True)
+    return str(dst)
+
+
+def run_one(cfg, X, y_gold, P, X_test, y_test, names, seed: int, save=None) -> dict:
     from sklearn.metrics import accuracy_score, f1_score
 
     from llkd import LLKDClassifier
@@ -76,7 +106,7 @@ def run_one(cfg, X, y_gold, P, X_test, y_test, names, seed: int) -> dict:
         teacher,
         selection=cfg["selection"],
         student=cfg.get("student", "finetune"),
-        encoder=cfg.get("encoder", "auto"),
+        encoder=truncated_encoder(cfg["encoder"], cfg["layers"]) if cfg.get("layers") else cfg.get("encoder", "auto"),
         max_epochs=cfg["epochs"],
         learning_rate=cfg["lr"],
         soft_targets=cfg["soft"],
@@ -89,6 +119,8 @@ def run_one(cfg, X, y_gold, P, X_test, y_test, names, seed: int) -> dict:
     t0 = time.perf_counter()
     pred = clf.predict(X_test)
     predict_s = time.perf_counter() - t0
+    if save:
+        clf.save(save)
     truth = np.asarray(names)[y_test]
     hist = clf.history_
     return {
@@ -153,6 +185,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--write", action="store_true", help="write the table into benchmarks/RESULTS.md")
     ap.add_argument("--json", default=None, help="append one JSON line per configuration here")
+    ap.add_argument("--save", default=None, help="save the student of the (last) configuration here")
     ap.add_argument(
         "--quick", action="store_true", help=f"smoke run: {QUICK_GRID[0]} against 64 test reviews; prints only"
     )
@@ -193,7 +226,7 @@ def main(argv=None):
 
     rows = []
     for cfg in configs:
-        row = run_one(cfg, X, y, P, X_test, y_test, names, args.seed)
+        row = run_one(cfg, X, y, P, X_test, y_test, names, args.seed, save=args.save)
         rows.append(row)
         print(json.dumps(row), flush=True)
         if args.json:

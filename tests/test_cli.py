@@ -107,6 +107,11 @@ def test_distill_rejects_bad_arguments(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main(["distill", "--data", str(data), "--labels", "a,b", "--selection", "best", "--out", str(tmp_path / "m")])
     assert info.value.code == 2 and "invalid choice: 'best'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(
+            ["distill", "--data", str(data), "--labels", "a,b", "--noise-correction", "x", "--out", str(tmp_path / "m")]
+        )
+    assert info.value.code == 2 and "invalid choice: 'x'" in capsys.readouterr().err
 
 
 def test_distill_then_predict_end_to_end(tiny_encoder_dir, tmp_path, capsys):
@@ -134,6 +139,8 @@ def test_distill_then_predict_end_to_end(tiny_encoder_dir, tmp_path, capsys):
             "4",
             "--lr",
             "3e-3",
+            "--noise-correction",
+            "forward",
             "--cache",
             str(cache),
             "--out",
@@ -150,6 +157,11 @@ def test_distill_then_predict_end_to_end(tiny_encoder_dir, tmp_path, capsys):
     assert f"240 texts, {n_distinct} new teacher answers" in first
     assert "240 texts, 0 new teacher answers" in second
     assert "model saved to" in second and (model_dir / "config.json").is_file()
+    from llkd import LLKDClassifier
+
+    saved = LLKDClassifier.load(model_dir)
+    assert saved.noise_correction == "forward" and saved.training_summary_["noise_correction"] == "forward"
+    assert saved.history_[-1]["noise_corrected_steps"] > 0
 
     preds = tmp_path / "preds.csv"
     assert (
