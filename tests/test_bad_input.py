@@ -230,6 +230,12 @@ CASES = [
         ["selection"],
     ),
     (
+        "param-encoder-layers",
+        lambda c: LLKDClassifier(encoder_layers=0, max_epochs=1).fit(_X(4, 2), [0, 1, 0, 1]),
+        ValueError,
+        ["encoder_layers"],
+    ),
+    (
         "param-noise-correction",
         lambda c: LLKDClassifier(noise_correction="backward", max_epochs=1).fit(_X(4, 2), [0, 1, 0, 1]),
         ValueError,

@@ -99,6 +99,27 @@ def load_hf_encoder(path: str, *, progress: bool = False):
     return model, tokenizer
 
 
+def truncate_encoder(model, n_layers: int):
+    """Keep the first ``n_layers`` transformer layers of a Hugging Face encoder, in place.
+
+    A smaller student that runs in about ``n_layers / L`` of the time (the layers are most
+    of it); fine-tuning then adapts what is left. The config records the new depth, so a
+    saved student loads and exports at that depth.
+    """
+    stack = getattr(getattr(model, "encoder", None), "layer", None)
+    if not isinstance(stack, nn.ModuleList):
+        raise ValueError(
+            f"encoder_layers cuts a BERT-style encoder (model.encoder.layer); {type(model).__name__} has none"
+        )
+    if not 1 <= n_layers <= len(stack):
+        raise ValueError(
+            f"encoder_layers={n_layers}, but the encoder has {len(stack)} layers (choose 1 to {len(stack)})"
+        )
+    model.encoder.layer = nn.ModuleList(list(stack)[:n_layers])
+    model.config.num_hidden_layers = n_layers
+    return model
+
+
 @contextlib.contextmanager
 def _hf_progress_bars(enabled: bool):
     """Turn transformers' progress bars off for the block when ``enabled`` is False,
