@@ -42,8 +42,22 @@ def test_the_teacher_is_asked_about_exactly_the_budget_of_distinct_inputs(budget
     queries = [r["teacher_queries"] for r in rounds]
     assert queries == sorted(queries) and (not rounds or queries[-1] == expected)
     assert all(0 <= r["agreement_before"] <= 1 and r["pool_scored"] >= r["acquired"] for r in rounds)
-    # rounds, then max_epochs more epochs on everything labelled
-    assert len(clf.history_) == len(rounds) + 2
+    # rounds, then at least max_epochs epochs on everything labelled, until the fit has trained on
+    # as many rows as max_epochs epochs over the whole pool would (less than one more epoch)
+    final = clf.history_[len(rounds) :]
+    assert len(final) >= 2 and all(h["n_backprop_all"] == expected for h in final)
+    trained = sum(h["n_backprop_all"] for h in clf.history_)
+    if len(final) > 2:
+        assert 2 * 300 <= trained < 2 * 300 + expected
+
+
+def test_a_budget_costs_labels_not_optimizer_steps():
+    from llkd._active import final_epochs
+
+    # 200 of 1,000 rows labelled in 5 rounds: the round epochs trained on 40+80+120+160 rows
+    assert final_epochs(10, 1000, [], 1000) == 10  # everything labelled: max_epochs
+    assert final_epochs(10, 1000, [40, 80, 120, 160], 200) == 48  # (10 * 1000 - 400) / 200
+    assert final_epochs(3, 1000, [900], 1000) == 3  # never fewer than max_epochs
 
 
 def test_gold_labels_never_cost_a_query():

@@ -9,8 +9,11 @@ With a budget of ``B`` distinct inputs, ``fit`` proceeds in ``n_rounds`` rounds 
 3. the student scores the unlabeled remainder (``selection._acquisition.acquisition_scores``;
    random draws need no scores, and only the drawn rows are scored, for ``agreement_before``);
 4. the teacher labels the next batch, chosen by the acquisition rule (default: random);
-5. training continues, warm-started, until the budget is spent; then the student trains
-   ``max_epochs`` more epochs on everything labelled.
+5. training continues, warm-started, until the budget is spent; then the student trains on
+   everything labelled until it has seen as many rows as ``max_epochs`` epochs over the whole
+   pool would show it (:func:`final_epochs`), at least ``max_epochs`` epochs. Fewer labels
+   must not also mean fewer optimizer steps: with ``max_epochs`` epochs over a fifth of
+   Reuters R8, the MLP student scored 0.553 macro-F1; with the steps of a full fit, 0.691.
 
 Rounds 3-4 are a trainer callback (:class:`ActiveRounds`) run at the end of each epoch.
 """
@@ -51,6 +54,13 @@ def resolve_budget(budget, n_pool: int, n_classes: int) -> int:
             "the student could not see every class"
         )
     return b
+
+
+def final_epochs(max_epochs: int, n_full: int, round_epoch_rows, n_labelled: int) -> int:
+    """Epochs after the rounds: ``max_epochs`` epochs' worth of the full pool's rows, less the
+    rows the round epochs already trained on, over the ``n_labelled`` rows; at least ``max_epochs``."""
+    owed = max_epochs * n_full - sum(round_epoch_rows)
+    return max(int(max_epochs), math.ceil(owed / max(1, n_labelled)))
 
 
 def round_sizes(budget: int, n_rounds: int = N_ROUNDS) -> list[int]:

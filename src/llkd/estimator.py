@@ -15,7 +15,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _embeddings, _inputs, students
-from ._active import ActiveRounds, resolve_budget, round_sizes
+from ._active import ActiveRounds, final_epochs, resolve_budget, round_sizes
 from ._label_noise import NOISE_CORRECTIONS, resolve_noise_correction
 from ._targets import PoolLabeler
 from ._threads import run_with_threads
@@ -179,8 +179,10 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         pool), or this fraction of them (a float in (0, 1]); gold labels in ``y`` never
         cost a query. ``None`` labels every input. With a budget, ``fit`` runs in rounds
         (see :mod:`llkd._active`): a random seed set, then after each epoch a batch chosen
-        by ``acquisition``, until the budget is spent, then ``max_epochs``
-        more epochs. Rows the teacher was never asked about keep label -1 in
+        by ``acquisition``, until the budget is spent; then the student trains on what is
+        labelled until it has had as many rows as ``max_epochs`` epochs over the whole
+        input would give it (and at least ``max_epochs`` epochs): a budget saves teacher
+        queries, not the student's optimizer steps. Rows the teacher was never asked about keep label -1 in
         ``teacher_labels_``. What a budget costs in accuracy: ``benchmarks/RESULTS.md``.
     acquisition : {"random", "uncertainty", "margin", "diverse"}, default="random"
         How a round chooses what to ask under ``teacher_budget``: uniform draws, the
@@ -547,7 +549,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
             noise_correction = resolve_noise_correction(self.noise_correction, selection, bool(self.soft_targets))
             self._noise_correction_used = noise_correction
             callbacks, epoch_sizes = [], None
-            if rounds is not None:  # a teacher budget: one epoch per round, then `epochs` more
+            if rounds is not None:  # a teacher budget: one epoch per round, then the final epochs
                 features = data.features.numpy() if isinstance(data, students.FeatureData) else None
                 active = ActiveRounds(labeler, rounds, self.acquisition, np.random.default_rng(seed), features)
                 callbacks.append(active)
@@ -556,8 +558,9 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
                 for r in rounds:
                     sizes.append(n)
                     n += int(round(r * max(1.0, per_key)))
-                epoch_sizes = sizes + [n] * epochs
-                epochs += len(rounds)
+                final = final_epochs(epochs, len(labeler.targets.labels), sizes, n)
+                epoch_sizes = sizes + [n] * final
+                epochs = len(rounds) + final
             config = TrainConfig.from_params(
                 self.get_params(deep=False),
                 n_classes=C,
