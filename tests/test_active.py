@@ -149,3 +149,24 @@ def test_random_acquisition_scores_only_the_drawn_rows_and_uncertainty_the_whole
     assert scored["random"] and all(p == a for p, a in scored["random"])
     # uncertainty scores everything not yet asked: 300 - 20 after the seed set, then 20 fewer per round
     assert [p for p, _ in scored["uncertainty"]] == [280, 260, 240, 220]
+
+
+@pytest.mark.parametrize("calibration", ["center", "auto"])
+def test_under_a_budget_the_correction_is_fitted_on_every_answer_so_far(calibration):
+    from llkd.teachers import PriorCorrection
+
+    X, _ = _task(400, seed=3)
+    teacher = CountingTeacher()
+    clf = LLKDClassifier(
+        teacher, labels=["a", "b"], teacher_budget=0.3, calibration=calibration, max_epochs=1, random_state=0
+    ).fit(X)
+    asked = np.flatnonzero(clf.teacher_labels_ >= 0)
+    raw = teacher(X[asked])  # the raw answers of every row asked (this call is not counted below)
+    want = PriorCorrection(calibration).fit(raw).transform(raw)
+    np.testing.assert_allclose(clf.teacher_proba_[asked], want, atol=1e-12)
+    np.testing.assert_array_equal(clf.teacher_labels_[asked], want.argmax(1))
+    # ... which differs from a fit on a seed set's worth of them (a fifth): the old behaviour
+    seed_rows = asked[: len(asked) // 5]
+    if calibration == "center":
+        seed_fit = PriorCorrection(calibration).fit(teacher(X[seed_rows])).transform(raw)
+        assert not np.allclose(seed_fit, want)

@@ -3,7 +3,8 @@
 With a budget of ``B`` distinct inputs, ``fit`` proceeds in ``n_rounds`` rounds of about
 ``B / n_rounds`` queries each:
 
-1. the teacher labels a random seed set (the calibration is fitted on it);
+1. the teacher labels a random seed set (the calibration is fitted on the answers so far,
+   and refitted after every round over all of them);
 2. the student trains one epoch on what is labelled (gold rows included, which never
    cost a query);
 3. the student scores the unlabeled remainder (``selection._acquisition.acquisition_scores``;

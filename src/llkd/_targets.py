@@ -158,6 +158,7 @@ class PoolLabeler:
         # remembered and cached; its calibration replaces `calibration`.
         self._base, self._pool_calibration = split_calibration(self.teacher)
         self._correction = None
+        self._raw: dict = {}  # key -> the teacher's raw distribution, for refitting the correction
         self.calibration = calibration
         self.batch_size, self.cache, self.progress = int(batch_size), cache, bool(progress)
         target_labels = np.full(n, -1, dtype=np.int64)
@@ -182,6 +183,7 @@ class PoolLabeler:
         keys = list(keys)
         if not keys:
             return np.zeros(0, dtype=np.int64)
+        asked_keys = list(keys)
         asked = []
         answers = label_in_batches(
             self._base,
@@ -199,16 +201,19 @@ class PoolLabeler:
             out = self._pool_calibration(answers)
             labels, conf, proba = out.labels, out.confidence, out.proba
         elif proba is not None:
-            first = self._correction is None
-            if first:
-                self._correction = PriorCorrection(self.calibration).fit(proba)
-            raw = proba
-            proba = self._correction.transform(proba)
-            labels, conf = proba.argmax(axis=1), proba.max(axis=1)
-            if first:
-                from .teachers import predicted_shares
+            from .teachers import predicted_shares
 
-                self.calibration_shares = predicted_shares(raw, proba, [str(c) for c in self.classes])
+            # The correction is fitted on every answer so far: under a teacher budget the
+            # first round alone is too small a sample (docs/design.md section 7.5), and the
+            # rows labelled earlier are corrected again with the new fit.
+            self._raw.update(zip(keys, np.asarray(proba, dtype=np.float64)))
+            fresh = set(keys)
+            keys = keys + [k for k in self._raw if k not in fresh]
+            raw = np.stack([self._raw[k] for k in keys])
+            self._correction = PriorCorrection(self.calibration).fit(raw)
+            proba = self._correction.transform(raw)
+            labels, conf = proba.argmax(axis=1), proba.max(axis=1)
+            self.calibration_shares = predicted_shares(raw, proba, [str(c) for c in self.classes])
         t = self.targets
         if proba is None:
             self._hard_only = True  # distributions only when every answer has one
@@ -216,12 +221,10 @@ class PoolLabeler:
         elif t.proba is None and not getattr(self, "_hard_only", False):
             t.proba = np.zeros((len(t.labels), len(self.classes)))
             t.proba[t.is_gold, t.labels[t.is_gold]] = 1.0
-        rows_done = []
         for j, k in enumerate(keys):
             rows = self.pool[k]
             t.labels[rows] = labels[j]
             t.confidence[rows] = min(1.0, max(0.0, float(conf[j])))
             if t.proba is not None:
                 t.proba[rows] = proba[j]
-            rows_done.extend(rows)
-        return np.asarray(sorted(rows_done), dtype=np.int64)
+        return np.asarray(sorted(i for k in asked_keys for i in self.pool[k]), dtype=np.int64)

@@ -397,6 +397,7 @@ def distill(args) -> None:
         encoder=args.encoder,
         selection=args.selection,
         noise_correction=args.noise_correction,
+        encoder_layers=args.encoder_layers,
         max_epochs=args.epochs,
         learning_rate=args.lr,
         teacher_cache=cache,
@@ -576,6 +577,12 @@ def main(argv=None) -> int:
             "student encoder: 'auto' (the packaged MiniLM), 'mpnet' (the packaged all-mpnet-base-v2) "
             "or a local Hugging Face model folder"
         ),
+    )
+    p.add_argument(
+        "--encoder-layers",
+        type=int,
+        default=None,
+        help="fine-tune only the first K layers of the encoder: a smaller, faster student (default: all)",
     )
     p.add_argument(
         "--epochs",
