@@ -18,8 +18,9 @@ A configuration is ``selection:n_train:epochs:learning_rate`` with optional suff
 ``:soft`` (soft targets), ``:gold`` (gold labels instead of the teacher's: the
 student's own ceiling at that budget), ``:mpnet`` (the packaged all-mpnet-base-v2
 instead of MiniLM), ``:mlp`` (the frozen-encoder MLP student instead of fine-tuning) and
-``:layersK`` (the encoder cut to its first K transformer layers before training: a smaller,
-faster student).
+``:layersK`` (``encoder_layers=K``: the encoder cut to its first K transformer layers, a
+smaller, faster student), ``:budgetF`` (``teacher_budget=F``, a fraction of the reviews) and
+``:acqRULE`` (its ``acquisition``, default random).
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ def parse(spec: str) -> dict:
         raise SystemExit(f"bad config {spec!r}: use selection:n_train:epochs:lr[:soft][:gold]")
     flags = set(parts[4:])
     layers = [f for f in flags if f.startswith("layers") and f[6:].isdigit()]
-    flags -= set(layers)
+    budget = [f for f in flags if f.startswith("budget")]
+    acq = [f for f in flags if f.startswith("acq")]
+    flags -= set(layers) | set(budget) | set(acq)
     unknown = flags - {"soft", "gold", "mpnet", "mlp"}
     if unknown:
         raise SystemExit(f"bad config {spec!r}: unknown flags {sorted(unknown)}")
@@ -64,32 +67,9 @@ def parse(spec: str) -> dict:
         "encoder": "mpnet" if "mpnet" in flags else "auto",
         "student": "mlp" if "mlp" in flags else "finetune",
         "layers": int(layers[0][6:]) if layers else None,
+        "teacher_budget": float(budget[0][6:]) if budget else None,
+        "acquisition": acq[0][3:] if acq else "random",
     }
-
-
-def truncated_encoder(name: str, layers: int) -> str:
-    """A local copy of the packaged encoder ``name`` keeping its first ``layers`` layers."""
-    import shutil
-    import tempfile
-    from pathlib import Path
-
-    from transformers import AutoModel
-
-    from llkd.students import resolve_encoder_path
-
-    src = Path(resolve_encoder_path(name))
-    dst = Path(tempfile.gettempdir()) / f"llkd-{src.name}-l{layers}"
-    if not (dst / "config.json").exists():
-        model = AutoModel.from_pretrained(str(src))
-        model.encoder.layer = model.encoder.layer[:layers]
-        model.config.num_hidden_layers = layers
-        model.save_pretrained(str(dst))
-        for f in src.iterdir():
-            if f.is_file() and f.name not in ("model.safetensors", "config.json", "pytorch_model.bin"):
-                shutil.copy(f, dst / f.name)
-            elif f.is_dir():
-                shutil.copytree(f, dst / f.name, dirs_exist_ok=True)
-    return str(dst)
 
 
 def run_one(cfg, X, y_gold, P, X_test, y_test, names, seed: int, save=None) -> dict:
@@ -106,11 +86,14 @@ def run_one(cfg, X, y_gold, P, X_test, y_test, names, seed: int, save=None) -> d
         teacher,
         selection=cfg["selection"],
         student=cfg.get("student", "finetune"),
-        encoder=truncated_encoder(cfg["encoder"], cfg["layers"]) if cfg.get("layers") else cfg.get("encoder", "auto"),
+        encoder=cfg.get("encoder", "auto"),
+        encoder_layers=cfg.get("layers"),
         max_epochs=cfg["epochs"],
         learning_rate=cfg["lr"],
         soft_targets=cfg["soft"],
         calibration="none" if cfg["gold"] else "auto",
+        teacher_budget=cfg.get("teacher_budget"),
+        acquisition=cfg.get("acquisition", "random"),
         random_state=seed,
     )
     t0 = time.perf_counter()
@@ -128,7 +111,9 @@ def run_one(cfg, X, y_gold, P, X_test, y_test, names, seed: int, save=None) -> d
         "seed": seed,
         "accuracy": float(accuracy_score(truth, pred)),
         "macro_f1": float(f1_score(truth, pred, average="macro")),
-        "pseudo_label_accuracy": float(np.mean(clf.teacher_labels_ == y_gold)),
+        "pseudo_label_accuracy": float(np.mean((clf.teacher_labels_ == y_gold)[clf.teacher_labels_ >= 0])),
+        "teacher_queries": int(clf.n_teacher_queries_),
+        "scoring_seconds": float(sum(h["acquisition"]["scoring_seconds"] for h in hist if "acquisition" in h)),
         "selected_per_step": sum(h["n_selected"] for h in hist) / sum(h["n_backprop_all"] for h in hist),
         "distinct_selected": int(hist[-1]["distinct_selected"]),
         "fit_s": fit_s,

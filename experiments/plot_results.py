@@ -1,0 +1,101 @@
+"""Plots for benchmarks/RESULTS.md from the cached fits (no fits):
+
+- ``experiments/plots/active_f1_vs_queries.png``: macro-F1 against teacher queries for each
+  acquisition rule (``bench_active`` JSON lines, library defaults), one panel per set;
+- ``experiments/plots/selection_rules_delta.png``: Δ macro-F1 against ``all`` per setting for
+  the main selection rules (``selection_rules/run.py`` fits).
+
+    python -m experiments.plot_results
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+CACHE = HERE / "selection_rules" / ".cache"
+OUT = HERE / "plots"
+ACTIVE_SETS = {
+    "rotten_tomatoes-gemma": "RT, Gemma teacher",
+    "20newsgroups": "20NG, TF-IDF teacher",
+    "reuters_r8": "R8, TF-IDF teacher",
+    "rotten_tomatoes": "RT, TF-IDF teacher",
+}
+RULES = ["random", "uncertainty", "margin", "diverse"]
+SELECTION = [
+    ("(f5) SLaM a=rank, excess weights, from epoch 5", "confidence + forward (default)"),
+    ("(c*) w = (C c - 1) / (C - 1)", "confidence alone"),
+    ("llkd", "llkd (paper)"),
+    ("(a) c >= m_T[y] (class mean, no norm.)", "class_mean"),
+    ("cleanlab(cv LR probs)", "cleanlab (cv LR)"),
+    ("self-training", "self-training (LR)"),
+]
+
+
+def active_plot(tag="-auto-auto-auto"):
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(ACTIVE_SETS), figsize=(4 * len(ACTIVE_SETS), 3.4), sharex=True)
+    for ax, (name, title) in zip(axes, ACTIVE_SETS.items()):
+        path = CACHE / f"active-{name}{tag}.jsonl"
+        if not path.exists():
+            ax.set_title(f"{title}\n(not run)")
+            continue
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        full = np.mean([r["macro_f1"] for r in rows if r["fraction"] >= 1.0])
+        for rule in RULES:
+            fr = sorted({r["fraction"] for r in rows if r["rule"] == rule})
+            mean = [np.mean([r["macro_f1"] for r in rows if r["rule"] == rule and r["fraction"] == f]) for f in fr]
+            std = [np.std([r["macro_f1"] for r in rows if r["rule"] == rule and r["fraction"] == f]) for f in fr]
+            ax.errorbar([100 * f for f in fr] + [100], mean + [full], yerr=std + [0], label=rule, capsize=2, marker="o")
+        ax.axhline(full, color="grey", lw=0.8, ls="--")
+        ax.set_title(title)
+        ax.set_xlabel("teacher queries, % of the pool")
+    axes[0].set_ylabel("test macro-F1 (3 seeds)")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(OUT / "active_f1_vs_queries.png", dpi=110)
+
+
+def selection_plot():
+    import matplotlib.pyplot as plt
+
+    runs = {}
+    path = CACHE / "runs-auto.jsonl"
+    for line in path.read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            runs[(r["setting"], r["method"])] = r
+    settings = ["rt_tfidf", "20ng", "r8", "r52", "rt_gemma"]
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    width = 0.8 / len(SELECTION)
+    for j, (method, label) in enumerate(SELECTION):
+        d = [
+            100 * (np.mean(runs[(s, method)]["f1"]) - np.mean(runs[(s, "all")]["f1"])) if (s, method) in runs else 0
+            for s in settings
+        ]
+        ax.bar(np.arange(len(settings)) + j * width, d, width, label=label)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(np.arange(len(settings)) + 0.4 - width / 2)
+    ax.set_xticklabels(["RT TF-IDF", "20NG", "R8", "R52", "RT Gemma"])
+    ax.set_ylabel("Δ macro-F1 vs all (points, 5 seeds)")
+    ax.legend(fontsize=7, ncol=3)
+    fig.tight_layout()
+    fig.savefig(OUT / "selection_rules_delta.png", dpi=110)
+
+
+def main():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    OUT.mkdir(exist_ok=True)
+    active_plot()
+    selection_plot()
+    print(f"wrote {OUT / 'active_f1_vs_queries.png'} and {OUT / 'selection_rules_delta.png'}")
+
+
+if __name__ == "__main__":
+    main()
