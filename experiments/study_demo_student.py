@@ -20,7 +20,9 @@ student's own ceiling at that budget), ``:mpnet`` (the packaged all-mpnet-base-v
 instead of MiniLM), ``:mlp`` (the frozen-encoder MLP student instead of fine-tuning) and
 ``:layersK`` (``encoder_layers=K``: the encoder cut to its first K transformer layers, a
 smaller, faster student), ``:budgetF`` (``teacher_budget=F``, a fraction of the reviews) and
-``:acqRULE`` (its ``acquisition``, default random).
+``:acqRULE`` (its ``acquisition``, default random), ``:cwNAME`` (``class_weight=NAME``, e.g.
+``:cwsqrt_balanced``; without it ``class_weight=None``, as every configuration ran before
+the option existed).
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ def parse(spec: str) -> dict:
     layers = [f for f in flags if f.startswith("layers") and f[6:].isdigit()]
     budget = [f for f in flags if f.startswith("budget")]
     acq = [f for f in flags if f.startswith("acq")]
-    flags -= set(layers) | set(budget) | set(acq)
+    cw = [f for f in flags if f.startswith("cw")]
+    flags -= set(layers) | set(budget) | set(acq) | set(cw)
     unknown = flags - {"soft", "gold", "mpnet", "mlp"}
     if unknown:
         raise SystemExit(f"bad config {spec!r}: unknown flags {sorted(unknown)}")
@@ -69,6 +72,7 @@ def parse(spec: str) -> dict:
         "layers": int(layers[0][6:]) if layers else None,
         "teacher_budget": float(budget[0][6:]) if budget else None,
         "acquisition": acq[0][3:] if acq else "random",
+        "class_weight": cw[0][2:] if cw else None,
     }
 
 
@@ -94,6 +98,7 @@ def run_one(cfg, X, y_gold, P, X_test, y_test, names, seed: int, save=None) -> d
         calibration="none" if cfg["gold"] else "auto",
         teacher_budget=cfg.get("teacher_budget"),
         acquisition=cfg.get("acquisition", "random"),
+        class_weight=cfg.get("class_weight"),
         random_state=seed,
     )
     t0 = time.perf_counter()

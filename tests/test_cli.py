@@ -141,6 +141,8 @@ def test_distill_then_predict_end_to_end(tiny_encoder_dir, tmp_path, capsys):
             "3e-3",
             "--noise-correction",
             "forward",
+            "--class-weight",
+            "balanced",
             "--encoder-layers",
             "1",
             "--cache",
@@ -164,6 +166,7 @@ def test_distill_then_predict_end_to_end(tiny_encoder_dir, tmp_path, capsys):
     saved = LLKDClassifier.load(model_dir)
     assert saved.noise_correction == "forward" and saved.training_summary_["noise_correction"] == "forward"
     assert saved.history_[-1]["noise_corrected_steps"] > 0
+    assert saved.class_weight == "balanced" and saved.training_summary_["class_weight"] == "balanced"
     assert saved.encoder_layers == 1 and saved.training_summary_["encoder_layers"] == 1
 
     preds = tmp_path / "preds.csv"

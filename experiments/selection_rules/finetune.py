@@ -33,11 +33,17 @@ METHODS = {  # name -> estimator parameters (labels: gold uses the pool's gold l
     "all": {"selection": "all", "noise_correction": "none"},
     "teacher": {"selection": "teacher", "noise_correction": "none"},
     "llkd": {"selection": "llkd", "noise_correction": "none"},
-    "confidence": {"selection": "confidence", "noise_correction": "none"},
+    "confidence": {"selection": "confidence", "noise_correction": "none", "class_weight": None},
     "class_mean": {"selection": "class_mean", "noise_correction": "none"},
     "gold": {"selection": "all", "noise_correction": "none", "gold": True},
-    "confidence+forward": {"selection": "confidence", "noise_correction": "forward"},
+    "confidence+forward": {"selection": "confidence", "noise_correction": "forward", "class_weight": None},
     "all+forward": {"selection": "all", "noise_correction": "forward"},
+    "all+cw": {"selection": "all", "noise_correction": "none", "class_weight": "sqrt_balanced"},
+    "confidence+forward+cw": {
+        "selection": "confidence",
+        "noise_correction": "forward",
+        "class_weight": "sqrt_balanced",
+    },
 }
 
 

@@ -37,20 +37,33 @@ class SLaM(Rule):
         conf = np.asarray(pool["conf"])
         order = np.argsort(np.argsort(conf, kind="stable"), kind="stable")
         self.rank = torch.as_tensor((order + 0.5) / len(conf), dtype=torch.float64)  # empirical CDF of c
+        if self.prior_source == "soft":
+            counts = np.asarray(pool["proba"], dtype=np.float64).sum(0)
+        else:
+            counts = np.bincount(np.asarray(pool["labels"]), minlength=C).astype(np.float64)
+        prior = np.maximum(counts, 1.0) / max(1.0, counts.sum())
+        # class weights (1 / (C prior_k))^power; logit adjustment tau * log prior_k
+        self.cw = torch.as_tensor((1.0 / (C * prior)) ** self.cw_power, dtype=torch.float64)
+        self.log_prior = torch.as_tensor(np.log(prior), dtype=torch.float32)
 
-    def __init__(self, a="c", weight="none", floor=0.0, warm=0.0):
+    def __init__(self, a="c", weight="none", floor=0.0, warm=0.0, cw_power=0.0, la_tau=0.0, prior_source="hard"):
         self.a, self.weight, self.floor, self.warm = a, weight, floor, warm
+        self.cw_power, self.la_tau, self.prior_source = cw_power, la_tau, prior_source
         self.needs_logits = False
 
     def step(self, idx, y, c, z, t):
         self._t = t
         C = self.C
         w = excess(c, C) if self.weight == "excess" else torch.ones_like(c)
+        if self.cw_power:
+            w = w * self.cw[y]
         m = torch.ones_like(c, dtype=torch.bool)
         return _norm(w), m
 
     def loss(self, idx, logits, y, c, p_teacher):
         C = self.C
+        if self.la_tau:
+            logits = logits + self.la_tau * self.log_prior
         if self._t < self.warm:
             return F.cross_entropy(logits.reshape(-1, C), y.reshape(-1), reduction="none").view_as(y)
         if self.a == "rank":

@@ -49,11 +49,28 @@ MASK_RULES = {
 # The rows of the summary table, in this order (the library's names where it has the rule).
 SUMMARY = [
     ("gold", "gold labels (bound)"),
+    ("gold, class weights^0.5", 'gold labels, `class_weight="sqrt_balanced"`'),
+    (
+        "(h) (f5) + class weights^0.5",
+        '**`confidence` + `noise_correction="forward"` + `class_weight="sqrt_balanced"` (the MLP default)**',
+    ),
     (
         "(f5) SLaM a=rank, excess weights, from epoch 5",
-        '**`confidence` + `noise_correction="forward"` (the MLP default)**',
+        '`confidence` + `noise_correction="forward"`, `class_weight=None` (the previous default)',
     ),
-    ("(c*) w = (C c - 1) / (C - 1)", '`confidence`, `noise_correction="none"` (the previous default)'),
+    ("(c*) w = (C c - 1) / (C - 1)", '`confidence`, `noise_correction="none"` (the default before)'),
+    ("(h) (f5) + class weights^1.0", '`confidence` + forward + `class_weight="balanced"`'),
+    ("(h) (f5) + class weights^0.25", "`confidence` + forward + class weights (n / (C n_k))^0.25"),
+    (
+        "(h) (f5) + class weights^0.5 (soft prior)",
+        "`confidence` + forward + class weights^0.5 from the teacher's mean probabilities",
+    ),
+    ("(i) (f5) + logit adjustment tau=0.5", "`confidence` + forward + logit adjustment, tau 0.5"),
+    ("(i) (f5) + logit adjustment tau=1.0", "`confidence` + forward + logit adjustment, tau 1"),
+    (
+        "(j) (f5) + class weights^0.5 + logit adjustment 0.5",
+        "`confidence` + forward + class weights^0.5 + logit adjustment 0.5",
+    ),
     ("llkd", "`llkd` (the paper's rule, old default)"),
     ("(a) c >= m_T[y] (class mean, no norm.)", "`class_mean` (new)"),
     ("teacher-only", "`teacher`"),
@@ -180,6 +197,14 @@ def summary_section(by, header):
         "| method | " + " | ".join(keys) + " | noisy settings at target | worst Δ | back-prop vs all |",
         "|---|" + "---|" * (len(keys) + 3),
     ]
+    cells = []
+    for k in keys:
+        t = next(iter(by[k].values()))["teacher"]
+        a = np.array(by[k]["all"]["f1"])
+        cells.append(
+            "n/a" if np.isnan(t["teacher_test_f1"]) else f"{100 * (t['teacher_test_f1'] - a.mean()):+.2f} (det.)"
+        )
+    out.append("| the teacher itself (its test predictions) | " + " | ".join(cells) + " | — | — | — |")
     for m, label in SUMMARY:
         cells, wins, worst, n_noisy, bp = [], 0, np.inf, 0, []
         for k in keys:
@@ -222,7 +247,18 @@ def finetune_section():
         "| setting | pool, tokens | method | macro-F1 (seeds) | Δ vs all (seeds > 0) | fraction with weight > 0 | rows back-propagated | wall s per fit |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    order = ["all", "confidence", "confidence+forward", "all+forward", "llkd", "teacher", "class_mean", "gold"]
+    order = [
+        "all",
+        "confidence",
+        "confidence+forward",
+        "confidence+forward+cw",
+        "all+forward",
+        "all+cw",
+        "llkd",
+        "teacher",
+        "class_mean",
+        "gold",
+    ]
     for (setting, pool), by_m in rows.items():
         if len(by_m) < 2:  # an abandoned run (RT at 2,000 texts: one fit in 6 minutes)
             continue

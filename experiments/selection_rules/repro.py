@@ -3,14 +3,16 @@ noise, on the first N_POOL rows of a setting (the teacher calibrated as run.CALI
 
     python experiments/selection_rules/repro.py SETTING N_POOL [SELECTION ...]
 
-A SELECTION may end in ``+forward`` (``noise_correction="forward"``); without it the
-library runs with ``noise_correction="none"``. Results are merged into
-``.cache/repro-<calibration>-SETTING-N_POOL.json``.
+A SELECTION may end in ``+forward`` (``noise_correction="forward"``) and then ``+cw``
+(``class_weight="sqrt_balanced"``); without them the library runs with
+``noise_correction="none"`` and ``class_weight=None``. Seeds: ``REPRO_SEEDS`` (default 3).
+Results are merged into ``.cache/repro-<calibration>-SETTING-N_POOL.json``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,7 +26,7 @@ import rules as R
 import run
 from trainer import train
 
-SEEDS = [0, 1, 2]
+SEEDS = list(range(int(os.environ.get("REPRO_SEEDS", "3"))))
 
 
 class RowEncoder:
@@ -41,6 +43,7 @@ RULES = {
     "confidence": lambda: R.ExcessConfWeight(),
     "class_mean": lambda: R.ClassMeanThreshold(),
     "confidence+forward": lambda: RL.SLaM(a="rank", weight="excess", warm=5.0),
+    "confidence+forward+cw": lambda: RL.SLaM(a="rank", weight="excess", warm=5.0, cw_power=0.5),
 }
 
 
@@ -72,7 +75,8 @@ def main(key="rt_tfidf", n_pool=3000, selections=("all", "llkd")):
                 student="mlp",
                 encoder=RowEncoder(emb),
                 selection=sel.split("+")[0],
-                noise_correction="forward" if sel.endswith("+forward") else "none",
+                noise_correction="forward" if "+forward" in sel else "none",
+                class_weight="sqrt_balanced" if sel.endswith("+cw") else None,
                 max_epochs=10,
                 random_state=seed,
                 calibration=run.CALIB,

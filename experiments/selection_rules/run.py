@@ -372,6 +372,37 @@ def methods():
         "(f4) after 5 epochs of (c*)",
         lambda st, d: RL.SLaM(a="rank", weight="excess", warm=5.0),
     )
+    for pw in (0.5, 1.0):
+        rule_method(
+            f"(h) (f5) + class weights^{pw}",
+            f"(f5) with weights times (1 / (C prior_k))^{pw}, prior = the teacher's label shares on the pool",
+            lambda st, d, pw=pw: RL.SLaM(a="rank", weight="excess", warm=5.0, cw_power=pw),
+        )
+    for tau in (0.5, 1.0):
+        rule_method(
+            f"(i) (f5) + logit adjustment tau={tau}",
+            f"(f5) with the training logits shifted by {tau} log prior_k (Menon et al. 2021), prior = the teacher's label shares",
+            lambda st, d, tau=tau: RL.SLaM(a="rank", weight="excess", warm=5.0, la_tau=tau),
+        )
+    rule_method(
+        "(h) (f5) + class weights^0.25",
+        "(f5) with weights times (1 / (C prior_k))^0.25, prior = the teacher's label shares on the pool",
+        lambda st, d: RL.SLaM(a="rank", weight="excess", warm=5.0, cw_power=0.25),
+    )
+    rule_method(
+        "(h) (f5) + class weights^0.5 (soft prior)",
+        "(f5) with weights times (1 / (C prior_k))^0.5, prior = the teacher's mean probability per class",
+        lambda st, d: RL.SLaM(a="rank", weight="excess", warm=5.0, cw_power=0.5, prior_source="soft"),
+    )
+    rule_method(
+        "(j) (f5) + class weights^0.5 + logit adjustment 0.5",
+        "(f5) with both (h) at power 0.5 and (i) at tau 0.5",
+        lambda st, d: RL.SLaM(a="rank", weight="excess", warm=5.0, cw_power=0.5, la_tau=0.5),
+    )
+    M["gold, class weights^0.5"] = (
+        "the gold-label student with class weights (1 / (C prior_k))^0.5, prior = the gold label shares",
+        lambda st, d: fit(st, RL.SLaM(warm=1e9, cw_power=0.5), labels=st.y),
+    )
     rule_method(
         "(g) EMA relabel, p_T*Q hard",
         "from epoch 2: hard target argmax p_T*Q (Q: per-row EMA of the student's train-mode softmax), excess weights",

@@ -63,6 +63,7 @@ def model_card(est, *, fmt: str, metrics: dict | None = None, files: str = "") -
         ("encoder layers kept", s.get("encoder_layers")),
         ("selection rule", s.get("selection")),
         ("noise correction", s.get("noise_correction")),
+        ("class weights", s.get("class_weight")),
         ("epochs", s.get("epochs")),
         ("fit seconds", s.get("fit_seconds")),
         ("training label shares", s.get("label_shares")),

@@ -237,6 +237,8 @@ def jsonable_params(params: dict) -> dict:
             value = None
         if key == "encoder" and not isinstance(value, str):
             value = None  # a custom encoder object: pass it again to load()
+        if key == "class_weight" and isinstance(value, dict):
+            value = {str(k.item() if isinstance(k, np.generic) else k): float(v) for k, v in value.items()}
         if key == "labels" and value is not None:
             value = [v.item() if isinstance(v, np.generic) else v for v in value]
         out[key] = value

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ._callbacks import EarlyStopping, History, ProgressBar
+from ._class_weight import class_weights, reweight
 from ._label_noise import forward_corrected_loss, reliability
 from ._targets import Targets
 from .selection import AdaptiveSelector, reads_student
@@ -52,6 +53,8 @@ class TrainConfig:
     temperature: float = 2.0
     noise_correction: str = "none"  # resolved: "none" or "forward" (llkd._label_noise)
     noise_correction_start: float = 0.5
+    # resolved: None, "balanced", "sqrt_balanced" or fixed per-class weights (llkd._class_weight)
+    class_weight: object = None
     batch_size: int = 32
     weight_decay: float = 0.01
     early_stopping: bool = False
@@ -220,6 +223,7 @@ class Trainer:
         self.proba = targets.proba
         self.is_gold = targets.is_gold
         self._reliability_t = None  # recomputed over the training rows at the next epoch
+        self._class_w_t = None  # likewise
         self._labels_t = torch.as_tensor(self.labels, dtype=torch.long)
         self._conf_t = torch.as_tensor(self.confidence, dtype=torch.float64)
         self._proba_t = torch.as_tensor(self.proba, dtype=torch.float32) if self.proba is not None else None
@@ -287,6 +291,7 @@ class Trainer:
         self.forward_from_step = (
             int(round(cfg.noise_correction_start * self.total_steps)) if cfg.noise_correction == "forward" else None
         )
+        self.class_weights = None  # per-class loss weights of the current epoch (None: none)
         self.global_step = 0
         self.stop_training = False
         self.history = self.callbacks[0]
@@ -313,6 +318,9 @@ class Trainer:
         if self.forward_from_step is not None:  # the rows may have grown (teacher budget)
             a = reliability(self.confidence, self.rows, self.is_gold, self.config.n_classes)
             self._reliability_t = torch.as_tensor(a, device=self._labels_t.device)
+        w_class = class_weights(self.config.class_weight, self.labels, self.rows, self.config.n_classes)
+        self.class_weights = w_class
+        self._class_w_t = None if w_class is None else torch.as_tensor(w_class, device=self.device)
         order = self.rows[self.rng.permutation(len(self.rows))]
         lengths = getattr(self.data, "lengths", None)
         for idx in length_bucketed_batches(order, self.config.batch_size, lengths, self.rng):
@@ -368,6 +376,8 @@ class Trainer:
         weights = _as_tensor(res.weights, self.device, torch.float32)
         if self.global_step < self.warmup_steps:
             mask, weights = torch.ones_like(mask), torch.ones_like(weights)
+        if self._class_w_t is not None:
+            weights = reweight(weights, mask, y_b.to(self.device), self._class_w_t)
         return res, mask, weights
 
     def loss_step(self, x, logits, mask, weights, y_b, p_b, k: int, a_b=None):

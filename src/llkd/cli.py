@@ -94,6 +94,7 @@ def demo(args) -> dict:
         encoder="mpnet" if quality else "auto",
         selection=args.selection,
         noise_correction=args.noise_correction,
+        class_weight=_class_weight(args.class_weight),
         # The fine-tuned student gets one epoch at 1e-4 (benchmarks/study_demo_student.py);
         # the MLP student keeps the estimator's defaults.
         max_epochs=args.epochs if args.epochs is not None else (1 if finetune else None),
@@ -397,6 +398,7 @@ def distill(args) -> None:
         encoder=args.encoder,
         selection=args.selection,
         noise_correction=args.noise_correction,
+        class_weight=_class_weight(args.class_weight),
         encoder_layers=args.encoder_layers,
         max_epochs=args.epochs,
         learning_rate=args.lr,
@@ -480,8 +482,13 @@ def _stdout_to_devnull() -> None:
         pass  # not a real file (tests, notebooks): nothing will be flushed to it
 
 
+def _class_weight(value: str):
+    return None if value == "none" else value
+
+
 def _add_loss_options(p) -> None:
-    """--selection and --noise-correction, shared by ``demo`` and ``distill``."""
+    """--selection, --noise-correction and --class-weight, shared by ``demo`` and ``distill``."""
+    from ._class_weight import CLASS_WEIGHTS
     from ._label_noise import NOISE_CORRECTIONS
     from .selection import MODES
 
@@ -497,6 +504,13 @@ def _add_loss_options(p) -> None:
         choices=NOISE_CORRECTIONS,
         help="loss on the teacher's labels: forward (a noise-corrected loss from half-way through training), "
         "none, or auto (forward with the confidence selection)",
+    )
+    p.add_argument(
+        "--class-weight",
+        default="auto",
+        choices=(*CLASS_WEIGHTS, "none"),
+        help="loss weights per label class against a teacher's class bias: balanced (n / (C n_k)), "
+        "sqrt_balanced (its square root), none, or auto (sqrt_balanced with the confidence selection)",
     )
 
 

@@ -16,6 +16,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _embeddings, _inputs, students
 from ._active import ActiveRounds, final_epochs, resolve_budget, round_sizes
+from ._class_weight import CLASS_WEIGHTS, check_class_weight, resolve_class_weight, weight_vector
 from ._label_noise import NOISE_CORRECTIONS, resolve_noise_correction
 from ._targets import PoolLabeler
 from ._threads import run_with_threads
@@ -134,6 +135,15 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
     noise_correction_start : float, default=0.5
         Fraction of the optimizer steps after which ``"forward"`` replaces the
         cross-entropy (0: from the start).
+    class_weight : {"auto", "balanced", "sqrt_balanced"}, dict or None, default="auto"
+        Weights on the loss per label class, against the class shares a biased teacher
+        hands on. ``"balanced"``: ``n / (C n_k)`` over the training rows' labels;
+        ``"sqrt_balanced"``: its square root; a dict maps classes to weights (1 for
+        classes not named); None: no weights. Each row's weight is multiplied by its
+        label's weight, then the batch is rescaled to its previous total weight.
+        ``"auto"`` is ``"sqrt_balanced"`` with ``selection="confidence"``, hard targets
+        and teacher labels among the training rows, None otherwise (see :mod:`llkd._class_weight` and docs/design.md
+        section 3.9; where it gains and what it costs: README, "Choosing parameters").
     calibration : {"auto", "none", ...}, default="auto"
         Correction of the teacher's distribution over the training pool before
         training (see :func:`llkd.teachers.calibrate`). ``"auto"`` (the ``"adaptive"``
@@ -240,6 +250,9 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         ``max_shift``, ``max_shift_class``); None when the teacher gives no distribution.
         A ``UserWarning`` is given when the correction moved a share by more than 15
         points and no gold labels were passed.
+    class_weight_ : ndarray of shape (n_classes,) or None
+        The per-class loss weights of the last epoch (None: no class weights). Not
+        kept by ``save``/``load``; the model card records the setting used.
     n_teacher_queries_ : int
         Distinct inputs sent to the teacher during this fit (0 when all were cached).
         Under ``teacher_budget`` the epoch records of ``history_`` at which a round ran
@@ -280,6 +293,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         "temperature": [Interval(numbers.Real, 0, None, closed="neither")],
         "noise_correction": [StrOptions(set(NOISE_CORRECTIONS))],
         "noise_correction_start": [Interval(numbers.Real, 0, 1, closed="left")],
+        "class_weight": [StrOptions(set(CLASS_WEIGHTS)), dict, None],
         "calibration": [str, None],
         "max_epochs": [Interval(numbers.Integral, 1, None, closed="left"), None],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -326,6 +340,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         temperature=2.0,
         noise_correction="auto",
         noise_correction_start=0.5,
+        class_weight="auto",
         calibration="auto",
         max_epochs=None,
         batch_size=32,
@@ -364,6 +379,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         self.temperature = temperature
         self.noise_correction = noise_correction
         self.noise_correction_start = noise_correction_start
+        self.class_weight = class_weight
         self.calibration = calibration
         self.max_epochs = max_epochs
         self.batch_size = batch_size
@@ -466,6 +482,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         )
         self.classes_ = labeler.classes
         C = len(self.classes_)
+        check_class_weight(self.class_weight, self.classes_)  # before any teacher query
         sizes = None
         if self.teacher_budget is not None:
             if labeler.teacher is None:
@@ -523,6 +540,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
             "encoder_layers": self.encoder_layers,
             "selection": self.selector_.mode,
             "noise_correction": self._noise_correction_used,
+            "class_weight": self._class_weight_used,
             "epochs": self.n_iter_,
             "fit_seconds": round(self.fit_seconds_, 1),
             "label_shares": {str(c): round(float(v), 4) for c, v in zip(self.classes_, shares)},
@@ -548,6 +566,11 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
             selection = resolve_selection(self.selection, kind)
             noise_correction = resolve_noise_correction(self.noise_correction, selection, bool(self.soft_targets))
             self._noise_correction_used = noise_correction
+            teacher_rows = bool((~labeler.targets.is_gold[train_rows]).any()) or rounds is not None
+            class_weight = resolve_class_weight(self.class_weight, selection, bool(self.soft_targets), teacher_rows)
+            self._class_weight_used = class_weight if class_weight is None or isinstance(class_weight, str) else "dict"
+            if isinstance(class_weight, dict):
+                class_weight = weight_vector(class_weight, self.classes_)
             callbacks, epoch_sizes = [], None
             if rounds is not None:  # a teacher budget: one epoch per round, then the final epochs
                 features = data.features.numpy() if isinstance(data, students.FeatureData) else None
@@ -573,6 +596,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
                 selection=selection,  # weighting="auto" resolves in the selector
                 noise_correction=noise_correction,
                 noise_correction_start=float(self.noise_correction_start),
+                class_weight=class_weight,
             )
             trainer = Trainer(
                 model,
@@ -589,6 +613,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         self.selector_ = result.selector
         self.history_ = result.history
         self.n_iter_ = len(result.history)
+        self.class_weight_ = trainer.class_weights
 
     # ---------------------------------------------------------------- predict
     def predict_proba(self, X):
