@@ -47,6 +47,12 @@ def main(argv=None):
     ap.add_argument(
         "--noise-correction", default="auto", help="the estimator's noise_correction (default: the library default)"
     )
+    ap.add_argument(
+        "--class-weight",
+        default="auto",
+        help="the estimator's class_weight (default: the library default); files of runs before it "
+        "existed carry no class-weight tag",
+    )
     ap.add_argument("--quick", action="store_true", help="1,000 pool rows, fractions 0.1 and 1.0, 1 seed")
     args = ap.parse_args(argv)
     d = np.load(args.data, allow_pickle=True)
@@ -75,7 +81,7 @@ def main(argv=None):
     tag = (
         ""
         if (args.selection, args.calibration) == ("llkd", "none")
-        else f"-{args.selection}-{args.calibration}-{args.noise_correction}"
+        else f"-{args.selection}-{args.calibration}-{args.noise_correction}-{args.class_weight}"
     )
     out = Path(args.out) if args.out else Path(args.data).with_name(f"active-{name}{tag}.jsonl")
     done = {}
@@ -86,7 +92,8 @@ def main(argv=None):
     teacher_acc = float((proba.argmax(1) == ytr).mean())
     print(
         f"# {name}: pool {len(Xtr)}, test {len(Xte)}, {C} classes, teacher pool accuracy {teacher_acc:.3f}; "
-        f"selection={args.selection!r}, calibration={args.calibration!r}, noise_correction={args.noise_correction!r}; "
+        f"selection={args.selection!r}, calibration={args.calibration!r}, noise_correction={args.noise_correction!r}, "
+        f"class_weight={args.class_weight!r}; "
         f"{time.strftime('%Y-%m-%d')}, load average {os.getloadavg()[0]:.1f}"
     )
     for frac in fractions:
@@ -105,6 +112,7 @@ def main(argv=None):
                     calibration=args.calibration,
                     selection=args.selection,
                     noise_correction=args.noise_correction,
+                    class_weight=None if args.class_weight == "none" else args.class_weight,
                     random_state=seed,
                 )
                 clf.fit(Xtr)

@@ -26,7 +26,8 @@ ACTIVE_SETS = {
 }
 RULES = ["random", "uncertainty", "margin", "diverse"]
 SELECTION = [
-    ("(f5) SLaM a=rank, excess weights, from epoch 5", "confidence + forward (default)"),
+    ("(h) (f5) + class weights^0.5", "confidence + forward + sqrt_balanced (default)"),
+    ("(f5) SLaM a=rank, excess weights, from epoch 5", "confidence + forward"),
     ("(c*) w = (C c - 1) / (C - 1)", "confidence alone"),
     ("llkd", "llkd (paper)"),
     ("(a) c >= m_T[y] (class mean, no norm.)", "class_mean"),
@@ -35,7 +36,7 @@ SELECTION = [
 ]
 
 
-def active_plot(tag="-auto-auto-auto"):
+def active_plot(tag="-auto-auto-auto-auto"):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(ACTIVE_SETS), figsize=(4 * len(ACTIVE_SETS), 3.4), sharex=True)
