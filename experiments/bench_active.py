@@ -53,6 +53,12 @@ def main(argv=None):
         help="the estimator's class_weight (default: the library default); files of runs before it "
         "existed carry no class-weight tag",
     )
+    ap.add_argument(
+        "--unqueried",
+        default="auto",
+        help="the estimator's unqueried (default: the library default); files of runs before it existed, "
+        "which ignored the unasked inputs, carry no tag for it",
+    )
     ap.add_argument("--quick", action="store_true", help="1,000 pool rows, fractions 0.1 and 1.0, 1 seed")
     args = ap.parse_args(argv)
     d = np.load(args.data, allow_pickle=True)
@@ -82,6 +88,7 @@ def main(argv=None):
         ""
         if (args.selection, args.calibration) == ("llkd", "none")
         else f"-{args.selection}-{args.calibration}-{args.noise_correction}-{args.class_weight}"
+        + ("" if args.unqueried == "ignore" else f"-{args.unqueried}")
     )
     out = Path(args.out) if args.out else Path(args.data).with_name(f"active-{name}{tag}.jsonl")
     done = {}
@@ -93,7 +100,7 @@ def main(argv=None):
     print(
         f"# {name}: pool {len(Xtr)}, test {len(Xte)}, {C} classes, teacher pool accuracy {teacher_acc:.3f}; "
         f"selection={args.selection!r}, calibration={args.calibration!r}, noise_correction={args.noise_correction!r}, "
-        f"class_weight={args.class_weight!r}; "
+        f"class_weight={args.class_weight!r}, unqueried={args.unqueried!r}; "
         f"{time.strftime('%Y-%m-%d')}, load average {os.getloadavg()[0]:.1f}"
     )
     for frac in fractions:
@@ -113,6 +120,7 @@ def main(argv=None):
                     selection=args.selection,
                     noise_correction=args.noise_correction,
                     class_weight=None if args.class_weight == "none" else args.class_weight,
+                    unqueried=args.unqueried,
                     random_state=seed,
                 )
                 clf.fit(Xtr)
@@ -128,6 +136,7 @@ def main(argv=None):
                     "scoring_seconds": float(sum(r["scoring_seconds"] for r in rounds)),
                     "pool_scored": int(sum(r["pool_scored"] for r in rounds)),
                     "agreement_before": [r["agreement_before"] for r in rounds],
+                    "student_labelled": int(getattr(clf, "n_student_labelled_", 0)),
                 }
                 done[key] = rec
                 if not args.quick:

@@ -44,11 +44,18 @@ def test_the_teacher_is_asked_about_exactly_the_budget_of_distinct_inputs(budget
     assert all(0 <= r["agreement_before"] <= 1 and r["pool_scored"] >= r["acquired"] for r in rounds)
     # rounds, then at least max_epochs epochs on everything labelled, until the fit has trained on
     # as many rows as max_epochs epochs over the whole pool would (less than one more epoch)
-    final = clf.history_[len(rounds) :]
+    first = [h for h in clf.history_ if "stage" not in h]
+    final = first[len(rounds) :]
     assert len(final) >= 2 and all(h["n_backprop_all"] == expected for h in final)
-    trained = sum(h["n_backprop_all"] for h in clf.history_)
+    trained = sum(h["n_backprop_all"] for h in first)
     if len(final) > 2:
         assert 2 * 300 <= trained < 2 * 300 + expected
+    # unqueried="auto": a second student trains max_epochs epochs on every input, the unasked
+    # ones labelled by the first student (nothing is left unasked when the budget covers the pool)
+    second = [h for h in clf.history_ if h.get("stage") == "student_labels"]
+    assert clf.n_student_labelled_ == 300 - expected
+    assert len(second) == (2 if expected < 300 else 0) and all(h["n_backprop_all"] == 300 for h in second)
+    assert len(clf.history_) == len(first) + len(second) == clf.n_iter_
 
 
 def test_a_budget_costs_labels_not_optimizer_steps():

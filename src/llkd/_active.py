@@ -15,6 +15,8 @@ With a budget of ``B`` distinct inputs, ``fit`` proceeds in ``n_rounds`` rounds 
    pool would show it (:func:`final_epochs`), at least ``max_epochs`` epochs. Fewer labels
    must not also mean fewer optimizer steps: with ``max_epochs`` epochs over a fifth of
    Reuters R8, the MLP student scored 0.553 macro-F1; with the steps of a full fit, 0.691.
+6. with ``unqueried="student"`` (the MLP student's default), that student labels the inputs
+   never asked about and a fresh student trains on everything (:mod:`llkd._unqueried`).
 
 Rounds 3-4 are a trainer callback (:class:`ActiveRounds`) run at the end of each epoch.
 """

@@ -64,6 +64,7 @@ def model_card(est, *, fmt: str, metrics: dict | None = None, files: str = "") -
         ("selection rule", s.get("selection")),
         ("noise correction", s.get("noise_correction")),
         ("class weights", s.get("class_weight")),
+        ("inputs not asked, labelled by the student", s.get("n_student_labelled") or None),
         ("epochs", s.get("epochs")),
         ("fit seconds", s.get("fit_seconds")),
         ("training label shares", s.get("label_shares")),

@@ -101,6 +101,7 @@ def demo(args) -> dict:
         learning_rate=args.lr if args.lr is not None else (1e-4 if finetune else None),
         teacher_cache=cache,
         teacher_budget=budget,
+        unqueried=args.unqueried,
         random_state=args.seed,
         verbose=1,
     )
@@ -354,6 +355,21 @@ _BUDGET_HELP = (
 )
 
 
+def _add_budget_options(p) -> None:
+    """--teacher-budget and --unqueried, shared by demo and distill."""
+    from ._unqueried import UNQUERIED
+
+    p.add_argument("--teacher-budget", type=_budget, default=None, help=_BUDGET_HELP)
+    p.add_argument(
+        "--unqueried",
+        default="auto",
+        choices=list(UNQUERIED),
+        help="under a budget, what the student learns from the texts never asked about: 'student' labels them "
+        "with a first student and trains a second on everything; 'ignore' leaves them out (default auto: student "
+        "with the MLP student, ignore with the fine-tuned one)",
+    )
+
+
 def _budget(value: str):
     """--teacher-budget: an int (queries) or a fraction in (0, 1]."""
     import argparse
@@ -404,6 +420,7 @@ def distill(args) -> None:
         learning_rate=args.lr,
         teacher_cache=cache,
         teacher_budget=args.teacher_budget,
+        unqueried=args.unqueried,
         random_state=args.seed,
         verbose=1,
     )
@@ -549,7 +566,7 @@ def main(argv=None) -> int:
         "reviews it reached its teacher (benchmarks/RESULTS.md); fetches ~400 MB of model parts once",
     )
     _add_loss_options(p)
-    p.add_argument("--teacher-budget", type=_budget, default=None, help=_BUDGET_HELP)
+    _add_budget_options(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--home", default=str(_default_home()), help="cache directory (teacher answers, model)")
     p.add_argument("--out", default=None, help="where to save the student (default <home>/demo-model)")
@@ -604,7 +621,7 @@ def main(argv=None) -> int:
         default=None,
         help="SQLite file for teacher answers (default <LLKD_HOME or ~/.cache/llkd>/teacher-cache.sqlite)",
     )
-    p.add_argument("--teacher-budget", type=_budget, default=None, help=_BUDGET_HELP)
+    _add_budget_options(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="directory to save the student")
     p.set_defaults(func=distill)

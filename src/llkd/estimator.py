@@ -21,6 +21,7 @@ from ._label_noise import NOISE_CORRECTIONS, resolve_noise_correction
 from ._targets import PoolLabeler
 from ._threads import run_with_threads
 from ._trainer import PRECISIONS, TrainConfig, Trainer, autocast, resolve_precision
+from ._unqueried import UNQUERIED, resolve_unqueried, softmax, with_student_labels
 from .selection import MODES, WEIGHTINGS, resolve_selection
 from .selection._acquisition import ACQUISITIONS
 
@@ -202,6 +203,18 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         teacher the inputs the student is least sure of are also those the teacher gets
         wrong most often, and the student-chosen rules trained worse students than
         random draws (``benchmarks/RESULTS.md``, section bench_active): hence the default.
+    unqueried : {"auto", "student", "ignore"}, default="auto"
+        What the student learns from the inputs a ``teacher_budget`` left unasked.
+        ``"student"``: once the budget is spent, the student labels them (its softmax
+        as label, confidence and distribution) and a fresh student trains on the
+        teacher's answers and these labels together (:mod:`llkd._unqueried`); the
+        student is trained twice. ``"ignore"``: they are not trained on. ``"auto"`` is
+        ``"student"`` under a budget with the MLP student, ``"ignore"`` with the
+        fine-tuned student (a second fine-tuning has not been measured). With a noisy
+        teacher the first student labels the rest more accurately than the teacher
+        does; with a teacher better than the student it gains little. Measured
+        trade-off: ``benchmarks/RESULTS.md``, "Teacher budget with the library defaults".
+        Without a budget every input is asked and this does nothing.
     device : {"auto", "cpu", "cuda", "cuda:N"}, default="auto"
     selection_backend : {"auto", "native", "cuda", "numpy"}, default="auto"
     mixed_precision : {"auto", "bf16", "fp16", "off"}, default="auto"
@@ -259,7 +272,11 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         carry an ``"acquisition"`` dict: ``round``, ``teacher_queries`` (so far),
         ``acquired``, ``pool_scored``, ``scoring_seconds``, the mean acquisition score of
         the batch and of the pool, and ``agreement_before`` (the student's agreement with
-        the teacher on the new batch before training on it).
+        the teacher on the new batch before training on it). With ``unqueried="student"``
+        the epochs of the second student follow, each with ``"stage": "student_labels"``.
+    n_student_labelled_ : int
+        Inputs the teacher was not asked about that the first student labelled
+        (``unqueried="student"``); 0 otherwise. They keep label -1 in ``teacher_labels_``.
     training_summary_ : dict
         What the model card records about the fit: the teacher's class and identity,
         the number of inputs, of teacher-labelled rows, of queries and of gold rows, the
@@ -314,6 +331,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
             Interval(numbers.Real, None, None, closed="neither"),
         ],
         "acquisition": [StrOptions(set(ACQUISITIONS))],
+        "unqueried": [StrOptions(set(UNQUERIED))],
         "device": [str],
         "selection_backend": [StrOptions({"auto", "native", "cuda", "numpy"})],
         "mixed_precision": [StrOptions(set(PRECISIONS))],
@@ -357,6 +375,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         teacher_cache=None,
         teacher_budget=None,
         acquisition="random",
+        unqueried="auto",
         device="auto",
         selection_backend="auto",
         mixed_precision="auto",
@@ -396,6 +415,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         self.teacher_cache = teacher_cache
         self.teacher_budget = teacher_budget
         self.acquisition = acquisition
+        self.unqueried = unqueried
         self.device = device
         self.selection_backend = selection_backend
         self.mixed_precision = mixed_precision
@@ -484,10 +504,12 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         C = len(self.classes_)
         check_class_weight(self.class_weight, self.classes_)  # before any teacher query
         sizes = None
+        self._unqueried_used = "ignore"
         if self.teacher_budget is not None:
             if labeler.teacher is None:
                 raise ValueError("teacher_budget limits the queries to a teacher, but teacher is None")
             sizes = round_sizes(resolve_budget(self.teacher_budget, len(labeler.pool), C)) if labeler.pool else []
+            self._unqueried_used = resolve_unqueried(self.unqueried, self.teacher_budget, kind)
             seed_keys = list(labeler.pool)
             pick = np.sort(np.random.RandomState(seed).permutation(len(seed_keys))[: sizes[0]]) if sizes else []
             labeler.label([seed_keys[i] for i in pick])
@@ -541,6 +563,8 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
             "selection": self.selector_.mode,
             "noise_correction": self._noise_correction_used,
             "class_weight": self._class_weight_used,
+            "unqueried": self._unqueried_used if self.teacher_budget is not None else None,
+            "n_student_labelled": self.n_student_labelled_,
             "epochs": self.n_iter_,
             "fit_seconds": round(self.fit_seconds_, 1),
             "label_shares": {str(c): round(float(v), 4) for c, v in zip(self.classes_, shares)},
@@ -562,58 +586,78 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             data, model = self._build_student(X, kind, C, device)
-            epochs = self._max_epochs(kind)
-            selection = resolve_selection(self.selection, kind)
-            noise_correction = resolve_noise_correction(self.noise_correction, selection, bool(self.soft_targets))
-            self._noise_correction_used = noise_correction
-            teacher_rows = bool((~labeler.targets.is_gold[train_rows]).any()) or rounds is not None
-            class_weight = resolve_class_weight(self.class_weight, selection, bool(self.soft_targets), teacher_rows)
-            self._class_weight_used = class_weight if class_weight is None or isinstance(class_weight, str) else "dict"
-            if isinstance(class_weight, dict):
-                class_weight = weight_vector(class_weight, self.classes_)
-            callbacks, epoch_sizes = [], None
-            if rounds is not None:  # a teacher budget: one epoch per round, then the final epochs
-                features = data.features.numpy() if isinstance(data, students.FeatureData) else None
-                active = ActiveRounds(labeler, rounds, self.acquisition, np.random.default_rng(seed), features)
-                callbacks.append(active)
-                per_key = len(train_rows) / max(1, labeler.n_queries + int(labeler.targets.is_gold.sum()))
-                sizes, n = [], len(train_rows)
-                for r in rounds:
-                    sizes.append(n)
-                    n += int(round(r * max(1.0, per_key)))
-                final = final_epochs(epochs, len(labeler.targets.labels), sizes, n)
-                epoch_sizes = sizes + [n] * final
-                epochs = len(rounds) + final
-            config = TrainConfig.from_params(
-                self.get_params(deep=False),
-                n_classes=C,
-                max_epochs=epochs,
-                learning_rate=self._learning_rate(kind),
-                lr_schedule="linear" if kind == "finetune" else "constant",
-                warmup_epochs=float(self.warmup_epochs),
-                temperature=float(self.temperature),
-                verbose=int(self.verbose),
-                selection=selection,  # weighting="auto" resolves in the selector
-                noise_correction=noise_correction,
-                noise_correction_start=float(self.noise_correction_start),
-                class_weight=class_weight,
-            )
-            trainer = Trainer(
-                model,
-                data,
-                labeler.targets,
-                config,
-                device=device,
-                rng=np.random.RandomState(seed),
-                callbacks=callbacks,
-                epoch_sizes=epoch_sizes,
-            )
-            result = run_with_threads(self._torch_threads(device), trainer.fit_loop, train_rows)
-        self.student_ = result.model.eval()
-        self.selector_ = result.selector
-        self.history_ = result.history
-        self.n_iter_ = len(result.history)
+            trainer = self._train(model, data, labeler.targets, train_rows, kind, C, device, seed, labeler, rounds)
+            history = trainer.history.records
+            self.n_student_labelled_ = 0
+            rest = np.flatnonzero(labeler.targets.labels < 0)
+            if rounds is not None and self._unqueried_used == "student" and rest.size:
+                logits = run_with_threads(self._torch_threads(device), trainer.logits, rest)
+                targets = with_student_labels(labeler.targets, rest, softmax(logits))
+                torch.manual_seed(seed)  # the fresh student starts from the first one's weights
+                model = self._new_model(kind, C, device, data)
+                rows = np.flatnonzero(targets.labels >= 0)
+                trainer = self._train(model, data, targets, rows, kind, C, device, seed, labeler, None)
+                history = history + [dict(r, stage="student_labels") for r in trainer.history.records]
+                self.n_student_labelled_ = int(rest.size)
+        self.student_ = trainer.model.eval()
+        self.selector_ = trainer.selector
+        self.history_ = history
+        self.n_iter_ = len(history)
         self.class_weight_ = trainer.class_weights
+
+    def _train(self, model, data, targets, train_rows, kind, C, device, seed, labeler, rounds):
+        """One training run of ``model`` on ``train_rows`` (the rounds of a budget when given)."""
+        epochs = self._max_epochs(kind)
+        selection = resolve_selection(self.selection, kind)
+        noise_correction = resolve_noise_correction(self.noise_correction, selection, bool(self.soft_targets))
+        self._noise_correction_used = noise_correction
+        teacher_rows = bool((~targets.is_gold[train_rows]).any()) or rounds is not None
+        class_weight = resolve_class_weight(self.class_weight, selection, bool(self.soft_targets), teacher_rows)
+        self._class_weight_used = class_weight if class_weight is None or isinstance(class_weight, str) else "dict"
+        if isinstance(class_weight, dict):
+            class_weight = weight_vector(class_weight, self.classes_)
+        callbacks, epoch_sizes = [], None
+        if rounds is not None:  # a teacher budget: one epoch per round, then the final epochs
+            features = data.features.numpy() if isinstance(data, students.FeatureData) else None
+            active = ActiveRounds(labeler, rounds, self.acquisition, np.random.default_rng(seed), features)
+            callbacks.append(active)
+            # Rows per labelled input, from the inputs labelled, not the queries paid: answers
+            # remembered from an earlier fit cost no query but are trained on all the same.
+            n_keys = sum(1 for rs in labeler.pool.values() if targets.labels[rs[0]] >= 0)
+            per_key = len(train_rows) / max(1, n_keys + int(targets.is_gold.sum()))
+            sizes, n = [], len(train_rows)
+            for r in rounds:
+                sizes.append(n)
+                n += int(round(r * max(1.0, per_key)))
+            final = final_epochs(epochs, len(targets.labels), sizes, n)
+            epoch_sizes = sizes + [n] * final
+            epochs = len(rounds) + final
+        config = TrainConfig.from_params(
+            self.get_params(deep=False),
+            n_classes=C,
+            max_epochs=epochs,
+            learning_rate=self._learning_rate(kind),
+            lr_schedule="linear" if kind == "finetune" else "constant",
+            warmup_epochs=float(self.warmup_epochs),
+            temperature=float(self.temperature),
+            verbose=int(self.verbose),
+            selection=selection,  # weighting="auto" resolves in the selector
+            noise_correction=noise_correction,
+            noise_correction_start=float(self.noise_correction_start),
+            class_weight=class_weight,
+        )
+        trainer = Trainer(
+            model,
+            data,
+            targets,
+            config,
+            device=device,
+            rng=np.random.RandomState(seed),
+            callbacks=callbacks,
+            epoch_sizes=epoch_sizes,
+        )
+        run_with_threads(self._torch_threads(device), trainer.fit_loop, train_rows)
+        return trainer
 
     # ---------------------------------------------------------------- predict
     def predict_proba(self, X):
@@ -680,11 +724,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
     def _build_student(self, X, kind: str, n_classes: int, device):
         self._kind_ = kind
         if kind == "finetune":
-            path = students.resolve_encoder_path(self.encoder)
-            encoder, tokenizer = students.load_hf_encoder(path, progress=self.verbose > 0)
-            if self.encoder_layers is not None:
-                students.truncate_encoder(encoder, int(self.encoder_layers))
-            model = students.EncoderClassifier(encoder, n_classes, float(self.dropout))
+            model, encoder, tokenizer = self._encoder_classifier(n_classes)
             self._tokenizer_ = tokenizer
             self._encoder_config_ = encoder.config.to_dict()
             self._frozen_encoder_ = None
@@ -705,6 +745,22 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
                 "dropout": float(self.dropout),
             }
         return data, model.to(device)
+
+    def _encoder_classifier(self, n_classes: int):
+        """A fine-tuned student from the pretrained encoder: (model, encoder, tokenizer)."""
+        path = students.resolve_encoder_path(self.encoder)
+        encoder, tokenizer = students.load_hf_encoder(path, progress=self.verbose > 0)
+        if self.encoder_layers is not None:
+            students.truncate_encoder(encoder, int(self.encoder_layers))
+        return students.EncoderClassifier(encoder, n_classes, float(self.dropout)), encoder, tokenizer
+
+    def _new_model(self, kind: str, n_classes: int, device, data):
+        """A freshly initialised student for ``data`` (built by :meth:`_build_student`)."""
+        if kind == "finetune":
+            model = self._encoder_classifier(n_classes)[0]
+        else:
+            model = students.MLPHead(data.features.shape[1], n_classes, int(self.hidden_size), float(self.dropout))
+        return model.to(device)
 
     def _frozen_encoder(self, device=None):
         enc = getattr(self, "_frozen_encoder_", None)
