@@ -1,7 +1,8 @@
 """Plots for benchmarks/RESULTS.md from the cached fits (no fits):
 
 - ``experiments/plots/active_f1_vs_queries.png``: macro-F1 against teacher queries for each
-  acquisition rule (``bench_active`` JSON lines, library defaults), one panel per set;
+  acquisition rule (``bench_active`` JSON lines, library defaults; dashed: the unasked inputs
+  ignored), one panel per set;
 - ``experiments/plots/selection_rules_delta.png``: Δ macro-F1 against ``all`` per setting for
   the main selection rules (``selection_rules/run.py`` fits).
 
@@ -36,27 +37,48 @@ SELECTION = [
 ]
 
 
-def active_plot(tag="-auto-auto-auto-auto"):
+def _curves(path):
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    full = np.mean([r["macro_f1"] for r in rows if r["fraction"] >= 1.0])
+    out = {}
+    for rule in RULES:
+        fr = sorted({r["fraction"] for r in rows if r["rule"] == rule})
+        if fr:
+            f1 = [[r["macro_f1"] for r in rows if r["rule"] == rule and r["fraction"] == f] for f in fr]
+            out[rule] = (
+                [100 * f for f in fr] + [100],
+                [np.mean(v) for v in f1] + [full],
+                [np.std(v) for v in f1] + [0],
+            )
+    return full, out
+
+
+def active_plot(tag="-auto-auto-auto-auto-auto", ignore_tag="-auto-auto-auto-auto"):
+    """Solid: the library defaults (unasked inputs labelled by the student); dashed: the same
+    rules when the unasked inputs are ignored (the runs before ``unqueried`` existed)."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(ACTIVE_SETS), figsize=(4 * len(ACTIVE_SETS), 3.4), sharex=True)
+    fig, axes = plt.subplots(1, len(ACTIVE_SETS), figsize=(4 * len(ACTIVE_SETS), 3.6), sharex=True)
     for ax, (name, title) in zip(axes, ACTIVE_SETS.items()):
         path = CACHE / f"active-{name}{tag}.jsonl"
         if not path.exists():
             ax.set_title(f"{title}\n(not run)")
             continue
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        full = np.mean([r["macro_f1"] for r in rows if r["fraction"] >= 1.0])
-        for rule in RULES:
-            fr = sorted({r["fraction"] for r in rows if r["rule"] == rule})
-            mean = [np.mean([r["macro_f1"] for r in rows if r["rule"] == rule and r["fraction"] == f]) for f in fr]
-            std = [np.std([r["macro_f1"] for r in rows if r["rule"] == rule and r["fraction"] == f]) for f in fr]
-            ax.errorbar([100 * f for f in fr] + [100], mean + [full], yerr=std + [0], label=rule, capsize=2, marker="o")
-        ax.axhline(full, color="grey", lw=0.8, ls="--")
+        full, curves = _curves(path)
+        for i, (rule, (x, mean, std)) in enumerate(curves.items()):
+            ax.errorbar(x, mean, yerr=std, label=rule, capsize=2, marker="o", color=f"C{i}")
+        old = CACHE / f"active-{name}{ignore_tag}.jsonl"
+        if old.exists():
+            for rule, (x, mean, _) in _curves(old)[1].items():
+                if rule in curves:
+                    ax.plot(
+                        x, mean, ls="--", lw=0.9, color=f"C{list(curves).index(rule)}", label=f"{rule}, unasked ignored"
+                    )
+        ax.axhline(full, color="grey", lw=0.8, ls=":")
         ax.set_title(title)
         ax.set_xlabel("teacher queries, % of the pool")
     axes[0].set_ylabel("test macro-F1 (3 seeds)")
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(OUT / "active_f1_vs_queries.png", dpi=110)
 
