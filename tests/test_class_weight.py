@@ -40,11 +40,12 @@ def test_reweighting_keeps_the_selected_rows_total_weight_and_leaves_the_rest():
     torch.testing.assert_close(same, weights)
 
 
-def test_auto_means_sqrt_balanced_only_for_confidence_weights_hard_targets_and_teacher_labels():
-    assert resolve_class_weight("auto", "confidence", False, True) == "sqrt_balanced"
-    assert resolve_class_weight("auto", "confidence", True, True) is None
-    assert resolve_class_weight("auto", "confidence", False, False) is None  # gold labels only
-    for mode in ("llkd", "all", "teacher", "class_mean"):
+def test_auto_means_sqrt_balanced_only_for_confidence_or_all_hard_targets_and_teacher_labels():
+    for mode in ("confidence", "all"):  # the MLP and the fine-tuned student's defaults
+        assert resolve_class_weight("auto", mode, False, True) == "sqrt_balanced"
+        assert resolve_class_weight("auto", mode, True, True) is None
+        assert resolve_class_weight("auto", mode, False, False) is None  # gold labels only
+    for mode in ("llkd", "teacher", "student", "class_mean", "fixed", "random"):
         assert resolve_class_weight("auto", mode, False, True) is None
     assert resolve_class_weight("balanced", "llkd", False, False) == "balanced"
     assert resolve_class_weight(None, "confidence", False, True) is None
@@ -118,11 +119,17 @@ def test_an_unknown_class_weight_name_is_a_parameter_error():
 
 def test_under_a_teacher_budget_the_weights_follow_the_labelled_rows():
     X, teacher, calls = _imbalanced_teacher(300)
-    clf = LLKDClassifier(teacher, labels=["no", "yes"], teacher_budget=0.5, max_epochs=2, random_state=0).fit(X)
+    kw = dict(labels=["no", "yes"], teacher_budget=0.5, max_epochs=2, random_state=0)
+    clf = LLKDClassifier(teacher, unqueried="ignore", **kw).fit(X)
     asked = clf.teacher_labels_ >= 0
     assert sum(calls) == asked.sum() == 150
     counts = np.bincount(clf.teacher_labels_[asked], minlength=2)
     np.testing.assert_allclose(clf.class_weight_, np.sqrt(asked.sum() / (2 * counts)))
+    # with the unasked rows labelled by the student, the second student's weights count all 300
+    both = LLKDClassifier(teacher, **kw).fit(X)
+    assert both.n_student_labelled_ == 150
+    implied = 300 / (2 * both.class_weight_**2)  # n_k from w_k = sqrt(n / (C n_k))
+    assert implied.sum() == pytest.approx(300) and np.allclose(implied, np.round(implied))
 
 
 def test_a_dict_class_weight_survives_save_and_load(tmp_path):

@@ -17,9 +17,10 @@ weights, as in scikit-learn's ``class_weight``, counter it:
 A row's weight is multiplied by the weight of its label, then the batch is rescaled so
 that its total weight is unchanged: the weights move the balance between the rows of a
 batch, not the step size. A class with no training rows gets weight 1 (it never
-contributes). ``"auto"`` is ``"sqrt_balanced"`` with ``selection="confidence"``, hard
-targets and teacher labels among the training rows, the combination measured
-(docs/design.md section 3.9), and ``None`` otherwise: the other rules train as before,
+contributes). ``"auto"`` is ``"sqrt_balanced"`` with ``selection="confidence"`` (the MLP
+student's default) or ``"all"`` (the fine-tuned student's), hard targets and teacher
+labels among the training rows, the combinations measured (docs/design.md section 3.9),
+and ``None`` otherwise: the paper's rule and the other selection rules train as before,
 and a fit on gold labels alone (no teacher to be biased) is left unweighted.
 """
 
@@ -39,7 +40,8 @@ def resolve_class_weight(setting, selection: str, soft_targets: bool, teacher_ro
     ``teacher_rows``: whether any training row carries a teacher's label (not gold).
     """
     if isinstance(setting, str) and setting == "auto":
-        return "sqrt_balanced" if selection == "confidence" and not soft_targets and teacher_rows else None
+        measured = selection in ("confidence", "all")
+        return "sqrt_balanced" if measured and not soft_targets and teacher_rows else None
     return setting
 
 

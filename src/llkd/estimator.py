@@ -142,9 +142,10 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         ``"sqrt_balanced"``: its square root; a dict maps classes to weights (1 for
         classes not named); None: no weights. Each row's weight is multiplied by its
         label's weight, then the batch is rescaled to its previous total weight.
-        ``"auto"`` is ``"sqrt_balanced"`` with ``selection="confidence"``, hard targets
-        and teacher labels among the training rows, None otherwise (see :mod:`llkd._class_weight` and docs/design.md
-        section 3.9; where it gains and what it costs: README, "Choosing parameters").
+        ``"auto"`` is ``"sqrt_balanced"`` with ``selection="confidence"`` or ``"all"``
+        (the two students' defaults), hard targets and teacher labels among the training
+        rows, None otherwise (see :mod:`llkd._class_weight` and docs/design.md section
+        3.9; where it gains and what it costs: README, "Choosing parameters").
     calibration : {"auto", "none", ...}, default="auto"
         Correction of the teacher's distribution over the training pool before
         training (see :func:`llkd.teachers.calibrate`). ``"auto"`` (the ``"adaptive"``
