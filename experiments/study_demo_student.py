@@ -22,7 +22,8 @@ instead of MiniLM), ``:mlp`` (the frozen-encoder MLP student instead of fine-tun
 smaller, faster student), ``:budgetF`` (``teacher_budget=F``, a fraction of the reviews) and
 ``:acqRULE`` (its ``acquisition``, default random), ``:cwNAME`` (``class_weight=NAME``, e.g.
 ``:cwsqrt_balanced``; without it ``class_weight=None``, as every configuration ran before
-the option existed).
+the option existed) and ``:unqRULE`` (``unqueried=RULE`` under a budget, ``student`` or
+``ignore``; without it ``"auto"``, which is ``ignore`` for the fine-tuned student).
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ def parse(spec: str) -> dict:
     budget = [f for f in flags if f.startswith("budget")]
     acq = [f for f in flags if f.startswith("acq")]
     cw = [f for f in flags if f.startswith("cw")]
-    flags -= set(layers) | set(budget) | set(acq) | set(cw)
+    unq = [f for f in flags if f.startswith("unq")]
+    flags -= set(layers) | set(budget) | set(acq) | set(cw) | set(unq)
     unknown = flags - {"soft", "gold", "mpnet", "mlp"}
     if unknown:
         raise SystemExit(f"bad config {spec!r}: unknown flags {sorted(unknown)}")
@@ -73,6 +75,7 @@ def parse(spec: str) -> dict:
         "teacher_budget": float(budget[0][6:]) if budget else None,
         "acquisition": acq[0][3:] if acq else "random",
         "class_weight": cw[0][2:] if cw else None,
+        "unqueried": unq[0][3:] if unq else "auto",
     }
 
 
@@ -99,6 +102,7 @@ def run_one(cfg, X, y_gold, P, X_test, y_test, names, seed: int, save=None) -> d
         teacher_budget=cfg.get("teacher_budget"),
         acquisition=cfg.get("acquisition", "random"),
         class_weight=cfg.get("class_weight"),
+        unqueried=cfg.get("unqueried", "auto"),
         random_state=seed,
     )
     t0 = time.perf_counter()
@@ -118,6 +122,7 @@ def run_one(cfg, X, y_gold, P, X_test, y_test, names, seed: int, save=None) -> d
         "macro_f1": float(f1_score(truth, pred, average="macro")),
         "pseudo_label_accuracy": float(np.mean((clf.teacher_labels_ == y_gold)[clf.teacher_labels_ >= 0])),
         "teacher_queries": int(clf.n_teacher_queries_),
+        "student_labelled": int(clf.n_student_labelled_),
         "scoring_seconds": float(sum(h["acquisition"]["scoring_seconds"] for h in hist if "acquisition" in h)),
         "selected_per_step": sum(h["n_selected"] for h in hist) / sum(h["n_backprop_all"] for h in hist),
         "distinct_selected": int(hist[-1]["distinct_selected"]),
