@@ -30,7 +30,7 @@ class CountingTeacher:
 def test_auto_labels_the_rest_under_a_budget_with_the_mlp_student():
     assert resolve_unqueried("auto", 0.3, "mlp") == "student"
     assert resolve_unqueried("auto", None, "mlp") == "ignore"
-    assert resolve_unqueried("auto", 0.3, "finetune") == "ignore"  # not measured: not the default
+    assert resolve_unqueried("auto", 0.3, "finetune") == "ignore"  # little gain for a second fine-tuning
     assert resolve_unqueried("student", 0.3, "finetune") == "student"
     assert resolve_unqueried("ignore", 0.3, "mlp") == "ignore"
     with pytest.raises(ValueError, match="unqueried must be one of"):

@@ -34,10 +34,10 @@ UNQUERIED = ("auto", "student", "ignore")
 def resolve_unqueried(setting: str, budget, student: str) -> str:
     """``"student"`` or ``"ignore"`` for a fit with ``budget`` and the resolved ``student`` kind.
 
-    ``"auto"`` is ``"student"`` under a budget with the MLP student (where it was measured;
-    a second fine-tuned student would double the costly part of a fit, and has not been
-    measured), else ``"ignore"``. Without a budget every input is asked, so nothing is
-    left for the student to label.
+    ``"auto"`` is ``"student"`` under a budget with the MLP student (where it was measured
+    to pay), else ``"ignore"``: a second fine-tuned student repeats the costly part of a fit
+    and gained little with a good teacher (docs/design.md section 7.5.1). Without a budget
+    every input is asked, so nothing is left for the student to label.
     """
     if setting not in UNQUERIED:
         raise ValueError(f"unqueried must be one of {UNQUERIED}, got {setting!r}")

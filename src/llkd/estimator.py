@@ -211,7 +211,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         teacher's answers and these labels together (:mod:`llkd._unqueried`); the
         student is trained twice. ``"ignore"``: they are not trained on. ``"auto"`` is
         ``"student"`` under a budget with the MLP student, ``"ignore"`` with the
-        fine-tuned student (a second fine-tuning has not been measured). With a noisy
+        fine-tuned student (a second fine-tuning gained little for its cost). With a noisy
         teacher the first student labels the rest more accurately than the teacher
         does; with a teacher better than the student it gains little. Measured
         trade-off: ``benchmarks/RESULTS.md``, "Teacher budget with the library defaults".
