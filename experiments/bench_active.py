@@ -30,6 +30,23 @@ def _teacher(X, proba):
     return answer
 
 
+def load_prepared(path, teacher_key: str):
+    """(Xtr, ytr, Xte, yte, teacher proba for the pool) of a prepared set; ``"gemma"``: the
+    packaged Gemma's cached answers, the pool cut to the texts they cover."""
+    d = np.load(path, allow_pickle=True)
+    Xtr, ytr, Xte, yte = d["Xtr"].astype(np.float32), d["ytr"], d["Xte"].astype(np.float32), d["yte"]
+    if teacher_key != "gemma":
+        return Xtr, ytr, Xte, yte, d[teacher_key]
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "selection_rules"))
+    import gemma
+    import prep
+
+    rows, proba, _ = gemma.gemma_pool(prep.load("rotten_tomatoes")[0])
+    return Xtr[rows], ytr[rows], Xte, yte, proba
+
+
 def main(argv=None):
     from sklearn.metrics import f1_score
 
@@ -61,20 +78,7 @@ def main(argv=None):
     )
     ap.add_argument("--quick", action="store_true", help="1,000 pool rows, fractions 0.1 and 1.0, 1 seed")
     args = ap.parse_args(argv)
-    d = np.load(args.data, allow_pickle=True)
-    Xtr, ytr, Xte, yte = d["Xtr"].astype(np.float32), d["ytr"], d["Xte"].astype(np.float32), d["yte"]
-    if args.teacher_key == "gemma":
-        # The packaged Gemma's cached answers (read-only): the pool is the texts they cover.
-        import sys
-
-        sys.path.insert(0, str(Path(__file__).resolve().parent / "selection_rules"))
-        import gemma
-        import prep
-
-        rows, proba, _ = gemma.gemma_pool(prep.load("rotten_tomatoes")[0])
-        Xtr, ytr = Xtr[rows], ytr[rows]
-    else:
-        proba = d[args.teacher_key]
+    Xtr, ytr, Xte, yte, proba = load_prepared(args.data, args.teacher_key)
     fractions = [float(f) for f in args.fractions.split(",")]
     rules = args.rules.split(",")
     seeds = range(args.seeds)

@@ -26,20 +26,12 @@ def main(argv=None):
 
     from llkd import LLKDClassifier
 
+    from .bench_active import load_prepared
+
     setname, key, frac, variant = (argv or sys.argv[1:])[:4]
     frac = float(frac)
     acq = (argv or sys.argv[1:])[4] if len(argv or sys.argv[1:]) > 4 else "random"
-    d = np.load(HERE / "selection_rules" / ".cache" / f"{setname}.npz", allow_pickle=True)
-    Xtr, ytr, Xte, yte = d["Xtr"].astype(np.float32), d["ytr"], d["Xte"].astype(np.float32), d["yte"]
-    if key == "gemma":
-        sys.path.insert(0, str(HERE / "selection_rules"))
-        import gemma
-        import prep
-
-        rows, proba, _ = gemma.gemma_pool(prep.load("rotten_tomatoes")[0])
-        Xtr, ytr = Xtr[rows], ytr[rows]
-    else:
-        proba = d[key]
+    Xtr, ytr, Xte, yte, proba = load_prepared(HERE / "selection_rules" / ".cache" / f"{setname}.npz", key)
     C = proba.shape[1]
     index = {r.tobytes(): i for i, r in enumerate(np.ascontiguousarray(Xtr))}
 

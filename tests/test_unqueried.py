@@ -7,8 +7,9 @@ from sklearn.utils._param_validation import InvalidParameterError
 import llkd.estimator
 from llkd import LLKDClassifier
 from llkd._model_card import model_card
+from llkd._numeric import softmax
 from llkd._targets import Targets
-from llkd._unqueried import resolve_unqueried, softmax, with_student_labels
+from llkd._unqueried import resolve_unqueried, with_student_labels
 
 
 def _task(n=300, seed=0):

@@ -32,7 +32,7 @@ UNQUERIED = ("auto", "student", "ignore")
 
 
 def resolve_unqueried(setting: str, budget, student: str) -> str:
-    """``"student"`` or ``"ignore"`` for a fit with ``budget`` and the resolved ``student`` kind.
+    """``"student"`` or ``"ignore"`` for a fit under ``budget`` with the resolved ``student`` kind.
 
     ``"auto"`` is ``"student"`` under a budget with the MLP student (where it was measured
     to pay), else ``"ignore"``: a second fine-tuned student repeats the costly part of a fit
@@ -44,13 +44,6 @@ def resolve_unqueried(setting: str, budget, student: str) -> str:
     if setting == "auto":
         return "student" if budget is not None and student == "mlp" else "ignore"
     return setting
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def with_student_labels(targets: Targets, rows: np.ndarray, proba: np.ndarray) -> Targets:

@@ -18,10 +18,11 @@ from . import _embeddings, _inputs, students
 from ._active import ActiveRounds, final_epochs, resolve_budget, round_sizes
 from ._class_weight import CLASS_WEIGHTS, check_class_weight, resolve_class_weight, weight_vector
 from ._label_noise import NOISE_CORRECTIONS, resolve_noise_correction
+from ._numeric import softmax
 from ._targets import PoolLabeler
 from ._threads import run_with_threads
 from ._trainer import PRECISIONS, TrainConfig, Trainer, autocast, resolve_precision
-from ._unqueried import UNQUERIED, resolve_unqueried, softmax, with_student_labels
+from ._unqueried import UNQUERIED, resolve_unqueried, with_student_labels
 from .selection import MODES, WEIGHTINGS, resolve_selection
 from .selection._acquisition import ACQUISITIONS
 
@@ -505,7 +506,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         C = len(self.classes_)
         check_class_weight(self.class_weight, self.classes_)  # before any teacher query
         sizes = None
-        self._unqueried_used = "ignore"
+        self._unqueried_used = None  # no budget: nothing is left unasked
         if self.teacher_budget is not None:
             if labeler.teacher is None:
                 raise ValueError("teacher_budget limits the queries to a teacher, but teacher is None")
@@ -564,7 +565,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
             "selection": self.selector_.mode,
             "noise_correction": self._noise_correction_used,
             "class_weight": self._class_weight_used,
-            "unqueried": self._unqueried_used if self.teacher_budget is not None else None,
+            "unqueried": self._unqueried_used,
             "n_student_labelled": self.n_student_labelled_,
             "epochs": self.n_iter_,
             "fit_seconds": round(self.fit_seconds_, 1),
@@ -591,7 +592,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
             history = trainer.history.records
             self.n_student_labelled_ = 0
             rest = np.flatnonzero(labeler.targets.labels < 0)
-            if rounds is not None and self._unqueried_used == "student" and rest.size:
+            if self._unqueried_used == "student" and rest.size:
                 logits = run_with_threads(self._torch_threads(device), trainer.logits, rest)
                 targets = with_student_labels(labeler.targets, rest, softmax(logits))
                 torch.manual_seed(seed)  # the fresh student starts from the first one's weights
@@ -736,8 +737,8 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
                 features = self._encode(X, fit=True)
             else:
                 features = X
-            model = students.MLPHead(features.shape[1], n_classes, int(self.hidden_size), float(self.dropout))
             data = students.FeatureData(features)
+            model = self._new_model(kind, n_classes, device, data)
             self._model_config_ = {
                 "kind": kind,
                 "n_features": int(features.shape[1]),

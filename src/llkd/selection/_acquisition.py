@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._numeric import softmax
 from ._reference import normalized_entropy
 
 ACQUISITIONS = ("uncertainty", "margin", "random", "diverse")
@@ -61,12 +62,6 @@ def pool_uncertainty(logits, *, backend: str = "auto", n_threads: int | None = N
     return module.pool_uncertainty(z, default_n_threads() if n_threads is None else int(n_threads))
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def acquisition_scores(logits: np.ndarray, rule: str, rng=None) -> np.ndarray:
     """One score per row of ``logits`` (shape (n, C), C >= 2); higher is asked first."""
     if rule not in ACQUISITIONS:
@@ -77,7 +72,7 @@ def acquisition_scores(logits: np.ndarray, rule: str, rng=None) -> np.ndarray:
     if rule == "random":
         return np.random.default_rng(rng).random(len(logits))
     if rule == "margin":
-        p = np.sort(_softmax(logits), axis=1)
+        p = np.sort(softmax(logits), axis=1)
         return 1.0 - (p[:, -1] - p[:, -2])
     return pool_uncertainty(logits)
 

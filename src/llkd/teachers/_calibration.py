@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._numeric import softmax
 from ._base import TeacherOutput, _check_proba
 
 __all__ = [
@@ -98,12 +99,6 @@ SHARE_SHIFT_WARN = 0.15
 
 def _log(proba: np.ndarray) -> np.ndarray:
     return np.log(np.maximum(proba, _FLOOR))
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def _resolve_method(method) -> str:
@@ -310,15 +305,15 @@ def _starved_ratio(proba: np.ndarray) -> float:
 
 def _one_em_step(L: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``b`` plus the log of one Saerens EM update of the prior (from uniform)."""
-    pi = _softmax(L + b).mean(axis=0)
+    pi = softmax(L + b).mean(axis=0)
     return b + np.log(np.maximum(pi, _FLOOR))
 
 
 def _gold_nll(L: np.ndarray, b: np.ndarray, y: np.ndarray) -> float:
     m = y >= 0
-    p = _softmax(L[m] + b)
+    p = softmax(L[m] + b)
     t = TemperatureScaling().fit(p, y[m]).temperature_
-    q = _softmax(_log(p) / t)
+    q = softmax(_log(p) / t)
     return float(-_log(q[np.arange(m.sum()), y[m]]).mean())
 
 
@@ -388,14 +383,14 @@ class PriorCorrection:
         elif method == "match":
             target = _check_prior(self.prior, C)
             for n_iter in range(1, self.max_iter + 1):  # noqa: B007 (read after the loop)
-                mean = _softmax(L + b).mean(axis=0)
+                mean = softmax(L + b).mean(axis=0)
                 step = np.log(target) - np.log(np.maximum(mean, _FLOOR))
                 b = b + step
                 if np.abs(step).max() < self.tol:
                     break
         elif method == "em":
             b = -L.mean(axis=0)
-            q = _softmax(L + b)
+            q = softmax(L + b)
             pi = np.full(C, 1.0 / C)
             for n_iter in range(1, self.max_iter + 1):  # noqa: B007 (read after the loop)
                 p = q * pi
@@ -409,7 +404,7 @@ class PriorCorrection:
         b = b - b.mean()
         self.method_ = method
         self.bias_ = b
-        self.prior_ = _softmax(L + b).mean(axis=0)
+        self.prior_ = softmax(L + b).mean(axis=0)
         self.n_iter_ = n_iter
         return self
 
@@ -421,7 +416,7 @@ class PriorCorrection:
             raise ValueError(f"proba has {proba.shape[1]} classes, the correction was fitted on {self.bias_.shape[0]}")
         if self.method_ == "none":
             return proba
-        return _softmax(_log(proba) + self.bias_)
+        return softmax(_log(proba) + self.bias_)
 
     def fit_transform(self, proba) -> np.ndarray:
         return self.fit(proba).transform(proba)
@@ -463,7 +458,7 @@ class TemperatureScaling:
         if not hasattr(self, "temperature_"):
             raise RuntimeError("TemperatureScaling is not fitted: call fit(proba, y) first")
         proba = _check_proba(proba, "proba")
-        return _softmax(_log(proba) / self.temperature_)
+        return softmax(_log(proba) / self.temperature_)
 
 
 # --------------------------------------------------------------------------- the combination
@@ -540,7 +535,7 @@ class TeacherCalibrator:
             return out
         p = self.prior_correction_.transform(out.proba)
         if self.temperature_ is not None:
-            p = _softmax(_log(p) / self.temperature_)
+            p = softmax(_log(p) / self.temperature_)
         return p if is_array else TeacherOutput.from_proba(p)
 
     def fit_transform(self, output, y=None):
