@@ -524,3 +524,43 @@ def test_demo_quality_trains_the_mpnet_student(flags, encoder, monkeypatch, tmp_
     with pytest.raises(_Stop):
         main(argv)
     assert seen["encoder"] == encoder
+
+
+def test_demo_with_a_budget_asks_only_for_its_budget_and_scores_the_teacher_on_those(
+    tiny_encoder_dir, monkeypatch, tmp_path, capsys
+):
+    from types import SimpleNamespace
+
+    import llkd.datasets
+    import llkd.encoders
+    import llkd.teachers
+
+    texts, y = make_texts(60, 0)
+    data = SimpleNamespace(data=texts, target=y, target_names=["negative", "positive"])
+    monkeypatch.setattr(llkd.datasets, "fetch_rotten_tomatoes", lambda subset: data)
+    monkeypatch.setattr(llkd.encoders, "packaged_minilm_path", lambda: tiny_encoder_dir)
+    asked = []
+
+    def counting(batch):
+        asked.extend(batch)
+        return keyword_teacher(batch)
+
+    # with an identity, as the packaged Gemma has: the demo reads the raw answers back from its cache
+    teacher = llkd.teachers.CallableTeacher(counting, ["negative", "positive"], identity="keywords-v1")
+    monkeypatch.setattr(llkd.teachers.TransformersTeacher, "from_packaged_gemma", staticmethod(lambda labels: teacher))
+    argv = ["demo", "--n-train", "40", "--n-test", "20", "--home", str(tmp_path), "--student", "mlp"]
+    assert main([*argv, "--epochs", "2", "--teacher-budget", "10"]) == 0
+    report = json.loads((tmp_path / "demo-report.json").read_text())
+    rng = np.random.RandomState(0)  # the demo's draws of its training and test reviews
+    train_texts = {texts[i] for i in rng.permutation(60)[:40]}
+    test_texts = {texts[i] for i in rng.permutation(60)[:20]}
+    # 10 distinct training reviews asked, none of the test reviews
+    assert len(asked) == len(set(asked)) == 10 and set(asked) <= train_texts
+    assert not set(asked) & (test_texts - train_texts)
+    assert report["teacher_labelled_train"] == 10 and report["teacher_scored_on"] == "asked_train"
+    assert report["teacher_calibrated"]["accuracy"] == report["pseudo_label_accuracy_train"]
+    assert "teacher scored on the 10 training reviews it was asked" in capsys.readouterr().out
+    asked.clear()  # without a budget every training and test review is asked
+    assert main([*argv, "--epochs", "2", "--home", str(tmp_path / "full")]) == 0
+    report = json.loads((tmp_path / "full" / "demo-report.json").read_text())
+    assert set(asked) == train_texts | test_texts and report["teacher_scored_on"] == "test"

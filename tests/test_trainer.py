@@ -297,3 +297,23 @@ def test_mixed_precision_is_validated_in_fit():
     X, y = _task()
     with pytest.raises(ValueError, match="mixed_precision"):
         LLKDClassifier(mixed_precision="fp8").fit(X, y)
+
+
+def test_adamw_is_fused_where_torch_has_the_kernel_and_plain_where_it_does_not(monkeypatch):
+    from types import SimpleNamespace
+
+    from llkd import _trainer
+
+    cfg = SimpleNamespace(learning_rate=1e-3, weight_decay=0.01)
+    params = [torch.nn.Parameter(torch.randn(4, 3)), torch.nn.Parameter(torch.randn(3))]
+    assert _trainer._adamw(params, cfg).defaults["fused"] is True  # torch >= 2.4 on the CPU
+    real = torch.optim.AdamW
+
+    def no_fused(params, **kw):
+        if kw.get("fused"):
+            raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported devices")
+        return real(params, **kw)
+
+    monkeypatch.setattr(torch.optim, "AdamW", no_fused)
+    opt = _trainer._adamw(params, cfg)
+    assert not opt.defaults.get("fused") and opt.defaults["lr"] == 1e-3 and opt.defaults["weight_decay"] == 0.01

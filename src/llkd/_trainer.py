@@ -174,6 +174,18 @@ def _take(x, sel):
     return x[sel]
 
 
+def _adamw(params, cfg):
+    """AdamW, fused where torch has a fused kernel for the parameters' device.
+
+    Torch's CPU default loops over the tensors in Python: for MiniLM's 103 tensors that is
+    about 90 ms a step, against about 14 ms fused (benchmarks/RESULTS.md, "Fused AdamW").
+    """
+    try:
+        return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # no fused kernel for this torch or device
+        return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+
+
 class Trainer:
     """Train ``model`` on rows of ``data`` against ``targets`` with adaptive selection.
 
@@ -270,11 +282,7 @@ class Trainer:
         if self._on_cuda:
             self._to_device()
 
-        self.optimizer = torch.optim.AdamW(
-            [p for p in self.model.parameters() if p.requires_grad],
-            lr=cfg.learning_rate,
-            weight_decay=cfg.weight_decay,
-        )
+        self.optimizer = _adamw([p for p in self.model.parameters() if p.requires_grad], cfg)
         self.steps_per_epoch = max(1, math.ceil(len(self.rows) / cfg.batch_size))
         if self.epoch_sizes is not None:
             self.total_steps = sum(max(1, math.ceil(r / cfg.batch_size)) for r in self.epoch_sizes)

@@ -15,7 +15,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _embeddings, _inputs, students
-from ._active import ActiveRounds, final_epochs, resolve_budget, round_sizes
+from ._active import ActiveRounds, final_epochs, n_rounds, resolve_budget, round_sizes
 from ._class_weight import CLASS_WEIGHTS, check_class_weight, resolve_class_weight, weight_vector
 from ._label_noise import NOISE_CORRECTIONS, resolve_noise_correction
 from ._numeric import softmax
@@ -192,9 +192,10 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         pool), or this fraction of them (a float in (0, 1]); gold labels in ``y`` never
         cost a query. ``None`` labels every input. With a budget, ``fit`` runs in rounds
         (see :mod:`llkd._active`): a random seed set, then after each epoch a batch chosen
-        by ``acquisition``, until the budget is spent; then the student trains on what is
-        labelled until it has had as many rows as ``max_epochs`` epochs over the whole
-        input would give it (and at least ``max_epochs`` epochs): a budget saves teacher
+        by ``acquisition``, until the budget is spent (random draws take the whole budget
+        in one round); then the student trains on what is labelled until it has had about
+        as many rows as ``max_epochs`` epochs over the whole input would give it (and at
+        least ``max_epochs`` epochs): a budget saves teacher
         queries, not the student's optimizer steps. Rows the teacher was never asked about keep label -1 in
         ``teacher_labels_``. What a budget costs in accuracy: ``benchmarks/RESULTS.md``.
     acquisition : {"random", "uncertainty", "margin", "diverse"}, default="random"
@@ -510,7 +511,8 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         if self.teacher_budget is not None:
             if labeler.teacher is None:
                 raise ValueError("teacher_budget limits the queries to a teacher, but teacher is None")
-            sizes = round_sizes(resolve_budget(self.teacher_budget, len(labeler.pool), C)) if labeler.pool else []
+            budget = resolve_budget(self.teacher_budget, len(labeler.pool), C)
+            sizes = round_sizes(budget, n_rounds(self.acquisition)) if labeler.pool else []
             self._unqueried_used = resolve_unqueried(self.unqueried, self.teacher_budget, kind)
             seed_keys = list(labeler.pool)
             pick = np.sort(np.random.RandomState(seed).permutation(len(seed_keys))[: sizes[0]]) if sizes else []
