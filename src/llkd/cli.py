@@ -159,7 +159,8 @@ def demo(args) -> dict:
     if budget is not None:
         print(
             f"teacher budget {budget}: the teacher labelled {int(asked.sum())} of the {len(X_train)} training "
-            f"reviews ({clf.acquisition} acquisition), {clf.n_student_labelled_} more labelled by the student"
+            f"reviews ({clf.acquisition} acquisition)"
+            + (f", {clf.n_student_labelled_} more labelled by the student" if clf.n_student_labelled_ else "")
         )
     print(
         f"student trained on {100 * report['selected_per_step_fraction']:.1f} % of the samples per step; "
