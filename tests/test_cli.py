@@ -477,6 +477,8 @@ def test_distill_with_a_teacher_budget_asks_only_that_many_texts(tiny_encoder_di
             str(tmp_path / "answers.sqlite"),
             "--teacher-budget",
             "0.25",
+            "--acquisition",
+            "margin",
             "--unqueried",
             "ignore",
             "--out",
@@ -488,6 +490,7 @@ def test_distill_with_a_teacher_budget_asks_only_that_many_texts(tiny_encoder_di
     assert f"200 texts, {-(-n_distinct // 4)} new teacher answers" in out
     saved = LLKDClassifier.load(tmp_path / "student")
     assert saved.unqueried == "ignore" and saved.training_summary_["unqueried"] == "ignore"
+    assert saved.acquisition == "margin" and any("acquisition" in h for h in saved.history_)  # rounds ran
     assert saved.training_summary_["n_student_labelled"] == 0
     with pytest.raises(SystemExit) as info:
         main(argv[:-6] + ["--teacher-budget", "some", "--out", str(tmp_path / "s2")])
@@ -495,6 +498,9 @@ def test_distill_with_a_teacher_budget_asks_only_that_many_texts(tiny_encoder_di
     with pytest.raises(SystemExit) as info:
         main(argv[:-4] + ["--unqueried", "teacher", "--out", str(tmp_path / "s3")])
     assert info.value.code == 2 and "--unqueried" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(argv[:-6] + ["--acquisition", "entropy", "--out", str(tmp_path / "s4")])
+    assert info.value.code == 2 and "--acquisition" in capsys.readouterr().err
 
 
 class _Stop(Exception):
