@@ -10,9 +10,8 @@ labelled set. The student-chosen rules take ``N_ROUNDS`` rounds:
    and refitted after every round over all of them);
 2. the student trains one epoch on what is labelled (gold rows included, which never
    cost a query);
-3. the student scores the unlabeled remainder (``selection._acquisition.acquisition_scores``;
-   random draws need no scores, and only the drawn rows are scored, for ``agreement_before``);
-4. the teacher labels the next batch, chosen by the acquisition rule (default: random);
+3. the student scores the unlabeled remainder (``selection._acquisition.acquisition_scores``);
+4. the teacher labels the next batch, chosen by the acquisition rule;
 5. training continues, warm-started, until the budget is spent; then the student trains on
    everything labelled until it has seen about as many rows as ``max_epochs`` epochs over the
    whole pool would show it (:func:`final_epochs`), at least ``max_epochs`` epochs. Fewer labels
@@ -106,18 +105,13 @@ class ActiveRounds(Callback):
             return
         t0 = time.perf_counter()
         rows = np.array([self.labeler.pool[key][0] for key in keys], dtype=np.int64)
-        if self.rule == "random":  # the draws need no scores: score only the chosen rows
-            scores = acquisition_scores(np.zeros((len(rows), 2)), "random", rng=self.rng)
-            pick = choose_batch(scores, k, "random", rng=self.rng)
-            picked_logits = trainer.logits(rows[pick])
-            scored = len(pick)
-        else:
-            logits = trainer.logits(rows)
-            scores = acquisition_scores(logits, self.rule, rng=self.rng)
-            feats = self.features[rows] if self.features is not None else None
-            pick = choose_batch(scores, k, self.rule, feats, rng=self.rng)
-            picked_logits = logits[pick]
-            scored = len(rows)
+        # random draws never get here: their whole budget is the seed set (n_rounds)
+        logits = trainer.logits(rows)
+        scores = acquisition_scores(logits, self.rule, rng=self.rng)
+        feats = self.features[rows] if self.features is not None else None
+        pick = choose_batch(scores, k, self.rule, feats, rng=self.rng)
+        picked_logits = logits[pick]
+        scored = len(rows)
         scoring_seconds = time.perf_counter() - t0
         chosen = [keys[i] for i in pick]
         student_pred = picked_logits.argmax(axis=1)
