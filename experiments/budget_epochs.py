@@ -1,8 +1,11 @@
-"""How many epochs after a teacher budget's rounds? The library's rule (``final_epochs``: as many
-rows as ``max_epochs`` epochs over the whole pool) against ``max_epochs`` epochs over what is
-labelled, and a square-root compromise, with the MLP student on the Gemma RT pool and R8.
+"""How many epochs after a teacher budget's rounds? ``matched`` (as many rows as ``max_epochs``
+epochs over the whole pool), ``max_epochs`` epochs over what is labelled, and ``sqrt``
+(``max_epochs`` epochs' worth of sqrt(pool * labelled) rows: the library's
+rule when the student labels the unasked inputs, ``llkd._active.final_epochs(labeller=True)``),
+with the MLP student on the prepared sets (default: the Gemma RT pool and R8).
 
     python -m experiments.budget_epochs     # one line per set, budget and rule (3 seeds)
+    python -m experiments.budget_epochs --sets 20newsgroups --fractions 0.3 --rules matched,sqrt
 
 Reads the prepared sets of ``experiments/selection_rules/prep.py`` and the Gemma answers of the
 shared teacher cache, as ``bench_active`` does.
@@ -10,23 +13,34 @@ shared teacher cache, as ``bench_active`` does.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-RULES = {
-    "matched": None,  # the library's final_epochs
-    "max_epochs": lambda e, n, rounds, m: e,
-    "sqrt": lambda e, n, rounds, m: max(e, int(round(e * (n / max(1, m)) ** 0.5))),
+RULES = {  # arguments as the estimator passes them to llkd._active.final_epochs
+    "matched": lambda e, n, rounds, m, **kw: _final(e, n, rounds, m, labeller=False),
+    "max_epochs": lambda e, n, rounds, m, **kw: e,
+    # sqrt(n * m) rows: the library's rule for a student that labels the unasked inputs
+    "sqrt": lambda e, n, rounds, m, **kw: _final(e, n, rounds, m, labeller=True),
 }
 
 
+def _final(*args, **kw):
+    from llkd._active import final_epochs
+
+    return final_epochs(*args, **kw)
+
+
 def data(name):
+    """A prepared set; ``rotten_tomatoes`` is the Gemma pool, ``rotten_tomatoes-tfidf`` the TF-IDF teacher's."""
+    tfidf = name.endswith("-tfidf")
+    name = name.removesuffix("-tfidf")
     d = np.load(HERE / "selection_rules" / ".cache" / f"{name}.npz", allow_pickle=True)
     Xtr, ytr, Xte, yte = d["Xtr"].astype(np.float32), d["ytr"], d["Xte"].astype(np.float32), d["yte"]
-    if name == "rotten_tomatoes":
+    if name == "rotten_tomatoes" and not tfidf:
         sys.path.insert(0, str(HERE / "selection_rules"))
         import gemma
         import prep
@@ -44,12 +58,18 @@ def main():
 
     from .bench_active import _teacher
 
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sets", default="rotten_tomatoes,reuters_r8", help="rotten_tomatoes means the Gemma pool")
+    ap.add_argument("--fractions", default="0.1,0.3")
+    ap.add_argument("--rules", default=",".join(RULES))
+    args = ap.parse_args()
     library_rule = estimator.final_epochs
-    for name in ["rotten_tomatoes", "reuters_r8"]:
+    for name in args.sets.split(","):
         Xtr, ytr, Xte, yte, P = data(name)
-        for frac in [0.1, 0.3]:
-            for variant, rule in RULES.items():
-                estimator.final_epochs = rule or library_rule
+        for frac in [float(f) for f in args.fractions.split(",")]:
+            for variant in args.rules.split(","):
+                rule = RULES[variant]
+                estimator.final_epochs = rule
                 f = []
                 for seed in range(3):
                     clf = LLKDClassifier(

@@ -43,13 +43,14 @@ def test_the_teacher_is_asked_about_exactly_the_budget_of_distinct_inputs(budget
     assert queries == sorted(queries) and (not rounds or queries[-1] == expected)
     assert all(0 <= r["agreement_before"] <= 1 and r["pool_scored"] >= r["acquired"] for r in rounds)
     # rounds, then at least max_epochs epochs on everything labelled, until the fit has trained on
-    # as many rows as max_epochs epochs over the whole pool would (to the nearest epoch)
+    # max_epochs epochs' worth of sqrt(pool * labelled) rows, to the nearest epoch: this student
+    # labels the unasked rows for a second one (unqueried="auto" with the MLP student)
     first = [h for h in clf.history_ if "stage" not in h]
     final = first[len(rounds) :]
     assert len(final) >= 2 and all(h["n_backprop_all"] == expected for h in final)
     trained = sum(h["n_backprop_all"] for h in first)
     if len(final) > 2:
-        assert abs(trained - 2 * 300) <= expected / 2
+        assert abs(trained - 2 * np.sqrt(300 * expected)) <= expected / 2
     # unqueried="auto": a second student trains max_epochs epochs on every input, the unasked
     # ones labelled by the first student (nothing is left unasked when the budget covers the pool)
     second = [h for h in clf.history_ if h.get("stage") == "student_labels"]
@@ -68,6 +69,9 @@ def test_a_budget_costs_labels_not_optimizer_steps():
     # 1,200 of the demo's 4,000 reviews asked, max_epochs=1: 3.33 epochs' worth -> 3, not 4
     assert final_epochs(1, 4000, [], 1200) == 3
     assert final_epochs(1, 4000, [], 1100) == 4  # 3.64 -> 4
+    # a student that labels the unasked rows: sqrt(1000 * 100) = 316 rows a max_epoch, 3.16 epochs
+    assert final_epochs(10, 1000, [], 100, labeller=True) == 32
+    assert final_epochs(10, 1000, [], 1000, labeller=True) == 10  # everything labelled: the same
 
 
 def test_gold_labels_never_cost_a_query():

@@ -633,7 +633,8 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
             for r in rounds:
                 sizes.append(n)
                 n += int(round(r * max(1.0, per_key)))
-            final = final_epochs(epochs, len(targets.labels), sizes, n)
+            labeller = self._unqueried_used == "student"  # a fresh student trains on its labels
+            final = final_epochs(epochs, len(targets.labels), sizes, n, labeller=labeller)
             epoch_sizes = sizes + [n] * final
             epochs = len(rounds) + final
         config = TrainConfig.from_params(
