@@ -195,7 +195,9 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         by ``acquisition``, until the budget is spent (random draws take the whole budget
         in one round); then the student trains on what is labelled until it has had about
         as many rows as ``max_epochs`` epochs over the whole input would give it (and at
-        least ``max_epochs`` epochs): a budget saves teacher
+        least ``max_epochs`` epochs; fewer, ``max_epochs`` epochs' worth of
+        sqrt(inputs * labelled) rows, when it will label the unasked inputs for a fresh
+        student, see ``unqueried``): a budget saves teacher
         queries, not the student's optimizer steps. Rows the teacher was never asked about keep label -1 in
         ``teacher_labels_``. What a budget costs in accuracy: ``benchmarks/RESULTS.md``.
     acquisition : {"random", "uncertainty", "margin", "diverse"}, default="random"
