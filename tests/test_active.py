@@ -150,6 +150,34 @@ def test_acquisition_scores_and_batches():
         acquisition_scores(z, "entropy")
 
 
+def test_power_acquisition_samples_in_proportion_to_the_score():
+    scores = np.array([0.9, 0.1, 0.0])
+    first = [choose_batch(scores, 1, "power", rng=s)[0] for s in range(2000)]
+    share = np.bincount(first, minlength=3) / len(first)
+    assert abs(share[0] - 0.9) < 0.03 and share[2] == 0  # a score of 0 is never drawn before others
+    assert choose_batch(scores, 2, "power", rng=0).tolist() == [0, 1]
+    u = np.random.default_rng(0).random(200)
+    a, b = choose_batch(u, 20, "power", rng=1), choose_batch(u, 20, "power", rng=2)
+    assert a.tolist() == choose_batch(u, 20, "power", rng=1).tolist()  # reproducible from its rng
+    assert a.tolist() != b.tolist() and a.tolist() != choose_batch(u, 20, "uncertainty").tolist()
+    assert u[a].mean() > u.mean()  # still favours the uncertain rows
+
+
+def test_power_acquisition_asks_its_budget_in_rounds_and_not_the_top_of_the_scores():
+    X, _ = _task(400)
+    asked = {}
+    for rule in ("power", "uncertainty"):
+        t = CountingTeacher()
+        clf = LLKDClassifier(
+            t, labels=["a", "b"], teacher_budget=100, acquisition=rule, max_epochs=1, random_state=0
+        ).fit(X)
+        rounds = [h["acquisition"] for h in clf.history_ if "acquisition" in h]
+        assert len(rounds) == 4 and clf.n_teacher_queries_ == 100 == len(set(t.asked))
+        asked[rule] = set(t.asked)
+    seed = 20  # both draw the same random seed set; the later rounds differ
+    assert len(asked["power"] & asked["uncertainty"]) < 100 - seed // 2
+
+
 def test_random_acquisition_asks_its_whole_budget_before_training_and_uncertainty_in_rounds():
     X, _ = _task()
     fits = {}

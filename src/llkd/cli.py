@@ -378,7 +378,8 @@ def _add_budget_options(p) -> None:
         default="random",
         choices=list(ACQUISITIONS),
         help="under a budget, how to choose what to ask: uniform draws, in one round (default), or in rounds "
-        "by the student's uncertainty, margin or uncertainty across k-means clusters (diverse)",
+        "by the student's uncertainty, margin, uncertainty across k-means clusters (diverse) or a sample "
+        "in proportion to the uncertainty (power)",
     )
     p.add_argument(
         "--unqueried",

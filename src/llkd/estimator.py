@@ -200,14 +200,17 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         student, see ``unqueried``): a budget saves teacher
         queries, not the student's optimizer steps. Rows the teacher was never asked about keep label -1 in
         ``teacher_labels_``. What a budget costs in accuracy: ``benchmarks/RESULTS.md``.
-    acquisition : {"random", "uncertainty", "margin", "diverse"}, default="random"
+    acquisition : {"random", "uncertainty", "margin", "diverse", "power"}, default="random"
         How a round chooses what to ask under ``teacher_budget``: uniform draws, the
         student's normalised entropy, one minus the gap between its two most probable
-        classes, or the entropy taken from k-means clusters of the candidates' features
-        (MLP student; the fine-tuned student falls back to the entropy). With a noisy
+        classes, the entropy taken from k-means clusters of the candidates' features
+        (MLP student; the fine-tuned student falls back to the entropy), or a random
+        sample with probability proportional to the entropy (stochastic power acquisition). With a noisy
         teacher the inputs the student is least sure of are also those the teacher gets
         wrong most often, and the student-chosen rules trained worse students than
         random draws (``benchmarks/RESULTS.md``, section bench_active): hence the default.
+        ``"power"`` was the one student-chosen rule not clearly below random draws on any
+        set (same file, "Acquisition rules beyond the library's").
     unqueried : {"auto", "student", "ignore"}, default="auto"
         What the student learns from the inputs a ``teacher_budget`` left unasked.
         ``"student"``: once the budget is spent, the student labels them (its softmax

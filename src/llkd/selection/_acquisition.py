@@ -6,6 +6,10 @@
 - ``"diverse"``: the uncertainty, but the batch is taken one per cluster of the candidates'
   features (k-means over the most uncertain candidates), so that near-duplicates are not
   all asked about (see :func:`choose_batch`).
+- ``"power"``: the uncertainty, but the batch is a sample without replacement with
+  probability proportional to it (stochastic power acquisition, Kirsch et al., TMLR 2023),
+  not its top ``k``: the rows the student is least sure of are still favoured, yet a batch
+  is not spent wholly on the boundary, where a noisy teacher is wrong most often.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import numpy as np
 from .._numeric import softmax
 from ._reference import normalized_entropy
 
-ACQUISITIONS = ("uncertainty", "margin", "random", "diverse")
+ACQUISITIONS = ("uncertainty", "margin", "random", "diverse", "power")
 
 
 def pool_uncertainty(logits, *, backend: str = "auto", n_threads: int | None = None):
@@ -80,7 +84,9 @@ def acquisition_scores(logits: np.ndarray, rule: str, rng=None) -> np.ndarray:
 def choose_batch(scores: np.ndarray, k: int, rule: str, features=None, rng=None, max_clusters: int = 50) -> np.ndarray:
     """Indices of the ``k`` rows to ask about.
 
-    The ``k`` highest scores; for ``"diverse"``, the ``min(len, 4k)`` most uncertain rows
+    The ``k`` highest scores; for ``"power"``, the top ``k`` of ``log(score) + Gumbel noise``
+    (drawn from ``rng``), a sample without replacement with probability proportional to
+    the score (rows scored 0 come last); for ``"diverse"``, the ``min(len, 4k)`` most uncertain rows
     are clustered by k-means on their ``features`` into ``min(k, max_clusters)`` groups, and
     each group gives its most uncertain rows in proportion to its size, so that a batch is
     not spent on near-duplicates of one region.
@@ -88,6 +94,10 @@ def choose_batch(scores: np.ndarray, k: int, rule: str, features=None, rng=None,
     k = int(min(k, len(scores)))
     if k <= 0:
         return np.zeros(0, dtype=np.int64)
+    if rule == "power":
+        noise = np.random.default_rng(rng).gumbel(size=len(scores))
+        key = np.log(np.maximum(np.asarray(scores, dtype=np.float64), 1e-300)) + noise
+        return np.sort(np.argsort(-key, kind="stable")[:k])
     order = np.argsort(-scores, kind="stable")
     if rule != "diverse" or features is None or k == len(scores):
         return np.sort(order[:k])
