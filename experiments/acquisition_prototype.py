@@ -1,0 +1,283 @@
+"""Prototype acquisition rules for ``teacher_budget`` (issue 14), outside the library.
+
+Each rule replaces the batch choice of ``llkd._active.ActiveRounds`` (the estimator is run with
+``acquisition="uncertainty"``, so it takes the library's 5 rounds, the first a random seed set;
+only the choice in rounds 2-5 differs). Besides macro-F1 on the test set, each fit records the
+teacher's accuracy against gold on the rows it was asked about (raw teacher argmax), and the
+share of each class among them.
+
+    python -m experiments.acquisition_prototype --data experiments/selection_rules/.cache/20newsgroups.npz \
+        --rules random5,balanced,typical --fractions 0.1,0.3 --seeds 3 --out F.jsonl
+
+Rules (rounds 2-5; ``k`` the round's queries, ``u`` the student's normalised entropy):
+
+- ``library:NAME``: the library's own rule NAME (``random`` is one round, the others 5).
+- ``top_uncertainty``: the k most uncertain (the library's ``"uncertainty"``).
+- ``random5``: uniform draws, in 5 rounds (the schedule's control).
+- ``balanced``: a quota of k / C per class the student predicts (a class with fewer candidates
+  gives its share to the others), the most uncertain within each class.
+- ``balanced_random``: the same quotas, uniform within each class.
+- ``power``: stochastic power acquisition (Kirsch et al. 2023): the top k of log u + Gumbel noise,
+  i.e. sampling without replacement with probability proportional to u; ``power:BETA``: to
+  u ** BETA; ``power_ta[:BETA]``: the same on the ``teacher_aware`` score.
+- ``typical``: TypiClust-like: k-means of the remainder's embeddings into k clusters, from each
+  the row of highest typicality (inverse mean distance to its 20 nearest neighbours).
+- ``cover_unc``: k-means of the remainder into k clusters, from each its most uncertain row.
+- ``teacher_aware``: u times the teacher confidence expected at the row, the mean calibrated
+  confidence of its 10 nearest labelled neighbours (the top k).
+- ``gain``: the expected teacher confidence (as ``teacher_aware``) less the student's top
+  probability: where the teacher is expected to be right more often than the student.
+- ``pure``: u times the share of its 10 nearest labelled neighbours whose teacher label differs
+  from the student's prediction for the row (where student and nearby teacher answers disagree).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from experiments.bench_active import _teacher, load_prepared
+
+RULE = {"name": "uncertainty"}
+EXTRA = json.loads(os.environ.get("PROTO_PARAMS", "{}"))  # further estimator parameters
+LOG: dict = {}
+
+
+def _entropy(logits):
+    from llkd.selection._acquisition import pool_uncertainty
+
+    return np.asarray(pool_uncertainty(logits), dtype=np.float64)
+
+
+def _quota_pick(pred, order_within, k, C):
+    """k rows, an equal quota per predicted class; ``order_within``: rows in preference order."""
+    by_class = [order_within[pred[order_within] == c] for c in range(C)]
+    counts = np.array([len(b) for b in by_class])
+    quota = np.zeros(C, dtype=int)
+    left = k
+    while left > 0:
+        open_ = np.flatnonzero(counts - quota > 0)
+        if not len(open_):
+            break
+        share = max(1, left // len(open_))
+        for c in open_:
+            take = min(share, counts[c] - quota[c], left)
+            quota[c] += take
+            left -= take
+            if left == 0:
+                break
+    return np.concatenate([b[:q] for b, q in zip(by_class, quota)]).astype(np.int64)
+
+
+def _knn(feats_query, feats_ref, n):
+    from sklearn.neighbors import NearestNeighbors
+
+    nn = NearestNeighbors(n_neighbors=min(n, len(feats_ref))).fit(feats_ref)
+    return nn.kneighbors(feats_query)
+
+
+def choose(name, logits, k, rng, feats, labelled_feats, labelled_conf, labelled_labels):
+    n, C = logits.shape
+    k = min(k, n)
+    u = _entropy(logits)
+    pred = logits.argmax(1)
+    if name == "top_uncertainty":  # the library's "uncertainty", with the asked rows logged
+        return np.argsort(-u, kind="stable")[:k]
+    if name == "random5":
+        return rng.choice(n, k, replace=False)
+    if name == "balanced":
+        return _quota_pick(pred, np.argsort(-u, kind="stable"), k, C)
+    if name == "balanced_random":
+        return _quota_pick(pred, rng.permutation(n), k, C)
+    if name.startswith("power"):  # power, power:BETA, power_ta, power_ta:BETA
+        base, _, beta = name.partition(":")
+        beta = float(beta or 1.0)
+        s = u
+        if base == "power_ta":
+            _, idx = _knn(feats, labelled_feats, 10)
+            s = u * labelled_conf[idx].mean(1)
+        g = -np.log(-np.log(rng.random(n)))
+        return np.argsort(-(beta * np.log(np.maximum(s, 1e-12)) + g))[:k]
+    if name in ("typical", "cover_unc"):
+        from sklearn.cluster import MiniBatchKMeans
+
+        km = MiniBatchKMeans(n_clusters=k, random_state=int(rng.integers(2**31 - 1)), n_init=1, batch_size=2048)
+        assign = km.fit_predict(feats)
+        chosen = []
+        for c in np.unique(assign):
+            members = np.flatnonzero(assign == c)
+            if name == "cover_unc":
+                chosen.append(members[np.argmax(u[members])])
+            else:
+                if len(members) == 1:
+                    chosen.append(members[0])
+                    continue
+                d, _ = _knn(feats[members], feats[members], 21)
+                typ = 1.0 / (d[:, 1:].mean(1) + 1e-9)
+                chosen.append(members[np.argmax(typ)])
+        chosen = np.array(chosen, dtype=np.int64)
+        if len(chosen) < k:  # empty clusters: fill with the most uncertain others
+            rest = [i for i in np.argsort(-u) if i not in set(chosen.tolist())][: k - len(chosen)]
+            chosen = np.concatenate([chosen, np.array(rest, dtype=np.int64)])
+        return chosen[:k]
+    if name == "teacher_aware":
+        _, idx = _knn(feats, labelled_feats, 10)
+        expect = labelled_conf[idx].mean(1)
+        return np.argsort(-(u * expect))[:k]
+    if name == "gain":
+        _, idx = _knn(feats, labelled_feats, 10)
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        return np.argsort(-(labelled_conf[idx].mean(1) - p.max(1)))[:k]
+    if name == "pure":
+        _, idx = _knn(feats, labelled_feats, 10)
+        agree = (labelled_labels[idx] == pred[:, None]).mean(1)
+        return np.argsort(-(u * (1.0 - agree) + 1e-3 * u))[:k]
+    raise ValueError(name)
+
+
+def install():
+    import llkd._active as A
+    import llkd.estimator as E
+
+    class ProtoRounds(A.ActiveRounds):
+        def on_epoch_end(self, trainer, *, record, **kw):
+            if not self.sizes:
+                return
+            k = self.sizes.pop(0)
+            keys = self.remaining_keys()
+            if not keys:
+                self.sizes = []
+                return
+            t0 = time.perf_counter()
+            rows = np.array([self.labeler.pool[key][0] for key in keys], dtype=np.int64)
+            logits = trainer.logits(rows)
+            t = self.labeler.targets
+            lab = np.flatnonzero(t.labels >= 0)
+            f = self.features
+            pick = choose(RULE["name"], logits, k, self.rng, f[rows], f[lab], t.confidence[lab], t.labels[lab])
+            pick = np.sort(np.asarray(pick, dtype=np.int64))
+            chosen = [keys[i] for i in pick]
+            student_pred = logits[pick].argmax(1)
+            new_rows = self.labeler.label(chosen)
+            LOG.setdefault("asked", []).extend(rows[pick].tolist())
+            teacher_pred = self.labeler.targets.labels[rows[pick]]
+            trainer.set_targets(self.labeler.targets)
+            trainer.add_rows(new_rows)
+            info = {
+                "round": len(self.rounds) + 1,
+                "teacher_queries": int(self.labeler.n_queries),
+                "acquired": len(chosen),
+                "pool_scored": len(rows),
+                "scoring_seconds": time.perf_counter() - t0,
+                "acquisition_score_mean": 0.0,
+                "acquisition_score_pool_mean": 0.0,
+                "agreement_before": float((student_pred == teacher_pred).mean()),
+            }
+            self.rounds.append(info)
+            record["acquisition"] = info
+
+    E.ActiveRounds = ProtoRounds
+    return A.ActiveRounds
+
+
+def main(argv=None):
+    from sklearn.metrics import f1_score
+
+    from llkd import LLKDClassifier
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--teacher-key", default="tfidf_tr")
+    ap.add_argument("--fractions", default="0.1,0.3")
+    ap.add_argument("--rules", default="library:random,random5,balanced")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+    Xtr, ytr, Xte, yte, proba = load_prepared(args.data, args.teacher_key)
+    C = proba.shape[1]
+    teacher_right = proba.argmax(1) == ytr
+    lib_rounds = install()
+    import llkd.estimator as E
+
+    proto = E.ActiveRounds
+    out = Path(args.out)
+    done = {}
+    if out.exists():
+        for line in out.read_text().splitlines():
+            r = json.loads(line)
+            done[(r["fraction"], r["rule"], r["seed"])] = r
+    print(
+        f"# {Path(args.data).stem} {args.teacher_key}: pool {len(Xtr)}, {C} classes, teacher acc "
+        f"{teacher_right.mean():.3f}; load {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+    for frac in [float(f) for f in args.fractions.split(",")]:
+        for rule in args.rules.split(","):
+            for seed in range(args.seeds):
+                if (frac, rule, seed) in done:
+                    continue
+                LOG.clear()
+                if rule.startswith("library:"):
+                    E.ActiveRounds, acq = lib_rounds, rule.split(":", 1)[1]
+                else:
+                    E.ActiveRounds, acq = proto, "uncertainty"
+                    RULE["name"] = rule
+                t0 = time.perf_counter()
+                clf = LLKDClassifier(
+                    _teacher(Xtr, proba),
+                    labels=list(range(C)),
+                    student="mlp",
+                    teacher_budget=frac,
+                    acquisition=acq,
+                    random_state=seed,
+                    **EXTRA,
+                )
+                clf.fit(Xtr)
+                f1 = float(f1_score(yte, clf.predict(Xte), average="macro"))
+                asked = np.array(LOG.get("asked", []), dtype=np.int64)
+                rec = {
+                    "fraction": frac,
+                    "rule": rule,
+                    "seed": seed,
+                    "macro_f1": f1,
+                    "queries": int(clf.n_teacher_queries_),
+                    "seconds": time.perf_counter() - t0,
+                    "teacher_acc_asked": float(teacher_right[asked].mean()) if len(asked) else None,
+                    "gold_class_shares_asked": (np.bincount(ytr[asked], minlength=C) / max(1, len(asked)))
+                    .round(3)
+                    .tolist(),
+                }
+                with out.open("a") as fh:
+                    fh.write(json.dumps(rec) + "\n")
+                done[(frac, rule, seed)] = rec
+                print(
+                    f"  {frac:.2f} {rule:16s} s{seed}: F1 {f1:.4f} teacher-acc-asked "
+                    f"{rec['teacher_acc_asked']} {rec['seconds']:.0f}s",
+                    flush=True,
+                )
+    report(done)
+
+
+def report(done):
+    from collections import defaultdict
+
+    g = defaultdict(list)
+    for (frac, rule, _), r in done.items():
+        g[(frac, rule)].append(r)
+    for (frac, rule), rs in sorted(g.items()):
+        f = np.array([r["macro_f1"] for r in rs])
+        ta = [r["teacher_acc_asked"] for r in rs if r["teacher_acc_asked"] is not None]
+        print(
+            f"| {frac:.0%} | {rule} | {f.mean():.3f} ± {f.std():.3f} | n={len(f)} | "
+            f"teacher acc on asked (rounds 2-5) {np.mean(ta) if ta else float('nan'):.3f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
