@@ -209,8 +209,8 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         teacher the inputs the student is least sure of are also those the teacher gets
         wrong most often, and the student-chosen rules trained worse students than
         random draws (``benchmarks/RESULTS.md``, section bench_active): hence the default.
-        ``"power"`` was the one student-chosen rule not clearly below random draws on any
-        set (same file, "Acquisition rules beyond the library's").
+        ``"power"`` lost less to random draws than the top-k rules on 20 Newsgroups, but
+        it lost too (same file, "Acquisition rules beyond the library's").
     unqueried : {"auto", "student", "ignore"}, default="auto"
         What the student learns from the inputs a ``teacher_budget`` left unasked.
         ``"student"``: once the budget is spent, the student labels them (its softmax
