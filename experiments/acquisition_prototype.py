@@ -1,6 +1,6 @@
 """Prototype acquisition rules for ``teacher_budget`` (issue 14), outside the library.
 
-Each rule replaces the batch choice of ``llkd._active.ActiveRounds`` (the estimator is run with
+Each rule replaces ``llkd._active.ActiveRounds.choose``, the batch choice (the estimator is run with
 ``acquisition="uncertainty"``, so it takes the library's 5 rounds, the first a random seed set;
 only the choice in rounds 2-5 differs). Besides macro-F1 on the test set, each fit records the
 teacher's accuracy against gold on the rows it was asked about (raw teacher argmax), and the
@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.bench_active import _teacher, load_prepared
+from experiments.bench_active import _teacher, append_run, load_prepared, read_runs
 
 RULE = {"name": "uncertainty"}
 EXTRA = json.loads(os.environ.get("PROTO_PARAMS", "{}"))  # further estimator parameters
@@ -122,7 +122,8 @@ def choose(name, logits, k, rng, feats, labelled_feats, labelled_conf, labelled_
                 chosen.append(members[np.argmax(typ)])
         chosen = np.array(chosen, dtype=np.int64)
         if len(chosen) < k:  # empty clusters: fill with the most uncertain others
-            rest = [i for i in np.argsort(-u) if i not in set(chosen.tolist())][: k - len(chosen)]
+            taken = set(chosen.tolist())
+            rest = [i for i in np.argsort(-u) if i not in taken][: k - len(chosen)]
             chosen = np.concatenate([chosen, np.array(rest, dtype=np.int64)])
         return chosen[:k]
     if name == "teacher_aware":
@@ -146,41 +147,14 @@ def install():
     import llkd.estimator as E
 
     class ProtoRounds(A.ActiveRounds):
-        def on_epoch_end(self, trainer, *, record, **kw):
-            if not self.sizes:
-                return
-            k = self.sizes.pop(0)
-            keys = self.remaining_keys()
-            if not keys:
-                self.sizes = []
-                return
-            t0 = time.perf_counter()
-            rows = np.array([self.labeler.pool[key][0] for key in keys], dtype=np.int64)
-            logits = trainer.logits(rows)
+        def choose(self, logits, rows, k):
             t = self.labeler.targets
             lab = np.flatnonzero(t.labels >= 0)
             f = self.features
             pick = choose(RULE["name"], logits, k, self.rng, f[rows], f[lab], t.confidence[lab], t.labels[lab])
             pick = np.sort(np.asarray(pick, dtype=np.int64))
-            chosen = [keys[i] for i in pick]
-            student_pred = logits[pick].argmax(1)
-            new_rows = self.labeler.label(chosen)
             LOG.setdefault("asked", []).extend(rows[pick].tolist())
-            teacher_pred = self.labeler.targets.labels[rows[pick]]
-            trainer.set_targets(self.labeler.targets)
-            trainer.add_rows(new_rows)
-            info = {
-                "round": len(self.rounds) + 1,
-                "teacher_queries": int(self.labeler.n_queries),
-                "acquired": len(chosen),
-                "pool_scored": len(rows),
-                "scoring_seconds": time.perf_counter() - t0,
-                "acquisition_score_mean": 0.0,
-                "acquisition_score_pool_mean": 0.0,
-                "agreement_before": float((student_pred == teacher_pred).mean()),
-            }
-            self.rounds.append(info)
-            record["acquisition"] = info
+            return _entropy(logits), pick
 
     E.ActiveRounds = ProtoRounds
     return A.ActiveRounds
@@ -207,11 +181,7 @@ def main(argv=None):
 
     proto = E.ActiveRounds
     out = Path(args.out)
-    done = {}
-    if out.exists():
-        for line in out.read_text().splitlines():
-            r = json.loads(line)
-            done[(r["fraction"], r["rule"], r["seed"])] = r
+    done = read_runs(out)
     print(
         f"# {Path(args.data).stem} {args.teacher_key}: pool {len(Xtr)}, {C} classes, teacher acc "
         f"{teacher_right.mean():.3f}; load {os.getloadavg()[0]:.1f}",
@@ -253,8 +223,7 @@ def main(argv=None):
                     .round(3)
                     .tolist(),
                 }
-                with out.open("a") as fh:
-                    fh.write(json.dumps(rec) + "\n")
+                append_run(out, rec)
                 done[(frac, rule, seed)] = rec
                 print(
                     f"  {frac:.2f} {rule:16s} s{seed}: F1 {f1:.4f} teacher-acc-asked "

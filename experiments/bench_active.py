@@ -30,6 +30,21 @@ def _teacher(X, proba):
     return answer
 
 
+def read_runs(path: Path) -> dict:
+    """The fits already in a JSON-lines file, by (fraction, rule, seed); empty when it is missing."""
+    done = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            r = json.loads(line)
+            done[(r["fraction"], r["rule"], r["seed"])] = r
+    return done
+
+
+def append_run(path: Path, rec: dict) -> None:
+    with path.open("a") as fh:
+        fh.write(json.dumps(rec) + "\n")
+
+
 def load_prepared(path, teacher_key: str):
     """(Xtr, ytr, Xte, yte, teacher proba for the pool) of a prepared set; ``"gemma"``: the
     packaged Gemma's cached answers, the pool cut to the texts they cover."""
@@ -95,11 +110,7 @@ def main(argv=None):
         + ("" if args.unqueried == "ignore" else f"-{args.unqueried}")
     )
     out = Path(args.out) if args.out else Path(args.data).with_name(f"active-{name}{tag}.jsonl")
-    done = {}
-    if out.exists() and not args.quick:
-        for line in out.read_text().splitlines():
-            r = json.loads(line)
-            done[(r["fraction"], r["rule"], r["seed"])] = r
+    done = {} if args.quick else read_runs(out)
     teacher_acc = float((proba.argmax(1) == ytr).mean())
     print(
         f"# {name}: pool {len(Xtr)}, test {len(Xte)}, {C} classes, teacher pool accuracy {teacher_acc:.3f}; "
@@ -144,8 +155,7 @@ def main(argv=None):
                 }
                 done[key] = rec
                 if not args.quick:
-                    with out.open("a") as fh:
-                        fh.write(json.dumps(rec) + "\n")
+                    append_run(out, rec)
                 print(
                     f"  {frac:.2f} {rule:12s} seed {seed}: macro-F1 {f1:.4f}, {rec['queries']} queries, "
                     f"{rec['seconds']:.1f} s",

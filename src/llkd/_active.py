@@ -104,6 +104,12 @@ class ActiveRounds(Callback):
     def remaining_keys(self):
         return [k for k in self.labeler.pool if self.labeler.targets.labels[self.labeler.pool[k][0]] < 0]
 
+    def choose(self, logits, rows, k: int):
+        """(acquisition scores of the unlabeled ``rows``, sorted indices into them of the ``k`` to ask)."""
+        scores = acquisition_scores(logits, self.rule, rng=self.rng)
+        feats = self.features[rows] if self.features is not None else None
+        return scores, choose_batch(scores, k, self.rule, feats, rng=self.rng)
+
     def on_epoch_end(self, trainer, *, record, **kw):
         if not self.sizes:
             return
@@ -116,9 +122,7 @@ class ActiveRounds(Callback):
         rows = np.array([self.labeler.pool[key][0] for key in keys], dtype=np.int64)
         # random draws never get here: their whole budget is the seed set (n_rounds)
         logits = trainer.logits(rows)
-        scores = acquisition_scores(logits, self.rule, rng=self.rng)
-        feats = self.features[rows] if self.features is not None else None
-        pick = choose_batch(scores, k, self.rule, feats, rng=self.rng)
+        scores, pick = self.choose(logits, rows, k)
         picked_logits = logits[pick]
         scored = len(rows)
         scoring_seconds = time.perf_counter() - t0
