@@ -14,6 +14,9 @@ Rules (rounds 2-5; ``k`` the round's queries, ``u`` the student's normalised ent
 - ``library:NAME``: the library's own rule NAME (``random`` is one round, the others 5).
 - ``top_uncertainty``: the k most uncertain (the library's ``"uncertainty"``).
 - ``random5``: uniform draws, in 5 rounds (the schedule's control).
+- ``trim:Q``: the top k by uncertainty after setting aside the most uncertain share Q of the
+  remainder (outlier avoidance, Karamcheti et al. 2021: the hardest rows are where the teacher
+  is wrong); ``trimrand:Q``: uniform draws from what is left after setting aside that share.
 - ``balanced``: a quota of k / C per class the student predicts (a class with fewer candidates
   gives its share to the others), the most uncertain within each class.
 - ``balanced_random``: the same quotas, uniform within each class.
@@ -45,6 +48,7 @@ from experiments.bench_active import _teacher, append_run, load_prepared, read_r
 
 RULE = {"name": "uncertainty"}
 EXTRA = json.loads(os.environ.get("PROTO_PARAMS", "{}"))  # further estimator parameters
+ROUND_EPOCHS = os.environ.get("PROTO_ROUND_EPOCHS")  # replaces llkd._active.round_epochs when set
 LOG: dict = {}
 
 
@@ -90,6 +94,14 @@ def choose(name, logits, k, rng, feats, labelled_feats, labelled_conf, labelled_
         return np.argsort(-u, kind="stable")[:k]
     if name == "random5":
         return rng.choice(n, k, replace=False)
+    if name.startswith("trim:"):  # the top k after setting aside the most uncertain share Q
+        order = np.argsort(-u, kind="stable")
+        skip = min(int(float(name.split(":", 1)[1]) * n), n - k)
+        return order[skip : skip + k]
+    if name.startswith("trimrand:"):  # uniform draws after setting aside the most uncertain share Q
+        order = np.argsort(-u, kind="stable")
+        skip = min(int(float(name.split(":", 1)[1]) * n), n - k)
+        return order[skip:][rng.choice(n - skip, k, replace=False)]
     if name == "balanced":
         return _quota_pick(pred, np.argsort(-u, kind="stable"), k, C)
     if name == "balanced_random":
@@ -157,6 +169,8 @@ def install():
             return _entropy(logits), pick
 
     E.ActiveRounds = ProtoRounds
+    if ROUND_EPOCHS:
+        A.round_epochs = lambda kind, max_epochs: int(ROUND_EPOCHS)
     return A.ActiveRounds
 
 

@@ -195,6 +195,23 @@ def test_random_acquisition_asks_its_whole_budget_before_training_and_uncertaint
     assert [r["teacher_queries"] for r in rounds] == [40, 60, 80, 100]
 
 
+def test_the_mlp_student_trains_a_full_fit_on_what_is_labelled_before_each_round():
+    from llkd._active import round_epochs
+
+    X, _ = _task()
+    t = CountingTeacher()
+    clf = LLKDClassifier(t, labels=["a", "b"], teacher_budget=100, acquisition="margin", max_epochs=3, random_state=0)
+    clf.fit(X)
+    first = [h for h in clf.history_ if "stage" not in h]
+    # 20 asked per round: 3 epochs on 20 rows, round 2, 3 epochs on 40, ... the last round after epoch 12
+    at = [i for i, h in enumerate(first) if "acquisition" in h]
+    assert at == [2, 5, 8, 11]
+    assert [h["n_backprop_all"] for h in first[:12]] == [20] * 3 + [40] * 3 + [60] * 3 + [80] * 3
+    assert all(h["n_backprop_all"] == 100 for h in first[12:]) and len(first) >= 15
+    assert len(t.asked) == len(set(t.asked)) == 100 == clf.n_teacher_queries_
+    assert round_epochs("mlp", 10) == 10 and round_epochs("finetune", 3) == 1
+
+
 @pytest.mark.parametrize("calibration", ["center", "auto"])
 def test_under_a_budget_the_correction_is_fitted_on_every_answer_so_far(calibration):
     from llkd.teachers import PriorCorrection

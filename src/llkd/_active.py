@@ -8,8 +8,8 @@ labelled set. The student-chosen rules take ``N_ROUNDS`` rounds:
 
 1. the teacher labels a random seed set (the calibration is fitted on the answers so far,
    and refitted after every round over all of them);
-2. the student trains one epoch on what is labelled (gold rows included, which never
-   cost a query);
+2. the student trains :func:`round_epochs` epochs on what is labelled (gold rows included,
+   which never cost a query): ``max_epochs`` for the MLP student, one for the fine-tuned one;
 3. the student scores the unlabeled remainder (``selection._acquisition.acquisition_scores``);
 4. the teacher labels the next batch, chosen by the acquisition rule;
 5. training continues, warm-started, until the budget is spent; then the student trains on
@@ -21,7 +21,8 @@ labelled set. The student-chosen rules take ``N_ROUNDS`` rounds:
 6. with ``unqueried="student"`` (the MLP student's default), that student labels the inputs
    never asked about and a fresh student trains on everything (:mod:`llkd._unqueried`).
 
-Rounds 3-4 are a trainer callback (:class:`ActiveRounds`) run at the end of each epoch.
+Rounds 3-4 are a trainer callback (:class:`ActiveRounds`) run at the end of every
+``round_epochs``-th epoch.
 """
 
 from __future__ import annotations
@@ -78,6 +79,17 @@ def final_epochs(max_epochs: int, n_full: int, round_epoch_rows, n_labelled: int
     return max(int(max_epochs), int(math.floor(owed / n + 0.5)))
 
 
+def round_epochs(kind: str, max_epochs: int) -> int:
+    """Epochs the student trains on what is labelled before each later round scores the pool.
+
+    ``max_epochs`` (a full fit on what is labelled) for the MLP student: after one epoch
+    its scores ranked the pool little better than chance, and the student-chosen rules lost
+    to random draws (docs/design.md 7.5). One for the fine-tuned student, whose epochs are
+    expensive and whose rounds were measured at one epoch.
+    """
+    return max(1, int(max_epochs)) if kind == "mlp" else 1
+
+
 def n_rounds(acquisition: str) -> int:
     """Rounds of queries: one for random draws (they do not read the student), else ``N_ROUNDS``."""
     return 1 if acquisition == "random" else N_ROUNDS
@@ -93,8 +105,10 @@ def round_sizes(budget: int, n_rounds: int = N_ROUNDS) -> list[int]:
 class ActiveRounds(Callback):
     """At the end of an epoch, while queries remain: score the pool, ask the teacher, add the rows."""
 
-    def __init__(self, labeler, sizes, rule: str, rng, features=None):
+    def __init__(self, labeler, sizes, rule: str, rng, features=None, epochs_per_round: int = 1):
         self.labeler = labeler
+        self.epochs_per_round = max(1, int(epochs_per_round))
+        self._epochs = 0
         self.sizes = list(sizes)
         self.rule = rule
         self.rng = rng
@@ -112,6 +126,9 @@ class ActiveRounds(Callback):
 
     def on_epoch_end(self, trainer, *, record, **kw):
         if not self.sizes:
+            return
+        self._epochs += 1
+        if self._epochs % self.epochs_per_round:
             return
         k = self.sizes.pop(0)
         keys = self.remaining_keys()

@@ -14,7 +14,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import _embeddings, _inputs, students
+from . import _active, _embeddings, _inputs, students
 from ._active import ActiveRounds, final_epochs, n_rounds, resolve_budget, round_sizes
 from ._class_weight import CLASS_WEIGHTS, check_class_weight, resolve_class_weight, weight_vector
 from ._label_noise import NOISE_CORRECTIONS, resolve_noise_correction
@@ -626,9 +626,12 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         if isinstance(class_weight, dict):
             class_weight = weight_vector(class_weight, self.classes_)
         callbacks, epoch_sizes = [], None
-        if rounds is not None:  # a teacher budget: one epoch per round, then the final epochs
+        if rounds is not None:  # a teacher budget: the round epochs, then the final epochs
             features = data.features.numpy() if isinstance(data, students.FeatureData) else None
-            active = ActiveRounds(labeler, rounds, self.acquisition, np.random.default_rng(seed), features)
+            per_round = _active.round_epochs(kind, epochs)
+            active = ActiveRounds(
+                labeler, rounds, self.acquisition, np.random.default_rng(seed), features, epochs_per_round=per_round
+            )
             callbacks.append(active)
             # Rows per labelled input, from the inputs labelled, not the queries paid: answers
             # remembered from an earlier fit cost no query but are trained on all the same.
@@ -636,12 +639,12 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
             per_key = len(train_rows) / max(1, n_keys + int(targets.is_gold.sum()))
             sizes, n = [], len(train_rows)
             for r in rounds:
-                sizes.append(n)
+                sizes.extend([n] * per_round)
                 n += int(round(r * max(1.0, per_key)))
             labeller = self._unqueried_used == "student"  # a fresh student trains on its labels
             final = final_epochs(epochs, len(targets.labels), sizes, n, labeller=labeller)
             epoch_sizes = sizes + [n] * final
-            epochs = len(rounds) + final
+            epochs = len(rounds) * per_round + final
         config = TrainConfig.from_params(
             self.get_params(deep=False),
             n_classes=C,
