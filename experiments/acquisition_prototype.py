@@ -14,6 +14,7 @@ Rules (rounds 2-5; ``k`` the round's queries, ``u`` the student's normalised ent
 - ``library:NAME``: the library's own rule NAME (``random`` is one round, the others 5).
 - ``top_uncertainty``: the k most uncertain (the library's ``"uncertainty"``).
 - ``random5``: uniform draws, in 5 rounds (the schedule's control).
+- ``mix:R``: a share R of each batch uniform draws, the rest the top of the margin rule.
 - ``trim:Q``: the top k by uncertainty after setting aside the most uncertain share Q of the
   remainder (outlier avoidance, Karamcheti et al. 2021: the hardest rows are where the teacher
   is wrong); ``trimrand:Q``: uniform draws from what is left after setting aside that share.
@@ -94,6 +95,13 @@ def choose(name, logits, k, rng, feats, labelled_feats, labelled_conf, labelled_
         return np.argsort(-u, kind="stable")[:k]
     if name == "random5":
         return rng.choice(n, k, replace=False)
+    if name.startswith("mix:"):  # a share R of the batch uniform draws, the rest the top of the margin
+        from llkd.selection._acquisition import acquisition_scores
+
+        n_rand = int(round(float(name.split(":", 1)[1]) * k))
+        top = np.argsort(-acquisition_scores(logits, "margin"), kind="stable")[: k - n_rand]
+        rest = np.setdiff1d(np.arange(n), top)
+        return np.concatenate([top, rng.choice(rest, n_rand, replace=False)])
     if name.startswith("trim:"):  # the top k after setting aside the most uncertain share Q
         order = np.argsort(-u, kind="stable")
         skip = min(int(float(name.split(":", 1)[1]) * n), n - k)
