@@ -46,7 +46,8 @@ def test_the_teacher_is_asked_about_exactly_the_budget_of_distinct_inputs(budget
     # max_epochs epochs' worth of sqrt(pool * labelled) rows, to the nearest epoch: this student
     # labels the unasked rows for a second one (unqueried="auto" with the MLP student)
     first = [h for h in clf.history_ if "stage" not in h]
-    final = first[len(rounds) :]
+    last_round = max([i for i, h in enumerate(first) if "acquisition" in h], default=-1)
+    final = first[last_round + 1 :]
     assert len(final) >= 2 and all(h["n_backprop_all"] == expected for h in final)
     trained = sum(h["n_backprop_all"] for h in first)
     if len(final) > 2:
@@ -193,6 +194,21 @@ def test_random_acquisition_asks_its_whole_budget_before_training_and_uncertaint
     rounds = [h["acquisition"] for h in fits["uncertainty"].history_ if "acquisition" in h]
     assert [r["pool_scored"] for r in rounds] == [280, 260, 240, 220]
     assert [r["teacher_queries"] for r in rounds] == [40, 60, 80, 100]
+
+
+def test_the_default_acquisition_is_margin_for_the_mlp_student_and_random_for_the_fine_tuned_one():
+    from llkd._active import resolve_acquisition
+
+    assert resolve_acquisition("auto", "mlp") == "margin"
+    assert resolve_acquisition("auto", "finetune") == "random"
+    assert resolve_acquisition("power", "finetune") == "power"
+    X, _ = _task()
+    clf = LLKDClassifier(CountingTeacher(), labels=["a", "b"], teacher_budget=100, max_epochs=1, random_state=0).fit(X)
+    rounds = [h["acquisition"] for h in clf.history_ if "acquisition" in h]
+    assert clf.acquisition == "auto" and clf.training_summary_["acquisition"] == "margin"
+    assert [r["teacher_queries"] for r in rounds] == [40, 60, 80, 100]
+    no_budget = LLKDClassifier(CountingTeacher(), labels=["a", "b"], max_epochs=1, random_state=0).fit(X)
+    assert no_budget.training_summary_["acquisition"] is None  # nothing was chosen
 
 
 def test_the_mlp_student_trains_a_full_fit_on_what_is_labelled_before_each_round():

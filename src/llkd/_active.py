@@ -90,6 +90,14 @@ def round_epochs(kind: str, max_epochs: int) -> int:
     return max(1, int(max_epochs)) if kind == "mlp" else 1
 
 
+def resolve_acquisition(acquisition: str, kind: str) -> str:
+    """``"auto"``: ``"margin"`` for the MLP student, ``"random"`` for the fine-tuned one
+    (docs/design.md 7.5); any other rule as given."""
+    if acquisition != "auto":
+        return acquisition
+    return "margin" if kind == "mlp" else "random"
+
+
 def n_rounds(acquisition: str) -> int:
     """Rounds of queries: one for random draws (they do not read the student), else ``N_ROUNDS``."""
     return 1 if acquisition == "random" else N_ROUNDS

@@ -159,7 +159,7 @@ def demo(args) -> dict:
     if budget is not None:
         print(
             f"teacher budget {budget}: the teacher labelled {int(asked.sum())} of the {len(X_train)} training "
-            f"reviews ({clf.acquisition} acquisition)"
+            f"reviews ({clf.training_summary_['acquisition']} acquisition)"
             + (f", {clf.n_student_labelled_} more labelled by the student" if clf.n_student_labelled_ else "")
         )
     print(
@@ -375,11 +375,12 @@ def _add_budget_options(p) -> None:
     p.add_argument("--teacher-budget", type=_budget, default=None, help=_BUDGET_HELP)
     p.add_argument(
         "--acquisition",
-        default="random",
-        choices=list(ACQUISITIONS),
-        help="under a budget, how to choose what to ask: uniform draws, in one round (default), or in rounds "
+        default="auto",
+        choices=["auto", *ACQUISITIONS],
+        help="under a budget, how to choose what to ask: uniform draws (random), in one round, or in rounds "
         "by the student's uncertainty, margin, uncertainty across k-means clusters (diverse) or a sample "
-        "in proportion to the uncertainty (power)",
+        "in proportion to the uncertainty (power); default auto: margin with the MLP student, random with "
+        "the fine-tuned one",
     )
     p.add_argument(
         "--unqueried",

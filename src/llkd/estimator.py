@@ -15,7 +15,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _active, _embeddings, _inputs, students
-from ._active import ActiveRounds, final_epochs, n_rounds, resolve_budget, round_sizes
+from ._active import ActiveRounds, final_epochs, n_rounds, resolve_acquisition, resolve_budget, round_sizes
 from ._class_weight import CLASS_WEIGHTS, check_class_weight, resolve_class_weight, weight_vector
 from ._label_noise import NOISE_CORRECTIONS, resolve_noise_correction
 from ._numeric import softmax
@@ -191,26 +191,27 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         Ask the teacher about at most this many distinct inputs (an int, clamped to the
         pool), or this fraction of them (a float in (0, 1]); gold labels in ``y`` never
         cost a query. ``None`` labels every input. With a budget, ``fit`` runs in rounds
-        (see :mod:`llkd._active`): a random seed set, then after each epoch a batch chosen
-        by ``acquisition``, until the budget is spent (random draws take the whole budget
-        in one round); then the student trains on what is labelled until it has had about
-        as many rows as ``max_epochs`` epochs over the whole input would give it (and at
-        least ``max_epochs`` epochs; fewer, ``max_epochs`` epochs' worth of
-        sqrt(inputs * labelled) rows, when it will label the unasked inputs for a fresh
-        student, see ``unqueried``): a budget saves teacher
-        queries, not the student's optimizer steps. Rows the teacher was never asked about keep label -1 in
-        ``teacher_labels_``. What a budget costs in accuracy: ``benchmarks/RESULTS.md``.
-    acquisition : {"random", "uncertainty", "margin", "diverse", "power"}, default="random"
-        How a round chooses what to ask under ``teacher_budget``: uniform draws, the
-        student's normalised entropy, one minus the gap between its two most probable
-        classes, the entropy taken from k-means clusters of the candidates' features
-        (MLP student; the fine-tuned student falls back to the entropy), or a random
-        sample with probability proportional to the entropy (stochastic power acquisition). With a noisy
-        teacher the inputs the student is least sure of are also those the teacher gets
-        wrong most often, and the student-chosen rules trained worse students than
-        random draws (``benchmarks/RESULTS.md``, section bench_active): hence the default.
-        ``"power"`` lost less to random draws than the top-k rules on 20 Newsgroups, but
-        it lost too (same file, "Acquisition rules beyond the library's").
+        (see :mod:`llkd._active`): a random seed set, then, after the student has trained
+        on what is labelled, a batch chosen by ``acquisition``, until the budget is spent
+        (random draws take the whole budget in one round); then the student trains on
+        what is labelled until it has had about as many rows as ``max_epochs`` epochs
+        over the whole input would give it (and at least ``max_epochs`` epochs; fewer,
+        ``max_epochs`` epochs' worth of sqrt(inputs * labelled) rows, when it will label
+        the unasked inputs for a fresh student, see ``unqueried``): a budget saves
+        teacher queries, not the student's optimizer steps. Rows the teacher was never
+        asked about keep label -1 in ``teacher_labels_``. What a budget costs in
+        accuracy: ``benchmarks/RESULTS.md``.
+    acquisition : {"auto", "random", "uncertainty", "margin", "diverse", "power"}, default="auto"
+        How a round chooses what to ask under ``teacher_budget``: uniform draws (the whole
+        budget in one round), the student's normalised entropy, one minus the gap between
+        its two most probable classes, the entropy taken from k-means clusters of the
+        candidates' features (MLP student; the fine-tuned student falls back to the
+        entropy), or a random sample with probability proportional to the entropy
+        (stochastic power acquisition). ``"auto"`` is ``"margin"`` with the MLP student
+        and ``"random"`` with the fine-tuned one; the rule used is in
+        ``training_summary_["acquisition"]``. How the rules compare, and where random
+        draws do better (a teacher that is wrong most often where the student is unsure):
+        ``benchmarks/RESULTS.md``, section bench_active.
     unqueried : {"auto", "student", "ignore"}, default="auto"
         What the student learns from the inputs a ``teacher_budget`` left unasked.
         ``"student"``: once the budget is spent, the student labels them (its softmax
@@ -338,7 +339,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
             Interval(numbers.Integral, None, None, closed="neither"),
             Interval(numbers.Real, None, None, closed="neither"),
         ],
-        "acquisition": [StrOptions(set(ACQUISITIONS))],
+        "acquisition": [StrOptions({"auto", *ACQUISITIONS})],
         "unqueried": [StrOptions(set(UNQUERIED))],
         "device": [str],
         "selection_backend": [StrOptions({"auto", "native", "cuda", "numpy"})],
@@ -382,7 +383,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         teacher_batch_size=16,
         teacher_cache=None,
         teacher_budget=None,
-        acquisition="random",
+        acquisition="auto",
         unqueried="auto",
         device="auto",
         selection_backend="auto",
@@ -513,11 +514,13 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         check_class_weight(self.class_weight, self.classes_)  # before any teacher query
         sizes = None
         self._unqueried_used = None  # no budget: nothing is left unasked
+        self._acquisition_used = None
         if self.teacher_budget is not None:
             if labeler.teacher is None:
                 raise ValueError("teacher_budget limits the queries to a teacher, but teacher is None")
             budget = resolve_budget(self.teacher_budget, len(labeler.pool), C)
-            sizes = round_sizes(budget, n_rounds(self.acquisition)) if labeler.pool else []
+            self._acquisition_used = resolve_acquisition(self.acquisition, kind)
+            sizes = round_sizes(budget, n_rounds(self._acquisition_used)) if labeler.pool else []
             self._unqueried_used = resolve_unqueried(self.unqueried, self.teacher_budget, kind)
             seed_keys = list(labeler.pool)
             pick = np.sort(np.random.RandomState(seed).permutation(len(seed_keys))[: sizes[0]]) if sizes else []
@@ -573,6 +576,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
             "noise_correction": self._noise_correction_used,
             "class_weight": self._class_weight_used,
             "unqueried": self._unqueried_used,
+            "acquisition": self._acquisition_used,
             "n_student_labelled": self.n_student_labelled_,
             "epochs": self.n_iter_,
             "fit_seconds": round(self.fit_seconds_, 1),
@@ -629,9 +633,8 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         if rounds is not None:  # a teacher budget: the round epochs, then the final epochs
             features = data.features.numpy() if isinstance(data, students.FeatureData) else None
             per_round = _active.round_epochs(kind, epochs)
-            active = ActiveRounds(
-                labeler, rounds, self.acquisition, np.random.default_rng(seed), features, epochs_per_round=per_round
-            )
+            rng = np.random.default_rng(seed)
+            active = ActiveRounds(labeler, rounds, self._acquisition_used, rng, features, epochs_per_round=per_round)
             callbacks.append(active)
             # Rows per labelled input, from the inputs labelled, not the queries paid: answers
             # remembered from an earlier fit cost no query but are trained on all the same.
