@@ -40,16 +40,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 from pathlib import Path
 
 import numpy as np
 
-from experiments.bench_active import _teacher, append_run, load_prepared, read_runs
+from experiments.bench_active import _teacher, append_run, fit_record, load_prepared, read_runs
 
 RULE = {"name": "uncertainty"}
 EXTRA = json.loads(os.environ.get("PROTO_PARAMS", "{}"))  # further estimator parameters
-ROUND_EPOCHS = os.environ.get("PROTO_ROUND_EPOCHS")  # replaces llkd._active.round_epochs when set
+ROUND_EPOCHS = os.environ.get("PROTO_ROUND_EPOCHS")  # replaces the estimator's round_epochs when set
 LOG: dict = {}
 
 
@@ -178,12 +177,11 @@ def install():
 
     E.ActiveRounds = ProtoRounds
     if ROUND_EPOCHS:
-        A.round_epochs = lambda kind, max_epochs: int(ROUND_EPOCHS)
+        E.round_epochs = lambda kind, max_epochs: int(ROUND_EPOCHS)
     return A.ActiveRounds
 
 
 def main(argv=None):
-    from sklearn.metrics import f1_score
 
     from llkd import LLKDClassifier
 
@@ -220,7 +218,6 @@ def main(argv=None):
                 else:
                     E.ActiveRounds, acq = proto, "uncertainty"
                     RULE["name"] = rule
-                t0 = time.perf_counter()
                 clf = LLKDClassifier(
                     _teacher(Xtr, proba),
                     labels=list(range(C)),
@@ -230,16 +227,10 @@ def main(argv=None):
                     random_state=seed,
                     **EXTRA,
                 )
-                clf.fit(Xtr)
-                f1 = float(f1_score(yte, clf.predict(Xte), average="macro"))
+                rec = fit_record(clf, Xtr, Xte, yte, fraction=frac, rule=rule, seed=seed)
+                f1 = rec["macro_f1"]
                 asked = np.array(LOG.get("asked", []), dtype=np.int64)
-                rec = {
-                    "fraction": frac,
-                    "rule": rule,
-                    "seed": seed,
-                    "macro_f1": f1,
-                    "queries": int(clf.n_teacher_queries_),
-                    "seconds": time.perf_counter() - t0,
+                rec |= {
                     "teacher_acc_asked": float(teacher_right[asked].mean()) if len(asked) else None,
                     "gold_class_shares_asked": (np.bincount(ytr[asked], minlength=C) / max(1, len(asked)))
                     .round(3)

@@ -45,6 +45,23 @@ def append_run(path: Path, rec: dict) -> None:
         fh.write(json.dumps(rec) + "\n")
 
 
+def fit_record(clf, Xtr, Xte, yte, *, fraction, rule, seed) -> dict:
+    """Fit ``clf`` on ``Xtr``: the fields every run file holds (its key, test macro-F1, the
+    queries paid and the wall seconds of fit and predict)."""
+    from sklearn.metrics import f1_score
+
+    t0 = time.perf_counter()
+    clf.fit(Xtr)
+    return {
+        "fraction": fraction,
+        "rule": rule,
+        "seed": seed,
+        "macro_f1": float(f1_score(yte, clf.predict(Xte), average="macro")),
+        "queries": int(clf.n_teacher_queries_),
+        "seconds": time.perf_counter() - t0,
+    }
+
+
 def load_prepared(path, teacher_key: str):
     """(Xtr, ytr, Xte, yte, teacher proba for the pool) of a prepared set; ``"gemma"``: the
     packaged Gemma's cached answers, the pool cut to the texts they cover."""
@@ -63,7 +80,6 @@ def load_prepared(path, teacher_key: str):
 
 
 def main(argv=None):
-    from sklearn.metrics import f1_score
 
     from llkd import LLKDClassifier
 
@@ -124,7 +140,6 @@ def main(argv=None):
                 key = (frac, rule, seed)
                 if key in done:
                     continue
-                t0 = time.perf_counter()
                 clf = LLKDClassifier(
                     _teacher(Xtr, proba),
                     labels=list(range(C)),
@@ -138,16 +153,10 @@ def main(argv=None):
                     unqueried=args.unqueried,
                     random_state=seed,
                 )
-                clf.fit(Xtr)
-                f1 = float(f1_score(yte, clf.predict(Xte), average="macro"))
+                rec = fit_record(clf, Xtr, Xte, yte, fraction=frac, rule=rule, seed=seed)
+                f1 = rec["macro_f1"]
                 rounds = [h["acquisition"] for h in clf.history_ if "acquisition" in h]
-                rec = {
-                    "fraction": frac,
-                    "rule": rule,
-                    "seed": seed,
-                    "macro_f1": f1,
-                    "queries": int(clf.n_teacher_queries_),
-                    "seconds": time.perf_counter() - t0,
+                rec |= {
                     "scoring_seconds": float(sum(r["scoring_seconds"] for r in rounds)),
                     "pool_scored": int(sum(r["pool_scored"] for r in rounds)),
                     "agreement_before": [r["agreement_before"] for r in rounds],

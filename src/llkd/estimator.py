@@ -14,8 +14,16 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import _active, _embeddings, _inputs, students
-from ._active import ActiveRounds, final_epochs, n_rounds, resolve_acquisition, resolve_budget, round_sizes
+from . import _embeddings, _inputs, students
+from ._active import (
+    ActiveRounds,
+    final_epochs,
+    n_rounds,
+    resolve_acquisition,
+    resolve_budget,
+    round_epochs,
+    round_sizes,
+)
 from ._class_weight import CLASS_WEIGHTS, check_class_weight, resolve_class_weight, weight_vector
 from ._label_noise import NOISE_CORRECTIONS, resolve_noise_correction
 from ._numeric import softmax
@@ -632,7 +640,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         callbacks, epoch_sizes = [], None
         if rounds is not None:  # a teacher budget: the round epochs, then the final epochs
             features = data.features.numpy() if isinstance(data, students.FeatureData) else None
-            per_round = _active.round_epochs(kind, epochs)
+            per_round = round_epochs(kind, epochs)
             rng = np.random.default_rng(seed)
             active = ActiveRounds(labeler, rounds, self._acquisition_used, rng, features, epochs_per_round=per_round)
             callbacks.append(active)
