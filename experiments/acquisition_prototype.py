@@ -9,6 +9,10 @@ share of each class among them.
     python -m experiments.acquisition_prototype --data experiments/selection_rules/.cache/20newsgroups.npz \
         --rules random5,balanced,typical --fractions 0.1,0.3 --seeds 3 --out F.jsonl
 
+Environment: ``PROTO_ROUND_EPOCHS=E`` sets the epochs before each round; ``PROTO_PARAMS`` (JSON)
+adds estimator parameters; ``PROTO_CALIB=first`` fits the prior correction on the first round's
+answers only and applies it unchanged afterwards.
+
 Rules (rounds 2-5; ``k`` the round's queries, ``u`` the student's normalised entropy):
 
 - ``library:NAME``: the library's own rule NAME (``random`` is one round, the others 5).
@@ -27,6 +31,12 @@ Rules (rounds 2-5; ``k`` the round's queries, ``u`` the student's normalised ent
 - ``typical``: TypiClust-like: k-means of the remainder's embeddings into k clusters, from each
   the row of highest typicality (inverse mean distance to its 20 nearest neighbours).
 - ``cover_unc``: k-means of the remainder into k clusters, from each its most uncertain row.
+- ``confident``: the k least uncertain (a probe: the rows where the teacher is most often right).
+- ``confident_cover``: k-means of the remainder into k clusters, from each its least uncertain row.
+- ``coreset``: k-centre greedy on the embeddings (Sener & Savarese 2018), the labelled rows as the
+  first centres.
+- ``badge``: BADGE (Ash et al. 2020) on the frozen features: k-means++ seeding on the gradient
+  embedding (p - onehot(argmax p)) x embedding, the first centre the largest norm.
 - ``teacher_aware``: u times the teacher confidence expected at the row, the mean calibrated
   confidence of its 10 nearest labelled neighbours (the top k).
 - ``gain``: the expected teacher confidence (as ``teacher_aware``) less the student's top
@@ -49,6 +59,9 @@ from experiments.bench_active import _teacher, append_run, fit_record, load_prep
 RULE = {"name": "uncertainty"}
 EXTRA = json.loads(os.environ.get("PROTO_PARAMS", "{}"))  # further estimator parameters
 ROUND_EPOCHS = os.environ.get("PROTO_ROUND_EPOCHS")  # replaces the estimator's round_epochs when set
+# "first": the prior correction is fitted on the first round's answers (the random seed set)
+# only and applied unchanged to later rounds, instead of refitted over all answers each round.
+CALIB = os.environ.get("PROTO_CALIB")
 LOG: dict = {}
 
 
@@ -122,7 +135,7 @@ def choose(name, logits, k, rng, feats, labelled_feats, labelled_conf, labelled_
             s = u * labelled_conf[idx].mean(1)
         g = -np.log(-np.log(rng.random(n)))
         return np.argsort(-(beta * np.log(np.maximum(s, 1e-12)) + g))[:k]
-    if name in ("typical", "cover_unc"):
+    if name in ("typical", "cover_unc", "confident_cover"):
         from sklearn.cluster import MiniBatchKMeans
 
         km = MiniBatchKMeans(n_clusters=k, random_state=int(rng.integers(2**31 - 1)), n_init=1, batch_size=2048)
@@ -132,6 +145,8 @@ def choose(name, logits, k, rng, feats, labelled_feats, labelled_conf, labelled_
             members = np.flatnonzero(assign == c)
             if name == "cover_unc":
                 chosen.append(members[np.argmax(u[members])])
+            elif name == "confident_cover":
+                chosen.append(members[np.argmin(u[members])])
             else:
                 if len(members) == 1:
                     chosen.append(members[0])
@@ -145,6 +160,37 @@ def choose(name, logits, k, rng, feats, labelled_feats, labelled_conf, labelled_
             rest = [i for i in np.argsort(-u) if i not in taken][: k - len(chosen)]
             chosen = np.concatenate([chosen, np.array(rest, dtype=np.int64)])
         return chosen[:k]
+    if name == "confident":
+        return np.argsort(u, kind="stable")[:k]
+    if name == "coreset":
+        f = feats.astype(np.float64)
+        d, _ = _knn(f, labelled_feats.astype(np.float64), 1)
+        dmin = d[:, 0] ** 2
+        chosen = []
+        for _ in range(k):
+            j = int(np.argmax(dmin))
+            chosen.append(j)
+            dmin = np.minimum(dmin, ((f - f[j]) ** 2).sum(1))
+            dmin[j] = -1.0
+        return np.array(chosen, dtype=np.int64)
+    if name == "badge":
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        a = p.copy()
+        a[np.arange(n), pred] -= 1.0
+        h = feats.astype(np.float64)
+        sq = (a**2).sum(1) * (h**2).sum(1)
+        j = int(np.argmax(sq))
+        chosen = [j]
+        dmin = np.maximum(sq + sq[j] - 2.0 * (a @ a[j]) * (h @ h[j]), 0.0)
+        dmin[j] = 0.0
+        for _ in range(k - 1):
+            tot = dmin.sum()
+            j = int(rng.choice(n, p=dmin / tot)) if tot > 0 else int(rng.choice(np.flatnonzero(dmin >= 0)))
+            chosen.append(j)
+            dmin = np.minimum(dmin, np.maximum(sq + sq[j] - 2.0 * (a @ a[j]) * (h @ h[j]), 0.0))
+            dmin[j] = 0.0
+        return np.array(chosen, dtype=np.int64)
     if name == "teacher_aware":
         _, idx = _knn(feats, labelled_feats, 10)
         expect = labelled_conf[idx].mean(1)
@@ -176,6 +222,19 @@ def install():
             return _entropy(logits), pick
 
     E.ActiveRounds = ProtoRounds
+    if CALIB == "first":
+        import llkd.teachers as T
+
+        base = T.PriorCorrection
+
+        class FirstRoundCorrection(base):
+            def fit(self, proba, y=None):
+                if "correction" not in LOG:
+                    LOG["correction"] = base.fit(self, proba, y)
+                self.__dict__.update(LOG["correction"].__dict__)
+                return self
+
+        T.PriorCorrection = FirstRoundCorrection
     if ROUND_EPOCHS:
         E.round_epochs = lambda kind, max_epochs: int(ROUND_EPOCHS)
     return A.ActiveRounds
