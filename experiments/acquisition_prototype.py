@@ -11,7 +11,9 @@ share of each class among them.
 
 Environment: ``PROTO_ROUND_EPOCHS=E`` sets the epochs before each round; ``PROTO_PARAMS`` (JSON)
 adds estimator parameters; ``PROTO_CALIB=first`` fits the prior correction on the first round's
-answers only and applies it unchanged afterwards.
+answers only and applies it unchanged afterwards; ``PROTO_COMBINE=BETA`` (with the student's
+labels for the unasked rows) relabels each row asked in rounds 2-5, for the fresh student, by
+normalise(p_teacher * p_student ** BETA), p_student the round student's when it chose the row.
 
 Rules (rounds 2-5; ``k`` the round's queries, ``u`` the student's normalised entropy):
 
@@ -31,6 +33,7 @@ Rules (rounds 2-5; ``k`` the round's queries, ``u`` the student's normalised ent
 - ``typical``: TypiClust-like: k-means of the remainder's embeddings into k clusters, from each
   the row of highest typicality (inverse mean distance to its 20 nearest neighbours).
 - ``cover_unc``: k-means of the remainder into k clusters, from each its most uncertain row.
+- ``top_margin``: the library's ``"margin"`` (the top k of the margin score).
 - ``confident``: the k least uncertain (a probe: the rows where the teacher is most often right).
 - ``confident_cover``: k-means of the remainder into k clusters, from each its least uncertain row.
 - ``coreset``: k-centre greedy on the embeddings (Sener & Savarese 2018), the labelled rows as the
@@ -62,6 +65,10 @@ ROUND_EPOCHS = os.environ.get("PROTO_ROUND_EPOCHS")  # replaces the estimator's 
 # "first": the prior correction is fitted on the first round's answers (the random seed set)
 # only and applied unchanged to later rounds, instead of refitted over all answers each round.
 CALIB = os.environ.get("PROTO_CALIB")
+# BETA: for the fresh student trained with the student's labels, each row asked in rounds 2-5
+# takes the label of normalise(p_teacher * p_student ** BETA), p_student the round student's
+# distribution when it chose the row (before training on its answer).
+COMBINE = os.environ.get("PROTO_COMBINE")
 LOG: dict = {}
 
 
@@ -160,6 +167,10 @@ def choose(name, logits, k, rng, feats, labelled_feats, labelled_conf, labelled_
             rest = [i for i in np.argsort(-u) if i not in taken][: k - len(chosen)]
             chosen = np.concatenate([chosen, np.array(rest, dtype=np.int64)])
         return chosen[:k]
+    if name == "top_margin":  # the library's "margin" as a prototype rule (for PROTO_COMBINE)
+        from llkd.selection._acquisition import acquisition_scores
+
+        return np.argsort(-acquisition_scores(logits, "margin"), kind="stable")[:k]
     if name == "confident":
         return np.argsort(u, kind="stable")[:k]
     if name == "coreset":
@@ -219,9 +230,33 @@ def install():
             pick = choose(RULE["name"], logits, k, self.rng, f[rows], f[lab], t.confidence[lab], t.labels[lab])
             pick = np.sort(np.asarray(pick, dtype=np.int64))
             LOG.setdefault("asked", []).extend(rows[pick].tolist())
+            if COMBINE:
+                p = np.exp(logits[pick] - logits[pick].max(1, keepdims=True))
+                p /= p.sum(1, keepdims=True)
+                LOG.setdefault("pre", {}).update(zip(rows[pick].tolist(), p))
+                LOG["pool"] = self.labeler.pool
             return _entropy(logits), pick
 
     E.ActiveRounds = ProtoRounds
+    if COMBINE:
+        base_wsl = E.with_student_labels
+
+        def combined_labels(targets, rows, proba):
+            out = base_wsl(targets, rows, proba)
+            pre = LOG.get("pre", {})
+            if not pre or out.proba is None:
+                return out
+            rep = {rs[0]: rs for rs in LOG["pool"].values()}
+            beta = float(COMBINE)
+            for r, ps in pre.items():
+                q = out.proba[r] * np.maximum(ps, 1e-12) ** beta
+                q /= q.sum()
+                rs = rep.get(r, [r])
+                out.labels[rs], out.confidence[rs] = int(q.argmax()), float(q.max())
+                out.proba[rs] = q
+            return out
+
+        E.with_student_labels = combined_labels
     if CALIB == "first":
         import llkd.teachers as T
 
