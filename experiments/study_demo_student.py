@@ -23,7 +23,8 @@ smaller, faster student), ``:budgetF`` (``teacher_budget=F``, a fraction of the 
 ``:acqRULE`` (its ``acquisition``, default random), ``:cwNAME`` (``class_weight=NAME``, e.g.
 ``:cwsqrt_balanced``; without it ``class_weight=None``, as every configuration ran before
 the option existed) and ``:unqRULE`` (``unqueried=RULE`` under a budget, ``student`` or
-``ignore``; without it ``"auto"``, which is ``ignore`` for the fine-tuned student).
+``ignore``; without it ``"auto"``, which is ``ignore`` for the fine-tuned student) and ``:reN``
+(under a budget, N epochs before each later round instead of ``_active.round_epochs``'s).
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ def parse(spec: str) -> dict:
     acq = [f for f in flags if f.startswith("acq")]
     cw = [f for f in flags if f.startswith("cw")]
     unq = [f for f in flags if f.startswith("unq")]
-    flags -= set(layers) | set(budget) | set(acq) | set(cw) | set(unq)
+    re_ = [f for f in flags if f.startswith("re") and f[2:].isdigit()]
+    flags -= set(layers) | set(budget) | set(acq) | set(cw) | set(unq) | set(re_)
     unknown = flags - {"soft", "gold", "mpnet", "mlp"}
     if unknown:
         raise SystemExit(f"bad config {spec!r}: unknown flags {sorted(unknown)}")
@@ -76,6 +78,7 @@ def parse(spec: str) -> dict:
         "acquisition": acq[0][3:] if acq else "random",
         "class_weight": cw[0][2:] if cw else None,
         "unqueried": unq[0][3:] if unq else "auto",
+        "round_epochs": int(re_[0][2:]) if re_ else None,
     }
 
 
@@ -105,9 +108,17 @@ def run_one(cfg, X, y_gold, P, X_test, y_test, names, seed: int, save=None) -> d
         unqueried=cfg.get("unqueried", "auto"),
         random_state=seed,
     )
-    t0 = time.perf_counter()
-    clf.fit(X)
-    fit_s = time.perf_counter() - t0
+    import llkd.estimator as estimator
+
+    default_round_epochs = estimator.round_epochs
+    if cfg.get("round_epochs"):
+        estimator.round_epochs = lambda kind, max_epochs: cfg["round_epochs"]
+    try:
+        t0 = time.perf_counter()
+        clf.fit(X)
+        fit_s = time.perf_counter() - t0
+    finally:
+        estimator.round_epochs = default_round_epochs
     t0 = time.perf_counter()
     pred = clf.predict(X_test)
     predict_s = time.perf_counter() - t0
