@@ -85,7 +85,7 @@ def round_epochs(kind: str, max_epochs: int) -> int:
     ``max_epochs`` (a full fit on what is labelled) for the MLP student: after one epoch
     its scores ranked the pool little better than chance, and the student-chosen rules lost
     to random draws (docs/design.md 7.5). One for the fine-tuned student, whose epochs are
-    expensive and whose rounds were measured at one epoch.
+    expensive: three per round did not make margin pay (docs/design.md 7.5).
     """
     return max(1, int(max_epochs)) if kind == "mlp" else 1
 
