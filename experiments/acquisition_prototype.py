@@ -58,6 +58,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments.bench_active import _teacher, append_run, fit_record, load_prepared, read_runs
+from llkd._numeric import softmax
 
 RULE = {"name": "uncertainty"}
 EXTRA = json.loads(os.environ.get("PROTO_PARAMS", "{}"))  # further estimator parameters
@@ -98,6 +99,13 @@ def _quota_pick(pred, order_within, k, C):
     return np.concatenate([b[:q] for b, q in zip(by_class, quota)]).astype(np.int64)
 
 
+def _margin_order(logits):
+    """Rows from the largest margin score (the library's ``"margin"``) down."""
+    from llkd.selection._acquisition import acquisition_scores
+
+    return np.argsort(-acquisition_scores(logits, "margin"), kind="stable")
+
+
 def _knn(feats_query, feats_ref, n):
     from sklearn.neighbors import NearestNeighbors
 
@@ -115,10 +123,8 @@ def choose(name, logits, k, rng, feats, labelled_feats, labelled_conf, labelled_
     if name == "random5":
         return rng.choice(n, k, replace=False)
     if name.startswith("mix:"):  # a share R of the batch uniform draws, the rest the top of the margin
-        from llkd.selection._acquisition import acquisition_scores
-
         n_rand = int(round(float(name.split(":", 1)[1]) * k))
-        top = np.argsort(-acquisition_scores(logits, "margin"), kind="stable")[: k - n_rand]
+        top = _margin_order(logits)[: k - n_rand]
         rest = np.setdiff1d(np.arange(n), top)
         return np.concatenate([top, rng.choice(rest, n_rand, replace=False)])
     if name.startswith("trim:"):  # the top k after setting aside the most uncertain share Q
@@ -168,9 +174,7 @@ def choose(name, logits, k, rng, feats, labelled_feats, labelled_conf, labelled_
             chosen = np.concatenate([chosen, np.array(rest, dtype=np.int64)])
         return chosen[:k]
     if name == "top_margin":  # the library's "margin" as a prototype rule (for PROTO_COMBINE)
-        from llkd.selection._acquisition import acquisition_scores
-
-        return np.argsort(-acquisition_scores(logits, "margin"), kind="stable")[:k]
+        return _margin_order(logits)[:k]
     if name == "confident":
         return np.argsort(u, kind="stable")[:k]
     if name == "coreset":
@@ -185,9 +189,7 @@ def choose(name, logits, k, rng, feats, labelled_feats, labelled_conf, labelled_
             dmin[j] = -1.0
         return np.array(chosen, dtype=np.int64)
     if name == "badge":
-        p = np.exp(logits - logits.max(1, keepdims=True))
-        p /= p.sum(1, keepdims=True)
-        a = p.copy()
+        a = softmax(logits)
         a[np.arange(n), pred] -= 1.0
         h = feats.astype(np.float64)
         sq = (a**2).sum(1) * (h**2).sum(1)
@@ -208,9 +210,7 @@ def choose(name, logits, k, rng, feats, labelled_feats, labelled_conf, labelled_
         return np.argsort(-(u * expect))[:k]
     if name == "gain":
         _, idx = _knn(feats, labelled_feats, 10)
-        p = np.exp(logits - logits.max(1, keepdims=True))
-        p /= p.sum(1, keepdims=True)
-        return np.argsort(-(labelled_conf[idx].mean(1) - p.max(1)))[:k]
+        return np.argsort(-(labelled_conf[idx].mean(1) - softmax(logits).max(1)))[:k]
     if name == "pure":
         _, idx = _knn(feats, labelled_feats, 10)
         agree = (labelled_labels[idx] == pred[:, None]).mean(1)
@@ -231,9 +231,7 @@ def install():
             pick = np.sort(np.asarray(pick, dtype=np.int64))
             LOG.setdefault("asked", []).extend(rows[pick].tolist())
             if COMBINE:
-                p = np.exp(logits[pick] - logits[pick].max(1, keepdims=True))
-                p /= p.sum(1, keepdims=True)
-                LOG.setdefault("pre", {}).update(zip(rows[pick].tolist(), p))
+                LOG.setdefault("pre", {}).update(zip(rows[pick].tolist(), softmax(logits[pick])))
                 LOG["pool"] = self.labeler.pool
             return _entropy(logits), pick
 
