@@ -46,6 +46,12 @@ Rules (rounds 2-5; ``k`` the round's queries, ``u`` the student's normalised ent
   probability: where the teacher is expected to be right more often than the student.
 - ``pure``: u times the share of its 10 nearest labelled neighbours whose teacher label differs
   from the student's prediction for the row (where student and nearby teacher answers disagree).
+- ``cal``: CAL (Margatina et al. 2021): the mean KL divergence from the student's distribution on
+  each of the row's 10 nearest labelled neighbours to its distribution on the row (the top k).
+- ``alfamix``: ALFA-Mix (Parvaneh et al. 2022): a row is a candidate when mixing its embedding
+  with a class anchor (the mean embedding of the labelled rows of that teacher label, share
+  alpha in 0.1-0.4) changes the student's prediction; k-means of the candidates into k
+  clusters, from each the candidate nearest its centre (fewer than k: the rest by margin).
 """
 
 from __future__ import annotations
@@ -113,7 +119,8 @@ def _knn(feats_query, feats_ref, n):
     return nn.kneighbors(feats_query)
 
 
-def choose(name, logits, k, rng, feats, labelled_feats, labelled_conf, labelled_labels):
+def choose(name, logits, k, rng, feats, labelled_feats, labelled_conf, labelled_labels, model=None):
+    """``model``: the student's forward pass from input rows of features to logits (cal, alfamix)."""
     n, C = logits.shape
     k = min(k, n)
     u = _entropy(logits)
@@ -215,6 +222,34 @@ def choose(name, logits, k, rng, feats, labelled_feats, labelled_conf, labelled_
         _, idx = _knn(feats, labelled_feats, 10)
         agree = (labelled_labels[idx] == pred[:, None]).mean(1)
         return np.argsort(-(u * (1.0 - agree) + 1e-3 * u))[:k]
+    if name == "cal":
+        _, idx = _knn(feats, labelled_feats, 10)
+        p = np.maximum(softmax(logits), 1e-12)
+        q = np.maximum(softmax(model(labelled_feats)), 1e-12)
+        kl = (q[idx] * (np.log(q[idx]) - np.log(p)[:, None, :])).sum(2).mean(1)
+        return np.argsort(-kl, kind="stable")[:k]
+    if name == "alfamix":
+        from sklearn.cluster import MiniBatchKMeans
+
+        anchors = np.stack(
+            [labelled_feats[labelled_labels == c].mean(0) for c in range(C) if (labelled_labels == c).any()]
+        )
+        flip = np.zeros(n, dtype=bool)
+        for alpha in (0.1, 0.2, 0.3, 0.4):
+            for a in anchors:
+                flip |= model((1.0 - alpha) * feats + alpha * a).argmax(1) != pred
+        cand = np.flatnonzero(flip)
+        if len(cand) <= k:
+            rest = [i for i in _margin_order(logits) if not flip[i]][: k - len(cand)]
+            return np.concatenate([cand, np.array(rest, dtype=np.int64)])
+        km = MiniBatchKMeans(n_clusters=k, random_state=int(rng.integers(2**31 - 1)), n_init=1, batch_size=2048)
+        assign = km.fit_predict(feats[cand])
+        d = ((feats[cand] - km.cluster_centers_[assign]) ** 2).sum(1)
+        chosen = [cand[np.flatnonzero(assign == c)[np.argmin(d[assign == c])]] for c in np.unique(assign)]
+        if len(chosen) < k:
+            taken = set(chosen)
+            chosen += [i for i in cand[np.argsort(-_entropy(logits)[cand])] if i not in taken][: k - len(chosen)]
+        return np.array(chosen[:k], dtype=np.int64)
     raise ValueError(name)
 
 
@@ -227,13 +262,29 @@ def install():
             t = self.labeler.targets
             lab = np.flatnonzero(t.labels >= 0)
             f = self.features
-            pick = choose(RULE["name"], logits, k, self.rng, f[rows], f[lab], t.confidence[lab], t.labels[lab])
+            pick = choose(
+                RULE["name"], logits, k, self.rng, f[rows], f[lab], t.confidence[lab], t.labels[lab], self._forward
+            )
             pick = np.sort(np.asarray(pick, dtype=np.int64))
             LOG.setdefault("asked", []).extend(rows[pick].tolist())
             if COMBINE:
                 LOG.setdefault("pre", {}).update(zip(rows[pick].tolist(), softmax(logits[pick])))
                 LOG["pool"] = self.labeler.pool
             return _entropy(logits), pick
+
+        def on_epoch_end(self, trainer, **kw):
+            self._trainer = trainer
+            return super().on_epoch_end(trainer, **kw)
+
+        def _forward(self, x):
+            import torch
+
+            tr = self._trainer
+            tr.model.eval()
+            with torch.no_grad():
+                out = tr.model(torch.as_tensor(np.asarray(x), dtype=torch.float32, device=tr.device))
+            tr.model.train()
+            return out.double().cpu().numpy()
 
     E.ActiveRounds = ProtoRounds
     if COMBINE:
