@@ -14,6 +14,10 @@ adds estimator parameters; ``PROTO_CALIB=first`` fits the prior correction on th
 answers only and applies it unchanged afterwards; ``PROTO_COMBINE=BETA`` (with the student's
 labels for the unasked rows) relabels each row asked in rounds 2-5, for the fresh student, by
 normalise(p_teacher * p_student ** BETA), p_student the round student's when it chose the row.
+``PROTO_COLD=1``: after the rounds, the labelling student is thrown away and a new one, from the
+fit's initial weights, trains on everything labelled with the one-round schedule (the epochs of
+``acquisition="random"``), so the rounds choose the rows but do not warm-start the student
+(warm-starting generalises worse: Ash & Adams, NeurIPS 2020).
 
 Rules (rounds 2-5; ``k`` the round's queries, ``u`` the student's normalised entropy):
 
@@ -52,6 +56,13 @@ Rules (rounds 2-5; ``k`` the round's queries, ``u`` the student's normalised ent
   with a class anchor (the mean embedding of the labelled rows of that teacher label, share
   alpha in 0.1-0.4) changes the student's prediction; k-means of the candidates into k
   clusters, from each the candidate nearest its centre (fewer than k: the rest by margin).
+
+Probes that read the gold labels (upper bounds on what a choice of rows can buy, not rules):
+
+- ``oracle``: first the rows where the raw teacher is right and the student is wrong, then the
+  rows where the teacher is right, each group in margin order, then the rest by margin.
+- ``oracle_right``: the rows where the raw teacher is right, in margin order, then the rest.
+- ``perfect``: the library's random draws from a teacher that answers the gold label (one-hot).
 """
 
 from __future__ import annotations
@@ -76,6 +87,7 @@ CALIB = os.environ.get("PROTO_CALIB")
 # takes the label of normalise(p_teacher * p_student ** BETA), p_student the round student's
 # distribution when it chose the row (before training on its answer).
 COMBINE = os.environ.get("PROTO_COMBINE")
+COLD = os.environ.get("PROTO_COLD") == "1"
 LOG: dict = {}
 
 
@@ -222,6 +234,12 @@ def choose(name, logits, k, rng, feats, labelled_feats, labelled_conf, labelled_
         _, idx = _knn(feats, labelled_feats, 10)
         agree = (labelled_labels[idx] == pred[:, None]).mean(1)
         return np.argsort(-(u * (1.0 - agree) + 1e-3 * u))[:k]
+    if name in ("oracle", "oracle_right"):
+        right = LOG["teacher_right"][LOG["rows"]]
+        wrong_student = pred != LOG["gold"][LOG["rows"]]
+        order = _margin_order(logits)
+        key = -(2 * right * wrong_student + right) if name == "oracle" else -right.astype(int)
+        return order[np.argsort(key[order], kind="stable")][:k]
     if name == "cal":
         _, idx = _knn(feats, labelled_feats, 10)
         p = np.maximum(softmax(logits), 1e-12)
@@ -262,6 +280,7 @@ def install():
             t = self.labeler.targets
             lab = np.flatnonzero(t.labels >= 0)
             f = self.features
+            LOG["rows"] = rows
             pick = choose(
                 RULE["name"], logits, k, self.rng, f[rows], f[lab], t.confidence[lab], t.labels[lab], self._forward
             )
@@ -319,6 +338,21 @@ def install():
                 return self
 
         T.PriorCorrection = FirstRoundCorrection
+    if COLD:
+        import torch
+
+        base_train = E.LLKDClassifier._train
+
+        def cold_train(self, model, data, targets, train_rows, kind, C, device, seed, labeler, rounds):
+            trainer = base_train(self, model, data, targets, train_rows, kind, C, device, seed, labeler, rounds)
+            if not rounds:
+                return trainer
+            torch.manual_seed(seed)
+            model = self._new_model(kind, C, device, data)
+            rows = np.flatnonzero(labeler.targets.labels >= 0)
+            return base_train(self, model, data, labeler.targets, rows, kind, C, device, seed, labeler, [])
+
+        E.LLKDClassifier._train = cold_train
     if ROUND_EPOCHS:
         E.round_epochs = lambda kind, max_epochs: int(ROUND_EPOCHS)
     return A.ActiveRounds
@@ -356,13 +390,17 @@ def main(argv=None):
                 if (frac, rule, seed) in done:
                     continue
                 LOG.clear()
-                if rule.startswith("library:"):
+                LOG.update(gold=ytr, teacher_right=teacher_right)
+                answers = proba
+                if rule == "perfect":
+                    E.ActiveRounds, acq, answers = lib_rounds, "random", np.eye(C)[ytr]
+                elif rule.startswith("library:"):
                     E.ActiveRounds, acq = lib_rounds, rule.split(":", 1)[1]
                 else:
                     E.ActiveRounds, acq = proto, "uncertainty"
                     RULE["name"] = rule
                 clf = LLKDClassifier(
-                    _teacher(Xtr, proba),
+                    _teacher(Xtr, answers),
                     labels=list(range(C)),
                     student="mlp",
                     teacher_budget=frac,
