@@ -12,6 +12,7 @@ label the movie reviews in the background (resumable: answers are written per ba
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -35,6 +36,21 @@ RESULTS = REPO / "benchmarks" / "RESULTS.md"
 
 DATASETS = ("rotten_tomatoes", "20newsgroups", "reuters_r8")
 TEACHER_FRACTION = 0.02  # topic sets: the TF-IDF teacher sees 2 % of the gold training labels
+
+
+@contextlib.contextmanager
+def round_epochs(n: int | None):
+    """Within the block, a teacher budget trains ``n`` epochs before each later round instead of
+    ``llkd._active.round_epochs``'s; ``None`` or 0 keeps the library's."""
+    import llkd.estimator as estimator
+
+    default = estimator.round_epochs
+    if n:
+        estimator.round_epochs = lambda kind, max_epochs: int(n)
+    try:
+        yield
+    finally:
+        estimator.round_epochs = default
 
 
 def llkd_home() -> Path:

@@ -74,6 +74,7 @@ from pathlib import Path
 
 import numpy as np
 
+from experiments._common import round_epochs
 from experiments.bench_active import _teacher, append_run, fit_record, load_prepared, read_runs
 from llkd._numeric import softmax
 
@@ -353,8 +354,6 @@ def install():
             return base_train(self, model, data, labeler.targets, rows, kind, C, device, seed, labeler, [])
 
         E.LLKDClassifier._train = cold_train
-    if ROUND_EPOCHS:
-        E.round_epochs = lambda kind, max_epochs: int(ROUND_EPOCHS)
     return A.ActiveRounds
 
 
@@ -384,46 +383,48 @@ def main(argv=None):
         f"{teacher_right.mean():.3f}; load {os.getloadavg()[0]:.1f}",
         flush=True,
     )
-    for frac in [float(f) for f in args.fractions.split(",")]:
-        for rule in args.rules.split(","):
-            for seed in range(args.seeds):
-                if (frac, rule, seed) in done:
-                    continue
-                LOG.clear()
-                LOG.update(gold=ytr, teacher_right=teacher_right)
-                answers = proba
-                if rule == "perfect":
-                    E.ActiveRounds, acq, answers = lib_rounds, "random", np.eye(C)[ytr]
-                elif rule.startswith("library:"):
-                    E.ActiveRounds, acq = lib_rounds, rule.split(":", 1)[1]
-                else:
-                    E.ActiveRounds, acq = proto, "uncertainty"
-                    RULE["name"] = rule
-                clf = LLKDClassifier(
-                    _teacher(Xtr, answers),
-                    labels=list(range(C)),
-                    student="mlp",
-                    teacher_budget=frac,
-                    acquisition=acq,
-                    random_state=seed,
-                    **EXTRA,
-                )
-                rec = fit_record(clf, Xtr, Xte, yte, fraction=frac, rule=rule, seed=seed)
-                f1 = rec["macro_f1"]
-                asked = np.array(LOG.get("asked", []), dtype=np.int64)
-                rec |= {
-                    "teacher_acc_asked": float(teacher_right[asked].mean()) if len(asked) else None,
-                    "gold_class_shares_asked": (np.bincount(ytr[asked], minlength=C) / max(1, len(asked)))
-                    .round(3)
-                    .tolist(),
-                }
-                append_run(out, rec)
-                done[(frac, rule, seed)] = rec
-                print(
-                    f"  {frac:.2f} {rule:16s} s{seed}: F1 {f1:.4f} teacher-acc-asked "
-                    f"{rec['teacher_acc_asked']} {rec['seconds']:.0f}s",
-                    flush=True,
-                )
+    with round_epochs(int(ROUND_EPOCHS) if ROUND_EPOCHS else None):
+        for frac in [float(f) for f in args.fractions.split(",")]:
+            for rule in args.rules.split(","):
+                for seed in range(args.seeds):
+                    if (frac, rule, seed) in done:
+                        continue
+                    LOG.clear()
+                    LOG.update(gold=ytr, teacher_right=teacher_right)
+                    answers = proba
+                    if rule == "perfect":
+                        E.ActiveRounds, acq, answers = lib_rounds, "random", np.eye(C)[ytr]
+                    elif rule.startswith("library:"):
+                        E.ActiveRounds, acq = lib_rounds, rule.split(":", 1)[1]
+                    else:
+                        E.ActiveRounds, acq = proto, "uncertainty"
+                        RULE["name"] = rule
+                    clf = LLKDClassifier(
+                        _teacher(Xtr, answers),
+                        labels=list(range(C)),
+                        student="mlp",
+                        teacher_budget=frac,
+                        acquisition=acq,
+                        random_state=seed,
+                        **EXTRA,
+                    )
+                    rec = fit_record(clf, Xtr, Xte, yte, fraction=frac, rule=rule, seed=seed)
+                    f1 = rec["macro_f1"]
+                    asked = np.array(LOG.get("asked", []), dtype=np.int64)
+                    rec |= {
+                        "teacher_acc_asked": float(teacher_right[asked].mean()) if len(asked) else None,
+                        "gold_class_shares_asked": (np.bincount(ytr[asked], minlength=C) / max(1, len(asked)))
+                        .round(3)
+                        .tolist(),
+                    }
+                    append_run(out, rec)
+                    done[(frac, rule, seed)] = rec
+                    print(
+                        f"  {frac:.2f} {rule:16s} s{seed}: F1 {f1:.4f} teacher-acc-asked "
+                        f"{rec['teacher_acc_asked']} {rec['seconds']:.0f}s",
+                        flush=True,
+                    )
+
     report(done)
 
 

@@ -108,17 +108,10 @@ def run_one(cfg, X, y_gold, P, X_test, y_test, names, seed: int, save=None) -> d
         unqueried=cfg.get("unqueried", "auto"),
         random_state=seed,
     )
-    import llkd.estimator as estimator
-
-    default_round_epochs = estimator.round_epochs
-    if cfg.get("round_epochs"):
-        estimator.round_epochs = lambda kind, max_epochs: cfg["round_epochs"]
-    try:
+    with common.round_epochs(cfg.get("round_epochs")):
         t0 = time.perf_counter()
         clf.fit(X)
         fit_s = time.perf_counter() - t0
-    finally:
-        estimator.round_epochs = default_round_epochs
     t0 = time.perf_counter()
     pred = clf.predict(X_test)
     predict_s = time.perf_counter() - t0
