@@ -267,7 +267,7 @@ def choose(name, logits, k, rng, feats, labelled_feats, labelled_conf, labelled_
         chosen = [cand[np.flatnonzero(assign == c)[np.argmin(d[assign == c])]] for c in np.unique(assign)]
         if len(chosen) < k:
             taken = set(chosen)
-            chosen += [i for i in cand[np.argsort(-_entropy(logits)[cand])] if i not in taken][: k - len(chosen)]
+            chosen += [i for i in cand[np.argsort(-u[cand])] if i not in taken][: k - len(chosen)]
         return np.array(chosen[:k], dtype=np.int64)
     raise ValueError(name)
 

