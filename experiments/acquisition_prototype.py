@@ -38,6 +38,10 @@ Rules (rounds 2-5; ``k`` the round's queries, ``u`` the student's normalised ent
   the row of highest typicality (inverse mean distance to its 20 nearest neighbours).
 - ``cover_unc``: k-means of the remainder into k clusters, from each its most uncertain row.
 - ``top_margin``: the library's ``"margin"`` (the top k of the margin score).
+- ``raru``: M-RARU as the abstract of Luccioli et al. (arXiv 2511.11574) describes it (its algorithm
+  section was not readable here): candidates drawn uniformly, each accepted with probability equal to
+  its margin uncertainty ``1 - (p_(1) - p_(2))``, until k are accepted; ``raru:BETA`` to that
+  probability to the power BETA; ``raru_ent[:BETA]`` with ``u`` instead.
 - ``confident``: the k least uncertain (a probe: the rows where the teacher is most often right).
 - ``confident_cover``: k-means of the remainder into k clusters, from each its least uncertain row.
 - ``coreset``: k-centre greedy on the embeddings (Sener & Savarese 2018), the labelled rows as the
@@ -195,6 +199,21 @@ def choose(name, logits, k, rng, feats, labelled_feats, labelled_conf, labelled_
         return chosen[:k]
     if name == "top_margin":  # the library's "margin" as a prototype rule (for PROTO_COMBINE)
         return _margin_order(logits)[:k]
+    if name.startswith("raru"):  # raru, raru:BETA, raru_ent[:BETA]
+        from llkd.selection._acquisition import acquisition_scores
+
+        base, _, beta = name.partition(":")
+        accept = u if base == "raru_ent" else acquisition_scores(logits, "margin")
+        accept = np.clip(np.asarray(accept, dtype=np.float64), 0.0, 1.0) ** float(beta or 1.0)
+        chosen, stream = [], rng.permutation(n)
+        while len(chosen) < k and len(stream):  # passes over the uniform stream until k accepted
+            take = rng.random(len(stream)) < accept[stream]
+            chosen.extend(stream[take][: k - len(chosen)].tolist())
+            stream = stream[~take]
+            if not take.any() and accept[stream].max(initial=0.0) <= 0.0:
+                chosen.extend(stream[: k - len(chosen)].tolist())
+                break
+        return np.array(chosen, dtype=np.int64)
     if name == "confident":
         return np.argsort(u, kind="stable")[:k]
     if name == "coreset":
