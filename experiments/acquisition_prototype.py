@@ -14,7 +14,9 @@ adds estimator parameters; ``PROTO_CALIB=first`` fits the prior correction on th
 answers only and applies it unchanged afterwards; ``PROTO_COMBINE=BETA`` (with the student's
 labels for the unasked rows) relabels each row asked in rounds 2-5, for the fresh student, by
 normalise(p_teacher * p_student ** BETA), p_student the round student's when it chose the row.
-``PROTO_COLD=1``: after the rounds, the labelling student is thrown away and a new one, from the
+``PROTO_ROUNDS=N``: the student-chosen rules take N rounds instead of 5 (random draws keep one);
+``PROTO_SEED=S``: the seed set is a share S of the budget, the rest split evenly over the later
+rounds. ``PROTO_COLD=1``: after the rounds, the labelling student is thrown away and a new one, from the
 fit's initial weights, trains on everything labelled with the one-round schedule (the epochs of
 ``acquisition="random"``), so the rounds choose the rows but do not warm-start the student
 (warm-starting generalises worse: Ash & Adams, NeurIPS 2020).
@@ -93,6 +95,8 @@ CALIB = os.environ.get("PROTO_CALIB")
 # distribution when it chose the row (before training on its answer).
 COMBINE = os.environ.get("PROTO_COMBINE")
 COLD = os.environ.get("PROTO_COLD") == "1"
+ROUNDS = os.environ.get("PROTO_ROUNDS")  # rounds of the student-chosen rules (the library: 5)
+SEED_SHARE = os.environ.get("PROTO_SEED")  # share of the budget in the seed set (the library: 1 / rounds)
 LOG: dict = {}
 
 
@@ -326,6 +330,18 @@ def install():
             return out.double().cpu().numpy()
 
     E.ActiveRounds = ProtoRounds
+    if ROUNDS or SEED_SHARE:
+
+        def proto_sizes(budget, n_rounds):
+            if n_rounds == 1:  # random draws: one round, as in the library
+                return A.round_sizes(budget, 1)
+            r = int(ROUNDS or n_rounds)
+            if not SEED_SHARE:
+                return A.round_sizes(budget, r)
+            seed = max(1, min(budget - (r - 1), int(round(float(SEED_SHARE) * budget))))
+            return [seed] + A.round_sizes(budget - seed, r - 1)
+
+        E.round_sizes = proto_sizes
     if COMBINE:
         base_wsl = E.with_student_labels
 
