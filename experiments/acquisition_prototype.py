@@ -126,11 +126,16 @@ def _quota_pick(pred, order_within, k, C):
     return np.concatenate([b[:q] for b, q in zip(by_class, quota)]).astype(np.int64)
 
 
-def _margin_order(logits):
-    """Rows from the largest margin score (the library's ``"margin"``) down."""
+def _margin_scores(logits):
+    """The library's ``"margin"`` score, ``1 - (p_(1) - p_(2))``, per row."""
     from llkd.selection._acquisition import acquisition_scores
 
-    return np.argsort(-acquisition_scores(logits, "margin"), kind="stable")
+    return np.asarray(acquisition_scores(logits, "margin"), dtype=np.float64)
+
+
+def _margin_order(logits):
+    """Rows from the largest margin score down."""
+    return np.argsort(-_margin_scores(logits), kind="stable")
 
 
 def _knn(feats_query, feats_ref, n):
@@ -204,11 +209,8 @@ def choose(name, logits, k, rng, feats, labelled_feats, labelled_conf, labelled_
     if name == "top_margin":  # the library's "margin" as a prototype rule (for PROTO_COMBINE)
         return _margin_order(logits)[:k]
     if name.startswith("raru"):  # raru, raru:BETA, raru_ent[:BETA]
-        from llkd.selection._acquisition import acquisition_scores
-
         base, _, beta = name.partition(":")
-        accept = u if base == "raru_ent" else acquisition_scores(logits, "margin")
-        accept = np.clip(np.asarray(accept, dtype=np.float64), 0.0, 1.0) ** float(beta or 1.0)
+        accept = np.clip(u if base == "raru_ent" else _margin_scores(logits), 0.0, 1.0) ** float(beta or 1.0)
         chosen, stream = [], rng.permutation(n)
         while len(chosen) < k and len(stream):  # passes over the uniform stream until k accepted
             take = rng.random(len(stream)) < accept[stream]
