@@ -298,6 +298,7 @@ def test_distill_evaluates_teacher_and_student_against_gold_labels(tiny_encoder_
     y_gold = [gold[i] for i in gold_rows]
     for hold_out in (False, True):
         out = tmp_path / f"m{int(hold_out)}"
+        srv = FakeOpenAIServer()
         argv = [
             "distill",
             "--data",
@@ -306,6 +307,8 @@ def test_distill_evaluates_teacher_and_student_against_gold_labels(tiny_encoder_
             "gold",
             "--labels",
             "negative,positive",
+            "--teacher",
+            f"openai:fake-model@{srv.url}",
             "--student",
             "finetune",
             "--encoder",
@@ -319,8 +322,11 @@ def test_distill_evaluates_teacher_and_student_against_gold_labels(tiny_encoder_
             "--out",
             str(out),
         ] + (["--hold-out-gold"] if hold_out else [])
-        with FakeOpenAIServer():
+        with srv:
             assert main(argv) == 0
+        # the server's model is the teacher: the first fit asks it once per distinct text (the gold
+        # rows too, to score it), the second finds every answer in the shared cache
+        assert len(srv.requests) == (0 if hold_out else len(set(texts)))
         printed = capsys.readouterr().out
         report = json.loads((out / "evaluation.json").read_text())
         assert report["n_gold"] == 40 and report["gold_used_for_training"] is (not hold_out)
