@@ -71,6 +71,14 @@ def test_onnx_export_matches_torch_and_int8_stays_close(student, texts, tmp_path
     int8 = OnnxStudent(path, quantized=True)
     assert np.mean(int8.predict(texts) == clf.predict(texts)) > 0.9
     assert list(int8.classes_) == LABELS
+    # the int8 file is a quantised graph, not a copy of the float one
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(path / "model.int8.onnx")).graph.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops, sorted(ops)
+    assert not {"DynamicQuantizeLinear", "MatMulInteger"} & {
+        node.op_type for node in onnx.load(str(path / "model.onnx")).graph.node
+    }
 
 
 def test_onnx_export_of_a_feature_model(tmp_path):
