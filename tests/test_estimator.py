@@ -114,6 +114,9 @@ def test_soft_targets_and_all_modes_run():
     for mode in ("teacher", "student", "fixed", "random", "class_mean", "confidence", "llkd"):
         clf, acc = fit_score(teacher, X, X_test, y_test, selection=mode, soft_targets=True, random_rate=0.3)
         assert acc > 0.7, mode
+        # the soft loss is the one trained on (its formula: test_trainer.py)
+        hard, _ = fit_score(teacher, X, X_test, y_test, selection=mode, random_rate=0.3)
+        assert not np.allclose(clf.predict_proba(X_test), hard.predict_proba(X_test)), mode
     clf = LLKDClassifier(teacher, labels=[0, 1], selection="random", random_rate=0.3, max_epochs=2, random_state=0).fit(
         X
     )

@@ -317,3 +317,26 @@ def test_adamw_is_fused_where_torch_has_the_kernel_and_plain_where_it_does_not(m
     monkeypatch.setattr(torch.optim, "AdamW", no_fused)
     opt = _trainer._adamw(params, cfg)
     assert not opt.defaults.get("fused") and opt.defaults["lr"] == 1e-3 and opt.defaults["weight_decay"] == 0.01
+
+
+def test_soft_targets_are_the_temperature_scaled_kl_to_the_teacher_distribution():
+    import torch.nn.functional as F
+
+    from llkd._trainer import loss_per_sample
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 3, generator=g, dtype=torch.float64)
+    proba = torch.softmax(torch.randn(6, 3, generator=g, dtype=torch.float64), 1)
+    y = proba.argmax(1)
+    T = 2.0
+    want = T * T * (proba * (proba.log() - F.log_softmax(logits / T, 1))).sum(1)
+    torch.testing.assert_close(loss_per_sample(logits, y, proba, True, T), want)
+    # zero where the tempered student reproduces the teacher, and positive elsewhere
+    torch.testing.assert_close(
+        loss_per_sample(T * proba.log(), y, proba, True, T), torch.zeros(6, dtype=torch.float64), atol=1e-12, rtol=0
+    )
+    assert (want > 0).all()
+    # hard labels: cross-entropy, also when soft is asked but the teacher has no distribution
+    ce = F.cross_entropy(logits, y, reduction="none")
+    torch.testing.assert_close(loss_per_sample(logits, y, proba, False, T), ce)
+    torch.testing.assert_close(loss_per_sample(logits, y, None, True, T), ce)
