@@ -146,3 +146,41 @@ def test_calibration_shares_are_recorded_and_a_large_unbacked_shift_warns():
         warnings.simplefilter("error")
         clf = LLKDClassifier(starving, labels=["a", "b"], calibration="none", max_epochs=1, random_state=0).fit(X)
     assert clf.calibration_shares_["max_shift"] == 0
+
+
+class _ZeroShot:
+    """A zero-shot teacher whose columns follow the class list it is given (``order``)."""
+
+    def __init__(self):
+        self.order, self.asked = ["a", "b"], []
+
+    def __call__(self, batch):
+        self.asked.append(len(batch))
+        p = _proba(batch)
+        if self.order[:2] == ["b", "a"]:
+            p = p[:, ::-1]
+        return np.concatenate([p, np.zeros((len(p), len(self.order) - 2))], 1)
+
+
+def test_remembered_answers_belong_to_the_class_list_they_were_given_for():
+    import pickle
+
+    X = _rows(40)
+    fn = _ZeroShot()
+    clf = LLKDClassifier(fn, labels=fn.order, calibration="none", max_epochs=1, random_state=0).fit(X)
+    first = clf.classes_[clf.teacher_labels_]
+    assert sum(fn.asked) == len(X)
+    clf.fit(X)  # same classes: answered from memory
+    assert sum(fn.asked) == len(X)
+    fn.order = ["b", "a"]
+    clf.set_params(labels=fn.order).fit(X)  # another question: asked again, answers in the new order
+    assert sum(fn.asked) == 2 * len(X)
+    np.testing.assert_array_equal(clf.classes_[clf.teacher_labels_], first)
+    fn.order = ["b", "a", "c"]
+    clf.set_params(labels=fn.order).fit(X)  # a third class: three columns, no stale two-column answers
+    assert sum(fn.asked) == 3 * len(X) and clf.teacher_proba_.shape == (len(X), 3)
+    # an unfitted clone pickled for a worker (a copy of the teacher) carries the answers of every class list
+    sent = pickle.dumps(LLKDClassifier(fn, labels=["a", "b"], calibration="none", max_epochs=1))
+    for labels in (["a", "b"], ["b", "a"], ["b", "a", "c"]):
+        worker = pickle.loads(sent).set_params(labels=labels)
+        assert worker.teacher is not fn and worker.fit(X).n_teacher_queries_ == 0

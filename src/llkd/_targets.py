@@ -3,7 +3,7 @@
 Gold labels in ``y`` win over the teacher (confidence 1). The teacher is asked only for
 the distinct inputs without a gold label, through
 :func:`~llkd.teachers.label_in_batches`; its answers are remembered per teacher object
-(``memory_for``), so clones (``GridSearchCV`` folds) and a refit after a failure never pay
+and class list (``memory_for``), so clones (``GridSearchCV`` folds) and a refit after a failure never pay
 for them twice, and written to the durable cache when one is given. Calibration is the
 last step, over this fit's pool of distinct teacher-labelled inputs.
 """
@@ -33,8 +33,19 @@ class Targets:
     n_teacher_queries: int = 0  # distinct inputs the teacher answered in this fit
 
 
-def memory_for(teacher) -> dict | None:
-    """The answers remembered for this teacher object (None: it cannot be weakly referenced)."""
+def memory_for(teacher, classes) -> dict | None:
+    """The answers remembered for this teacher object and class list (None: the teacher
+    cannot be weakly referenced).
+
+    The class names are part of the key, as in the durable cache's: a callable teacher
+    refitted with other ``labels`` (``set_params(labels=...)``) answers a new question.
+    """
+    by_classes = remembered(teacher)
+    return None if by_classes is None else by_classes.setdefault(tuple(str(c) for c in classes), {})
+
+
+def remembered(teacher) -> dict | None:
+    """Every answer remembered for this teacher object, ``{class names: {input key: answer}}``."""
     try:
         return _MEMORY.setdefault(teacher, {})
     except TypeError:
@@ -149,9 +160,9 @@ class PoolLabeler:
             self.targets = Targets(target_labels, (~unl).astype(np.float64), None, ~unl, 0)
             self.teacher = None
             return
-        self.memory = memory_for(teacher)
         self.teacher = as_teacher(teacher, labels=labels)
         self.classes = np.asarray(list(self.teacher.classes))
+        self.memory = memory_for(teacher, self.classes)
         if len(self.classes) < 2:
             raise ValueError(f"the teacher must have at least 2 classes, got {self.classes.tolist()!r}")
         # A deprecated CalibratedTeacher: its base teacher's raw answers are the ones

@@ -890,11 +890,11 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         if fitted or teacher is None:
             state["teacher"] = None
         else:
-            from ._targets import memory_for
+            from ._targets import remembered
 
-            memory = memory_for(teacher)
-            if memory:
-                state["_teacher_answers_"] = dict(memory)
+            memory = remembered(teacher)
+            if memory and any(memory.values()):
+                state["_teacher_answers_"] = {classes: dict(answers) for classes, answers in memory.items() if answers}
             if not getattr(teacher, "pickle_with_estimator", True):
                 from .teachers._left_behind import TeacherLeftBehind
 
@@ -915,11 +915,12 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         answers = state.pop("_teacher_answers_", None)
         self.__dict__.update(state)
         if answers and self.teacher is not None:
-            from ._targets import memory_for
+            from ._targets import remembered
 
-            memory = memory_for(self.teacher)
+            memory = remembered(self.teacher)
             if memory is not None:
-                memory.update(answers)
+                for classes, remembered_answers in answers.items():
+                    memory.setdefault(classes, {}).update(remembered_answers)
         if weights is not None:
             model = self._rebuild_model()
             model.load_state_dict(weights)
