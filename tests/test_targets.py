@@ -184,3 +184,25 @@ def test_remembered_answers_belong_to_the_class_list_they_were_given_for():
     for labels in (["a", "b"], ["b", "a"], ["b", "a", "c"]):
         worker = pickle.loads(sent).set_params(labels=labels)
         assert worker.teacher is not fn and worker.fit(X).n_teacher_queries_ == 0
+
+
+@pytest.mark.parametrize("budget", [None, 1.0])
+def test_an_input_with_a_gold_label_is_not_asked_about_in_its_unlabeled_repeats(budget):
+    X = _rows(30)
+    X = np.concatenate([X, X[:10], X[:2]])  # rows 30-39 repeat rows 0-9, rows 40-41 rows 0-1
+    y = np.full(len(X), -1)
+    y[:10] = 0  # gold labels for rows 0-9, against the teacher where its rule says 1
+    y[40:] = [1, 0]  # row 0 has gold labels 0 and 1 (the first wins the tie), row 1 has 0 twice
+    asked = []
+
+    def fn(batch):
+        asked.extend(map(bytes, np.ascontiguousarray(batch)))
+        return _proba(batch)
+
+    clf = LLKDClassifier(fn, labels=[0, 1], teacher_budget=budget, calibration="none", max_epochs=1, random_state=0)
+    clf.fit(X, y)
+    assert not set(asked) & set(map(bytes, np.ascontiguousarray(X[:10])))
+    assert clf.n_teacher_queries_ == len(asked) == 20  # the 20 inputs without a gold label
+    assert clf.is_gold_[:42].sum() == 22 and clf.is_gold_[30:40].all()
+    np.testing.assert_array_equal(clf.teacher_labels_[30:40], 0)
+    np.testing.assert_array_equal(clf.teacher_confidence_[30:40], 1.0)

@@ -11,6 +11,7 @@ last step, over this fit's pool of distinct teacher-labelled inputs.
 from __future__ import annotations
 
 import weakref
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -178,7 +179,17 @@ class PoolLabeler:
         if gold_y is not None and is_gold.any():
             target_labels[is_gold] = encode_gold(gold_y[is_gold], self.classes)
             confidence[is_gold] = 1.0
-        for i in np.flatnonzero(unl):
+            # An input with a gold label in one row is not asked about in another: its
+            # unlabeled repeats take that label (the most frequent of its gold labels).
+            gold_of: dict = {}
+            for i in np.flatnonzero(is_gold):
+                gold_of.setdefault(input_key(X[i]), []).append(int(target_labels[i]))
+            for i in np.flatnonzero(unl):
+                given = gold_of.get(input_key(X[i]))
+                if given is not None:
+                    target_labels[i] = Counter(given).most_common(1)[0][0]
+                    confidence[i], is_gold[i] = 1.0, True
+        for i in np.flatnonzero(~is_gold):
             self.pool.setdefault(input_key(X[i]), []).append(int(i))
         self.targets = Targets(target_labels, confidence, None, is_gold, 0)
 

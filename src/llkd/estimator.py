@@ -261,6 +261,8 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         Training targets per row of ``X`` (gold labels with confidence 1 where given).
     teacher_proba_ : ndarray of shape (n_samples, n_classes) or None
     is_gold_ : ndarray of bool
+        True where the row's target is a gold label: its own, or, for an unlabeled repeat
+        of an input labelled in another row, that input's (which is then never asked about).
     history_ : list of dict
         Per epoch: ``loss``, ``selected_fraction``, ``n_backprop`` (samples
         back-propagated), ``n_backprop_all`` (what ``selection="all"`` would have),
