@@ -162,3 +162,31 @@ def test_401_hint_names_the_unset_variable(monkeypatch):
     with FakeOpenAIServer(api_key=SECRET) as srv:
         with pytest.raises(OpenAIHTTPError, match=r"LLKD_TEST_API_KEY.*not set"):
             make(srv, api_key_env="LLKD_TEST_API_KEY").label(["good"])
+
+
+@pytest.mark.parametrize("status", [401, 429])
+def test_a_key_the_server_quotes_back_is_redacted_from_errors_and_warnings(monkeypatch, status):
+    import warnings
+
+    monkeypatch.setenv("LLKD_TEST_API_KEY", SECRET)
+    header_secret = "tok-0123456789-header-secret"
+    quoted = f"Incorrect API key provided: Bearer {SECRET} (and {header_secret})"
+    with FakeOpenAIServer() as srv:
+        t = make(srv, api_key_env="LLKD_TEST_API_KEY", headers={"X-Api-Token": header_secret}, max_retries=1)
+        srv.fail_next(*[("status", status, quoted)] * 2)
+        with warnings.catch_warnings(record=True) as caught, pytest.raises(OpenAIHTTPError) as ei:
+            warnings.simplefilter("always")
+            t.label(["good"])
+        assert hdr(srv.requests[0], "Authorization") == f"Bearer {SECRET}"  # it was sent
+    said = [str(ei.value)] + [str(w.message) for w in caught]
+    assert all(SECRET not in m and header_secret not in m for m in said), said
+    assert "Incorrect API key provided: Bearer <redacted>" in str(ei.value)
+    assert header_secret.encode() not in pickle.dumps(t)  # a header named like a token is a credential
+
+
+def test_credentials_in_the_base_url_are_refused_without_echoing_them():
+    with pytest.raises(ValueError, match="must not hold credentials") as ei:
+        OpenAITeacher("m", LABELS, base_url=f"http://admin:{SECRET}@127.0.0.1:9/v1")
+    assert SECRET not in str(ei.value)
+    with pytest.raises(ValueError, match="must not hold credentials"):
+        OpenAITeacher("m", LABELS, base_url=f"https://{SECRET}@api.example.com/v1")

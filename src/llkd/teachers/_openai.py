@@ -101,7 +101,17 @@ _SECRET_NAMES = {
     "credential",
     "credentials",
 }
-_SECRET_SUFFIXES = ("apikey", "secret", "password", "authtoken", "accesstoken", "subscriptionkey", "authorization")
+_SECRET_SUFFIXES = (
+    "apikey",
+    "secret",
+    "password",
+    "token",
+    "subscriptionkey",
+    "authorization",
+    "cookie",
+    "credential",
+    "credentials",
+)
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
@@ -423,6 +433,12 @@ class OpenAITeacher:
         self.classes = check_classes(labels)
         self.base_url = str(base_url).rstrip("/")
         parsed = urllib.parse.urlparse(self.base_url)
+        if parsed.username is not None or parsed.password is not None:
+            # never echoed: the user:password part is a credential, and it would not be sent
+            raise ValueError(
+                "base_url must not hold credentials (user:password@host); put the API key in the "
+                "environment variable that api_key_env names"
+            )
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
         if endpoint not in ("chat", "completions"):
@@ -557,6 +573,17 @@ class OpenAITeacher:
     def _known_secrets(self) -> tuple:
         key = os.environ.get(self.api_key_env) if self.api_key_env else None
         return (key,) if key else ()
+
+    def _scrub(self, text: str) -> str:
+        """``text`` (a server's words, bound for a message) with every credential sent replaced."""
+        secrets = set(self._known_secrets())
+        secrets.update(
+            v for k, v in self.headers.items() if isinstance(v, str) and (_secret_name(k) or _secret_value(v, ()))
+        )
+        for secret in sorted((s.strip() for s in secrets), key=len, reverse=True):
+            if len(secret) >= 4:
+                text = text.replace(secret, _REDACTED)
+        return text
 
     def __repr__(self) -> str:
         return (
@@ -780,9 +807,10 @@ class OpenAITeacher:
             if not 200 <= status < 300:
                 detail = raw.decode("utf-8", "replace")[:500]
                 try:
-                    msg = json.loads(detail)["error"]["message"]
+                    msg = str(json.loads(detail)["error"]["message"])
                 except Exception:
                     msg = detail.strip() or reason
+                msg = self._scrub(msg)  # a server may quote the key it was sent
                 if status in _RETRY_STATUS:
                     raise _Retryable(
                         f"HTTP {status}: {msg}", _parse_retry_after(resp_headers.get("Retry-After")), status
@@ -794,10 +822,10 @@ class OpenAITeacher:
         try:
             data = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
-            raise _Retryable(f"malformed JSON in the response: {raw[:120]!r}") from None
+            raise _Retryable(self._scrub(f"malformed JSON in the response: {raw[:120]!r}")) from None
         self._count_usage(data)
         if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
-            raise _Retryable(f"response has no choices: {str(data)[:200]}")
+            raise _Retryable(self._scrub(f"response has no choices: {str(data)[:200]}"))
         return data
 
     def _count_usage(self, data) -> None:
