@@ -114,3 +114,40 @@ def test_a_packaged_encoder_is_saved_by_name(tmp_path):
     assert LLKDClassifier.load(tmp_path / "m").encoder == "auto"
     assert persistence._write_encoder(tmp_path, "auto") == {"packaged": "auto"}
     assert not os.path.exists(tmp_path / "encoder")
+
+
+def test_load_follows_no_link_out_of_the_model_directory(tiny_encoder_dir, tmp_path):
+    from test_estimator_text import keyword_teacher, make_texts
+
+    texts, _ = make_texts(40, 0)
+    kw = dict(labels=["negative", "positive"], encoder=tiny_encoder_dir, max_epochs=1, random_state=0)
+    saved = {
+        "mlp": LLKDClassifier(keyword_teacher, student="mlp", **kw).fit(texts).save(tmp_path / "mlp"),
+        "finetune": LLKDClassifier(keyword_teacher, student="finetune", **kw).fit(texts).save(tmp_path / "ft"),
+    }
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    cases = [
+        ("finetune", "model.safetensors"),
+        ("finetune", "config.json"),
+        ("finetune", "tokenizer"),
+        ("finetune", "tokenizer/tokenizer.json"),
+        ("mlp", "encoder/config.json"),
+    ]
+    for i, (kind, member) in enumerate(cases):
+        model = Path(shutil.copytree(saved[kind], tmp_path / f"case{i}"))
+        LLKDClassifier.load(model)  # the copy loads
+        target = outside / f"{i}-{Path(member).name}"
+        shutil.move(model / member, target)  # the same content, reached through a link
+        os.symlink(target, model / member)
+        with pytest.raises(ValueError, match="outside the model directory") as info:
+            LLKDClassifier.load(model)
+        assert Path(member).name in str(info.value), (member, info.value)
+    # a link that stays inside the directory is fine
+    model = Path(shutil.copytree(saved["finetune"], tmp_path / "inside"))
+    shutil.move(model / "model.safetensors", model / "weights.bin")
+    os.symlink("weights.bin", model / "model.safetensors")
+    np.testing.assert_allclose(
+        LLKDClassifier.load(model).predict_proba(texts[:5]),
+        LLKDClassifier.load(saved["finetune"]).predict_proba(texts[:5]),
+    )

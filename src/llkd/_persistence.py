@@ -356,9 +356,29 @@ def read_config(path) -> dict:
     return config
 
 
+def _check_inside(root: Path, member: Path) -> None:
+    """Refuse ``member`` (and, for a folder, every entry in it) if a link takes it outside ``root``."""
+    base = root.resolve()
+
+    def check(entry: Path) -> None:
+        if not entry.resolve().is_relative_to(base):
+            raise ValueError(
+                f"{entry}: a link to {entry.resolve()}, outside the model directory; load follows no path outside it"
+            )
+
+    if not (member.exists() or member.is_symlink()):
+        return
+    check(member)
+    if member.is_dir():
+        for entry in member.rglob("*"):
+            check(entry)
+
+
 def read_model(cls, path, *, encoder=None) -> SavedModel:
     """Read and validate a model directory written by :func:`write_model` (or format 1)."""
     path = Path(path)
+    for member in (CONFIG, WEIGHTS, TOKENIZER_DIR):
+        _check_inside(path, path / member)
     config = read_config(path)
     file = path / CONFIG
     try:
@@ -466,6 +486,7 @@ def _resolve_encoder(path: Path, ref, encoder):
             )
         if not target.is_dir():
             raise _Invalid(f"encoder_ref.directory {ref['directory']!r} does not exist in the model directory")
+        _check_inside(path, target)
         return str(target)
     if set(ref) == {"path"}:
         raise _Invalid(
