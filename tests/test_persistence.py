@@ -151,3 +151,16 @@ def test_load_follows_no_link_out_of_the_model_directory(tiny_encoder_dir, tmp_p
         LLKDClassifier.load(model).predict_proba(texts[:5]),
         LLKDClassifier.load(saved["finetune"]).predict_proba(texts[:5]),
     )
+
+
+def test_a_thread_count_beyond_any_machine_is_refused_in_params_and_on_load(tmp_path):
+    X = np.random.default_rng(0).normal(size=(40, 3))
+    y = (X[:, 0] > 0).astype(int)
+    with pytest.raises(ValueError, match=r"n_threads.*\[1, 1024\]"):
+        LLKDClassifier(n_threads=100_000, max_epochs=1).fit(X, y)
+    path = LLKDClassifier(max_epochs=1, random_state=0).fit(X, y).save(tmp_path / "m")
+    config = json.loads((path / "config.json").read_text())
+    config["params"]["n_threads"] = 100_000  # torch's pool would take the interpreter down
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"config.json: params: .*n_threads"):
+        LLKDClassifier.load(path)

@@ -34,6 +34,7 @@ from ._unqueried import UNQUERIED, resolve_unqueried, with_student_labels
 from .selection import MODES, WEIGHTINGS, resolve_selection
 from .selection._acquisition import ACQUISITIONS
 
+MAX_THREADS = 1024  # n_threads: torch crashes on counts far above any machine's cores
 _STUDENTS = ("auto", "mlp", "finetune")
 
 
@@ -247,7 +248,8 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         caller's own ``torch.get_num_threads()`` is never changed: work on another count
         runs in a thread of its own (torch's OpenMP backend keeps the count per thread),
         so fits in parallel threads (joblib's threading backend) do not disturb each
-        other. The frozen encoder and the teacher use the caller's count.
+        other. The frozen encoder and the teacher use the caller's count. At most 1024
+        (torch's thread pool crashes the interpreter on counts far beyond any machine's).
     random_state : int, RandomState instance or None, default=None
     verbose : int, default=0
         1 shows progress bars and a line per epoch.
@@ -354,7 +356,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         "device": [str],
         "selection_backend": [StrOptions({"auto", "native", "cuda", "numpy"})],
         "mixed_precision": [StrOptions(set(PRECISIONS))],
-        "n_threads": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "n_threads": [Interval(numbers.Integral, 1, MAX_THREADS, closed="both"), None],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
