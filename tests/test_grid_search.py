@@ -159,3 +159,29 @@ def test_grid_search_on_a_dask_cluster_uses_the_teacher():
         grid.fit(X, _partial(y))
     assert grid.best_score_ > 0.85, grid.cv_results_["mean_test_score"]
     assert (grid.best_estimator_.teacher_labels_ >= 0).all()
+
+
+def test_grid_search_with_class_names_and_a_plain_k_fold():
+    # scikit-learn's default stratified split cannot sort -1 beside class names (README's recipe
+    # says to pass a KFold); -1 in a plain list still marks the unlabeled rows
+    from sklearn.model_selection import KFold
+
+    X, y = _task(300)
+    names = np.array(["down", "up"])[y]
+    y_part = [names[i] if i < 60 else -1 for i in range(len(y))]
+
+    asked = []
+
+    def named_teacher(rows):
+        asked.append(len(rows))
+        return linear_teacher(rows)
+
+    grid = GridSearchCV(
+        LLKDClassifier(named_teacher, labels=["down", "up"], max_epochs=5, random_state=0),
+        GRID,
+        cv=KFold(3, shuffle=True, random_state=0),
+        error_score="raise",
+    ).fit(X, y_part)
+    assert grid.best_score_ > 0.85 and list(grid.best_estimator_.classes_) == ["down", "up"]
+    assert sum(asked) == 240  # every unlabeled row asked, once over the whole search
+    assert (grid.best_estimator_.teacher_labels_ >= 0).all() and grid.best_estimator_.is_gold_.sum() == 60

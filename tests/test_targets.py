@@ -206,3 +206,11 @@ def test_an_input_with_a_gold_label_is_not_asked_about_in_its_unlabeled_repeats(
     assert clf.is_gold_[:42].sum() == 22 and clf.is_gold_[30:40].all()
     np.testing.assert_array_equal(clf.teacher_labels_[30:40], 0)
     np.testing.assert_array_equal(clf.teacher_confidence_[30:40], 1.0)
+
+
+def test_minus_one_beside_class_names_in_a_plain_list_marks_an_unlabeled_row():
+    X = _rows(20)
+    y = ["a", "b"] + [-1] * 17 + [None]  # numpy alone would read -1 here as the string '-1'
+    clf = LLKDClassifier(lambda r: _proba(r), labels=["a", "b"], max_epochs=1, random_state=0).fit(X, y)
+    assert clf.is_gold_.tolist() == [True, True] + [False] * 18
+    assert clf.n_teacher_queries_ == 18

@@ -81,12 +81,15 @@ def encode_gold(y_labeled, classes) -> np.ndarray:
 
 def gold_labels(y, n: int):
     """``(y as a 1-D array, unlabeled mask)``, checked against ``n`` rows."""
-    has_none = False
+    as_objects = False
     try:
         has_none = any(v is None for v in y)
+        # numpy would turn a -1 beside class names into the string '-1'
+        mixed = not hasattr(y, "dtype") and len({isinstance(v, str) for v in y}) > 1
+        as_objects = has_none or mixed
     except TypeError:
         pass
-    y = column_or_1d(np.asarray(y, dtype=object) if has_none else y, warn=True)
+    y = column_or_1d(np.asarray(y, dtype=object) if as_objects else y, warn=True)
     if len(y) != n:
         raise ValueError(f"X has {n} rows but y has {len(y)} entries")
     return y, unlabeled_mask(y)
