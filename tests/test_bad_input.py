@@ -153,7 +153,8 @@ def _text_model(ctx, encoder_value, version=1, encoder_ref=None):
 
     def text_config(config):
         config.update(is_text=True, format_version=version, n_features_in=-1)
-        config.pop("training_summary", None)  # a format 1 or 2 file has none
+        for key in ("training_summary", "feature_names_in"):  # a format 1 or 2 file has neither
+            config.pop(key, None)
         config["params"]["encoder"] = encoder_value
         if version >= 2:
             config["encoder_ref"] = encoder_ref

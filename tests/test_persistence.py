@@ -60,7 +60,7 @@ def test_fitted_attributes_come_back_through_the_declared_list(tmp_path):
     clf = LLKDClassifier(max_epochs=2, hidden_size=8, random_state=0).fit(X, X[:, 0] > 0)
     loaded = LLKDClassifier.load(clf.save(tmp_path / "m"))
     config = json.loads((tmp_path / "m" / "config.json").read_text())
-    assert config["format_version"] == persistence.FORMAT_VERSION == 3
+    assert config["format_version"] == persistence.FORMAT_VERSION == 4
     assert set(config) == {"format_version", "params", "encoder_ref"} | {f.key for f in persistence.FITTED}
     for f in persistence.FITTED:
         a, b = getattr(clf, f.attr, None), getattr(loaded, f.attr, None)
@@ -72,8 +72,13 @@ def test_fitted_attributes_come_back_through_the_declared_list(tmp_path):
             assert a == b, f.attr
     assert loaded.classes_.dtype == clf.classes_.dtype == bool
     # every trailing-underscore attribute a prediction needs is in the list or rebuilt
-    needed = {"classes_", "n_features_in_", "student_", "selector_", "history_", "n_iter_"}
+    needed = {"classes_", "n_features_in_", "feature_names_in_", "student_", "selector_", "history_", "n_iter_"}
     assert needed <= {f.attr for f in persistence.FITTED} | {"student_"}
+    # a format-3 directory (before feature_names_in) still loads
+    del config["feature_names_in"]
+    (tmp_path / "m" / "config.json").write_text(json.dumps({**config, "format_version": 3}))
+    old = LLKDClassifier.load(tmp_path / "m")
+    np.testing.assert_array_equal(old.predict_proba(X), loaded.predict_proba(X))
 
 
 def test_a_text_model_saves_its_path_encoder_and_loads_without_the_original(tiny_encoder_dir, tmp_path, monkeypatch):
@@ -163,4 +168,38 @@ def test_a_thread_count_beyond_any_machine_is_refused_in_params_and_on_load(tmp_
     config["params"]["n_threads"] = 100_000  # torch's pool would take the interpreter down
     (path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"config.json: params: .*n_threads"):
+        LLKDClassifier.load(path)
+
+
+def test_a_model_fitted_on_a_data_frame_keeps_its_column_names_through_save_and_load(tmp_path):
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(60, 3)), columns=["age", "height", "weight"])
+    y = (X["age"] > 0).astype(int)
+    clf = LLKDClassifier(max_epochs=2, random_state=0).fit(X, y)
+    loaded = LLKDClassifier.load(clf.save(tmp_path / "m"))
+    assert list(loaded.feature_names_in_) == ["age", "height", "weight"]
+    np.testing.assert_allclose(loaded.predict_proba(X), clf.predict_proba(X))
+    for model in (clf, loaded):  # columns in another order are refused, not silently misread
+        with pytest.raises(ValueError, match="feature names"):
+            model.predict(X[["weight", "height", "age"]])
+    # an array-fitted model has no names, before and after
+    plain = LLKDClassifier.load(LLKDClassifier(max_epochs=1).fit(X.to_numpy(), y).save(tmp_path / "p"))
+    assert not hasattr(plain, "feature_names_in_")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    config["feature_names_in"] = ["age", "height"]
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="feature_names_in has 2 names but n_features_in is 3"):
+        LLKDClassifier.load(tmp_path / "m")
+
+
+def test_non_finite_float_classes_are_refused_on_load(tmp_path):
+    X = np.random.default_rng(0).normal(size=(40, 3))
+    y = np.where(X[:, 0] > 0, 1.0, 2.0)
+    path = LLKDClassifier(max_epochs=1, random_state=0).fit(X, y).save(tmp_path / "m")
+    config = json.loads((path / "config.json").read_text())
+    assert config["classes"] == {"dtype": "float", "values": [1.0, 2.0]}
+    config["classes"]["values"] = [float("nan"), 2.0]
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="classes.values must be finite"):
         LLKDClassifier.load(path)

@@ -21,6 +21,7 @@ outside the directory: the frozen encoder is the packaged one, the directory's o
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from collections.abc import Callable
@@ -31,8 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 CONFIG, WEIGHTS, TOKENIZER_DIR, ENCODER_DIR = "config.json", "model.safetensors", "tokenizer", "encoder"
 # Encoder names that resolve inside the installed packages, never on disk or a hub.
 PACKAGED_ENCODERS = ("auto", "packaged-minilm", "mpnet")
@@ -108,6 +109,8 @@ def _classes_from_json(d, where) -> np.ndarray:
     for i, v in enumerate(values):
         if d["dtype"] != "bool" and isinstance(v, bool) or not isinstance(v, pytype):
             raise _Invalid(f"{where}.values[{i}] is {_short(v)}, not a {d['dtype']}")
+    if d["dtype"] == "float" and not all(math.isfinite(v) for v in values):
+        raise _Invalid(f"{where}.values must be finite numbers, got {_short(values)}")
     if len(values) < 2 or len(set(values)) != len(values):
         raise _Invalid(f"{where}.values must be at least 2 distinct classes, got {_short(values)}")
     return np.asarray(values, dtype=dtype)
@@ -149,6 +152,16 @@ def _jsonable(value):
 
 def _n_features(value, where):
     return None if _int(value, where, minimum=-1) < 0 else value
+
+
+def _feature_names(value, where):
+    if value is None:
+        return None
+    names = _expect(value, list, where, "a list of column names or null")
+    for i, v in enumerate(names):
+        if not isinstance(v, str):
+            raise _Invalid(f"{where}[{i}] is {_short(v)}, not a str")
+    return np.asarray(names, dtype=object)
 
 
 def _history(value, where) -> list:
@@ -209,6 +222,9 @@ FITTED = (
     Fitted("n_iter_", "n_iter", int, _int),
     Fitted("selector_", "selector_state", lambda sel: sel.state.to_dict(), _selector_state),
     Fitted("training_summary_", "training_summary", _jsonable, _dict_or_none, optional=True, since=3),
+    Fitted(
+        "feature_names_in_", "feature_names_in", lambda v: [str(x) for x in v], _feature_names, optional=True, since=4
+    ),
 )
 
 
@@ -433,6 +449,9 @@ def _check_consistency(fitted: dict) -> None:
             raise _Invalid("encoder_config must be a transformers config with a 'model_type' for a fine-tuned student")
     elif not fitted["_is_text"]:
         n_in = fitted["n_features_in_"]
+        names = fitted.get("feature_names_in_")
+        if names is not None and len(names) != n_in:
+            raise _Invalid(f"feature_names_in has {len(names)} names but n_features_in is {n_in}")
         if n_in != fitted["_model_config_"]["n_features"]:
             raise _Invalid(
                 f"n_features_in is {n_in} but model_config.n_features is {fitted['_model_config_']['n_features']}"
