@@ -65,6 +65,11 @@ class Context:
         path.write_text(text)
         return str(path)
 
+    def write_bytes(self, name, data):
+        path = self.tmp / name
+        path.write_bytes(data)
+        return str(path)
+
     def cli(self, *argv):
         err = io.StringIO()
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
@@ -535,6 +540,34 @@ CASES = [
         ),
         CLIFailed,
         ["exit 2", "in.jsonl line 3", "not valid JSON"],
+    ),
+    (
+        "cli-predict-jsonl-nan-text",
+        lambda c: c.cli(
+            "predict", "--model", c.model(), "--data", c.write("in.jsonl", '{"text": "a"}\n{"text": NaN}\n')
+        ),
+        CLIFailed,
+        ["exit 2", "in.jsonl line 2", "NaN is not a JSON value"],
+    ),
+    (
+        "cli-predict-csv-unquoted-comma",
+        lambda c: c.cli(
+            "predict", "--model", c.model(), "--data", c.write("in.csv", "text\nplain\nI liked it, but not the end\n")
+        ),
+        CLIFailed,
+        ["exit 2", "in.csv line 3", "2 fields, more than the header's 1", "quote"],
+    ),
+    (
+        "cli-predict-not-utf8-late-in-the-file",
+        lambda c: c.cli(
+            "predict",
+            "--model",
+            c.model(),
+            "--data",
+            c.write_bytes("in.csv", b"text\n" + b"fine\n" * 3000 + b"caf\xe9\n"),
+        ),
+        CLIFailed,
+        ["exit 2", "in.csv: not UTF-8 text (byte 15008, line 3002)"],
     ),
     (
         "cli-predict-jsonl-not-object",

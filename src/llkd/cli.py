@@ -220,11 +220,22 @@ def _read_table(path: str) -> Table:
     else:
         try:
             table = _read_csv(path) if suffix == ".csv" else _read_jsonl(path)
-        except UnicodeDecodeError as exc:
-            raise ValueError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"{path}: not UTF-8 text ({_first_bad_byte(path)})") from None
     if not table.rows:
         raise ValueError(f"{path} has no data rows" + (" (only a header)" if table.columns else ""))
     return table
+
+
+def _first_bad_byte(path: str) -> str:
+    """Where the first byte that is not UTF-8 is: its offset in the file and its line."""
+    data = Path(path).read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        return f"byte {exc.start}, line {line}"
+    return "a byte that is not UTF-8"
 
 
 def _read_csv(path: str) -> Table:
@@ -237,12 +248,25 @@ def _read_csv(path: str) -> Table:
         line = 2
         try:
             for row in reader:
+                if None in row:  # more fields than the header: a text cut at an unquoted comma
+                    raise ValueError(
+                        f"{path} line {line}: {len(columns) + len(row[None])} fields, more than the header's "
+                        f"{len(columns)} (quote a text that holds a comma)"
+                    )
                 rows.append(row)
                 lines.append(line)
                 line = reader.line_num + 1
         except csv.Error as exc:
             raise ValueError(f"{path} line {reader.line_num}: not valid CSV ({exc})") from None
     return Table(path, columns, rows, lines)
+
+
+class _NotJSON(ValueError):
+    pass
+
+
+def _not_json(name: str):
+    raise _NotJSON(name)  # NaN, Infinity: Python's json reads them, JSON has no such values
 
 
 def _read_jsonl(path: str) -> Table:
@@ -252,9 +276,11 @@ def _read_jsonl(path: str) -> Table:
             if not text.strip():
                 continue
             try:
-                row = json.loads(text)
+                row = json.loads(text, parse_constant=_not_json)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path} line {number}: not valid JSON ({exc.msg}, column {exc.colno})") from None
+            except _NotJSON as exc:
+                raise ValueError(f"{path} line {number}: not valid JSON ({exc} is not a JSON value)") from None
             if not isinstance(row, dict):
                 raise ValueError(f"{path} line {number}: expected a JSON object, got {type(row).__name__}")  # noqa: TRY004
             rows.append(row)
