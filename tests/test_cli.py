@@ -576,3 +576,33 @@ def test_demo_with_a_budget_asks_only_for_its_budget_and_scores_the_teacher_on_t
     assert main([*argv, "--epochs", "2", "--home", str(tmp_path / "full")]) == 0
     report = json.loads((tmp_path / "full" / "demo-report.json").read_text())
     assert set(asked) == train_texts | test_texts and report["teacher_scored_on"] == "test"
+
+
+def test_the_gold_evaluation_stays_within_the_teacher_budget(tiny_encoder_dir, tmp_path, capsys):
+    from _openai_server import FakeOpenAIServer
+
+    texts, truth = sentiment_texts(80, 12)
+    gold = [t if i % 2 == 0 else "" for i, t in enumerate(truth)]  # 40 gold rows, 40 to label
+    data = write_csv(tmp_path / "reviews.csv", {"text": texts, "gold": gold})
+    cache = tmp_path / "c.sqlite"
+
+    def distill(out, *extra):
+        srv = FakeOpenAIServer()
+        argv = ["distill", "--data", data, "--label-column", "gold", "--labels", "negative,positive"]
+        argv += ["--teacher", f"openai:fake-model@{srv.url}", "--student", "mlp", "--encoder", tiny_encoder_dir]
+        argv += ["--epochs", "1", "--cache", str(cache), "--out", str(tmp_path / out), *extra]
+        with srv:
+            assert main(argv) == 0
+        printed = capsys.readouterr().out
+        return len(srv.requests), json.loads((tmp_path / out / "evaluation.json").read_text()), printed
+
+    # under a budget: the budget's queries only, so the teacher is not scored on the gold rows
+    asked, report, printed = distill("budget", "--teacher-budget", "10", "--acquisition", "random")
+    assert asked == 10 and report["teacher"] is None and report["teacher_n_gold"] == 0
+    assert report["student"]["confusion_matrix"] and "teacher  not scored" in printed
+    # without one it asks about the gold rows too; under a budget again, those cached answers score it free
+    asked, report, _ = distill("all")
+    assert asked == 70 and report["teacher_n_gold"] == 40  # 30 unlabeled rows left, and the 40 gold
+    asked, report, printed = distill("budget2", "--teacher-budget", "10", "--acquisition", "random")
+    assert asked == 0 and report["teacher_n_gold"] == 40 and report["teacher"]["accuracy"] > 0.5
+    assert "(on the 40 gold rows it had answered)" in printed

@@ -352,21 +352,42 @@ def _print_confusion(name: str, matrix, labels) -> None:
         print(f"{c:>{width}}" + "".join(f"{n:>{width}d}" for n in row))
 
 
-def evaluate_on_gold(clf, teacher, texts, gold, labels, *, cache, held_out: bool, out_dir) -> dict:
+def _answered_already(teacher, texts: list[str], labels: list[str], cache) -> list[int]:
+    """Indices of ``texts`` whose teacher answers are remembered or cached: free to read."""
+    from ._targets import memory_for
+    from .teachers._base import identity_key
+    from .teachers._batching import open_cache
+
+    memory = memory_for(teacher, labels) or {}
+    free = {i for i, t in enumerate(texts) if t in memory}
+    store = open_cache(cache)
+    key = identity_key(getattr(teacher, "identity", None), labels) if store is not None else None
+    if key is not None:
+        free |= set(store.get(key, texts, len(labels)))
+    return sorted(free)
+
+
+def evaluate_on_gold(clf, teacher, texts, gold, labels, *, cache, held_out: bool, out_dir, budget=None) -> dict:
     """Teacher (raw answers) and student against the gold rows; printed and written to
-    ``out_dir/evaluation.json``."""
+    ``out_dir/evaluation.json``. Under a teacher ``budget`` the teacher is scored only on the
+    gold rows it has answered already: asking about the others would spend beyond the budget."""
     from .teachers import label_in_batches
 
     texts_gold = [t for t, g in zip(texts, gold) if g is not None]
     y_gold = [g for g in gold if g is not None]
-    answers = label_in_batches(teacher, texts_gold, cache=cache)
-    teacher_pred = [labels[i] for i in answers.labels]
+    scored = list(range(len(texts_gold))) if budget is None else _answered_already(teacher, texts_gold, labels, cache)
+    teacher_report = None
+    if scored:
+        answers = label_in_batches(teacher, [texts_gold[i] for i in scored], cache=cache)
+        teacher_pred = [labels[i] for i in answers.labels]
+        teacher_report = _evaluate([y_gold[i] for i in scored], teacher_pred, labels)
     student_pred = [str(c) for c in clf.predict(texts_gold)]
     report = {
         "n_gold": len(y_gold),
         "gold_used_for_training": not held_out,
         "classes": labels,
-        "teacher": _evaluate(y_gold, teacher_pred, labels),
+        "teacher": teacher_report,
+        "teacher_n_gold": len(scored),
         "student": _evaluate(y_gold, student_pred, labels),
     }
     where = (
@@ -376,10 +397,17 @@ def evaluate_on_gold(clf, teacher, texts, gold, labels, *, cache, held_out: bool
         "--hold-out-gold keeps them out"
     )
     print(f"evaluation on {len(y_gold)} gold rows ({where}):")
-    for name in ("teacher", "student"):
+    scored_names = [name for name in ("teacher", "student") if report[name] is not None]
+    for name in scored_names:
         m = report[name]
-        print(f"  {name:<8s} accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}")
-    for name in ("teacher", "student"):
+        on = f" (on the {len(scored)} gold rows it had answered)" if name == "teacher" and budget is not None else ""
+        print(f"  {name:<8s} accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}{on}")
+    if teacher_report is None:
+        print(
+            f"  teacher  not scored: under --teacher-budget, asking it about the {len(y_gold)} gold rows "
+            "would cost queries beyond the budget"
+        )
+    for name in scored_names:
         _print_confusion(name, report[name]["confusion_matrix"], labels)
     path = Path(out_dir) / "evaluation.json"
     path.write_text(json.dumps(report, indent=1))
@@ -491,7 +519,17 @@ def distill(args) -> None:
         f"{100 * per_step:.1f} % of the samples per step; model saved to {args.out}"
     )
     if gold is not None and any(g is not None for g in gold):
-        evaluate_on_gold(clf, teacher, texts, gold, labels, cache=cache, held_out=args.hold_out_gold, out_dir=args.out)
+        evaluate_on_gold(
+            clf,
+            teacher,
+            texts,
+            gold,
+            labels,
+            cache=cache,
+            held_out=args.hold_out_gold,
+            out_dir=args.out,
+            budget=args.teacher_budget,
+        )
 
 
 def _write_predictions(rows: list[dict], output) -> None:
@@ -629,7 +667,8 @@ def main(argv=None) -> int:
         "--label-column",
         default=None,
         help="optional gold labels (empty = unlabeled): they train the student, and teacher and "
-        "student are evaluated against them (printed, and <out>/evaluation.json)",
+        "student are evaluated against them (printed, and <out>/evaluation.json); under "
+        "--teacher-budget the teacher only on the gold rows it has answered already",
     )
     p.add_argument(
         "--hold-out-gold",
