@@ -253,3 +253,15 @@ def test_under_a_budget_the_correction_is_fitted_on_every_answer_so_far(calibrat
     if calibration == "center":
         seed_fit = PriorCorrection(calibration).fit(teacher(X[seed_rows])).transform(raw)
         assert not np.allclose(seed_fit, want)
+
+
+def test_early_stopping_with_rounds_is_refused_before_any_query_and_works_in_one_round():
+    X, _ = _task(300)
+    t = CountingTeacher()
+    with pytest.raises(ValueError, match="early_stopping=True does not combine with teacher_budget"):
+        LLKDClassifier(t, labels=[0, 1], teacher_budget=150, early_stopping=True, max_epochs=3).fit(X)
+    assert t.asked == []
+    clf = LLKDClassifier(
+        t, labels=[0, 1], teacher_budget=150, acquisition="random", early_stopping=True, n_iter_no_change=1
+    ).fit(X)
+    assert clf.n_teacher_queries_ == len(t.asked) == 150

@@ -185,7 +185,9 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the training rows and keep the epoch with
         the best agreement with their (teacher or gold) labels; stop after
-        ``n_iter_no_change`` epochs without improvement.
+        ``n_iter_no_change`` epochs without improvement. Under ``teacher_budget`` only with
+        ``acquisition="random"`` (one round); the rounds of the other rules are refused
+        with it, before any query.
     validation_fraction : float, default=0.1
     n_iter_no_change : int, default=5
     teacher_batch_size : int, default=16
@@ -532,6 +534,13 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError("teacher_budget limits the queries to a teacher, but teacher is None")
             budget = resolve_budget(self.teacher_budget, len(labeler.pool), C)
             self._acquisition_used = resolve_acquisition(self.acquisition, kind)
+            if self.early_stopping and n_rounds(self._acquisition_used) > 1:
+                raise ValueError(
+                    f"early_stopping=True does not combine with teacher_budget and acquisition="
+                    f"{self._acquisition_used!r}: its held-out rows would come from the seed set alone, and a "
+                    "stop could end the fit before the rounds spend the budget; use acquisition='random' "
+                    "(one round) or early_stopping=False"
+                )
             sizes = round_sizes(budget, n_rounds(self._acquisition_used)) if labeler.pool else []
             self._unqueried_used = resolve_unqueried(self.unqueried, self.teacher_budget, kind)
             seed_keys = list(labeler.pool)
