@@ -265,3 +265,11 @@ def test_early_stopping_with_rounds_is_refused_before_any_query_and_works_in_one
         t, labels=[0, 1], teacher_budget=150, acquisition="random", early_stopping=True, n_iter_no_change=1
     ).fit(X)
     assert clf.n_teacher_queries_ == len(t.asked) == 150
+
+
+def test_a_fraction_of_the_pool_rounds_up_only_past_a_whole_query():
+    from llkd._active import resolve_budget
+
+    for fraction, n, want in [(0.07, 100, 7), (0.55, 100, 55), (0.14, 100, 14), (0.28, 100, 28), (0.07, 5000, 350)]:
+        assert resolve_budget(fraction, n, 2) == want, (fraction, n)
+    assert resolve_budget(0.071, 100, 2) == 8 and resolve_budget(1 / 3, 10, 2) == 4 and resolve_budget(1.0, 9, 2) == 9

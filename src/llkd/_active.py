@@ -54,7 +54,7 @@ def resolve_budget(budget, n_pool: int, n_classes: int) -> int:
     else:
         if not 0 < budget <= 1:
             raise ValueError(f"a float teacher_budget is a fraction of the distinct inputs, in (0, 1]; got {budget}")
-        b = int(math.ceil(budget * n_pool))
+        b = int(math.ceil(round(budget * n_pool, 6)))  # 0.07 * 100 is 7.000000000000001 in floats
     if b < n_classes and b < n_pool:
         raise ValueError(
             f"teacher_budget allows {b} queries, fewer than the {n_classes} classes: "
