@@ -325,6 +325,30 @@ CASES = [
     ("score-no-labeled-rows", lambda c: _fitted(c).score(_X(4), [-1, None, -1, None]), ValueError, ["no labeled rows"]),
     ("score-y-length", lambda c: _fitted(c).score(_X(4), ["a", "b"]), ValueError, ["4 rows", "2 entries"]),
     (
+        "score-sample-weight-short",
+        lambda c: _fitted(c).score(_X(4), ["a", "b", -1, "a"], sample_weight=[1.0, 2.0]),
+        ValueError,
+        ["sample_weight", "(4,)", "(2,)"],
+    ),
+    (
+        "score-sample-weight-long",
+        lambda c: _fitted(c).score(_X(4), ["a", "b", "b", "a"], sample_weight=np.ones(8)),
+        ValueError,
+        ["sample_weight", "(4,)", "(8,)"],
+    ),
+    (
+        "fit-one-text-column-table",
+        lambda c: LLKDClassifier(max_epochs=1).fit(np.array([["a good film"], ["a bad one"]], dtype=object), [0, 1]),
+        ValueError,
+        ["one text column", "shape (2, 1)", "1-D sequence"],
+    ),
+    (
+        "predict-one-text-column-table",
+        lambda c: _fitted(c).predict(np.array([["a good film"]])),
+        ValueError,
+        ["one text column", "1-D sequence"],
+    ),
+    (
         "predict-before-fit",
         lambda c: LLKDClassifier().predict(_X(2, 2)),
         __import__("sklearn.exceptions").exceptions.NotFittedError,

@@ -23,6 +23,20 @@ def _empty(purpose: str, kind: str) -> ValueError:
     return ValueError(f"X is empty (0 samples, {kind}): {purpose} needs at least one sample")
 
 
+def _holds_text(X) -> bool:
+    """Whether a 2-D array or data frame holds strings (its first cell is a str)."""
+    dtype = getattr(X, "dtype", None)
+    if dtype is None and hasattr(X, "dtypes"):  # a data frame
+        dtype = X.dtypes.iloc[0]
+    if dtype is None or getattr(dtype, "kind", "O") not in "OUST":
+        return False
+    try:
+        first = X.iloc[0, 0] if hasattr(X, "iloc") else X[0, 0]
+    except (IndexError, TypeError, KeyError):
+        return False
+    return isinstance(first, (str, bytes))
+
+
 def texts_or_features(X, *, purpose: str = "fit"):
     """``(X, is_text)``: texts as a list of str, anything else returned for ``validate_data``.
 
@@ -36,6 +50,11 @@ def texts_or_features(X, *, purpose: str = "fit"):
             f"{'string' if isinstance(X, str) else 'bytes object'}; wrap it in a list"
         )
     ndim = getattr(X, "ndim", None)
+    if ndim == 2 and getattr(X, "shape", (0, 0))[1] == 1 and _holds_text(X):
+        raise ValueError(
+            f"X is a table of one text column (shape {X.shape}); pass the texts as a 1-D sequence, "
+            "e.g. df['text'] or X[:, 0]"
+        )
     if ndim is not None and ndim != 1:
         return X, False  # arrays, DataFrames, sparse matrices: validate_data's job
     if ndim == 1 and hasattr(X, "dtype"):
@@ -165,7 +184,12 @@ def labeled_rows(X, y, classes, sample_weight=None):
         )
     y_idx = encode_gold(y_obj[rows], np.asarray(classes))
     if sample_weight is not None:
-        sample_weight = np.asarray(sample_weight)[rows]
+        sample_weight = np.asarray(sample_weight)
+        if sample_weight.shape != (n,):
+            raise ValueError(
+                f"sample_weight must have shape ({n},), one weight per row of X; got {sample_weight.shape}"
+            )
+        sample_weight = sample_weight[rows]
     if rows.size < n:
         X = _safe_indexing(X, rows)
     return X, np.asarray(classes)[y_idx], sample_weight
