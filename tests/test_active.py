@@ -202,11 +202,15 @@ def test_the_default_acquisition_is_margin_for_the_mlp_student_and_random_for_th
     assert resolve_acquisition("auto", "mlp") == "margin"
     assert resolve_acquisition("auto", "finetune") == "random"
     assert resolve_acquisition("power", "finetune") == "power"
+    assert resolve_acquisition("diverse", "finetune") == "uncertainty"  # no frozen features to cluster
+    assert resolve_acquisition("diverse", "mlp") == "diverse"
     X, _ = _task()
     clf = LLKDClassifier(CountingTeacher(), labels=["a", "b"], teacher_budget=100, max_epochs=1, random_state=0).fit(X)
     rounds = [h["acquisition"] for h in clf.history_ if "acquisition" in h]
     assert clf.acquisition == "auto" and clf.training_summary_["acquisition"] == "margin"
     assert [r["teacher_queries"] for r in rounds] == [40, 60, 80, 100]
+    # margin asks about the closest calls: the batch's scores stand above the pool's
+    assert all(r["acquisition_score_mean"] > r["acquisition_score_pool_mean"] + 0.05 for r in rounds), rounds
     no_budget = LLKDClassifier(CountingTeacher(), labels=["a", "b"], max_epochs=1, random_state=0).fit(X)
     assert no_budget.training_summary_["acquisition"] is None  # nothing was chosen
 

@@ -92,7 +92,11 @@ def round_epochs(kind: str, max_epochs: int) -> int:
 
 def resolve_acquisition(acquisition: str, kind: str) -> str:
     """``"auto"``: ``"margin"`` for the MLP student, ``"random"`` for the fine-tuned one
-    (docs/design.md 7.5); any other rule as given."""
+    (docs/design.md 7.5); ``"diverse"`` for the fine-tuned student, which has no frozen
+    features to cluster: ``"uncertainty"``, the rule its batches are chosen by; any other
+    rule as given."""
+    if acquisition == "diverse" and kind != "mlp":
+        return "uncertainty"
     if acquisition != "auto":
         return acquisition
     return "margin" if kind == "mlp" else "random"
