@@ -214,3 +214,16 @@ def test_minus_one_beside_class_names_in_a_plain_list_marks_an_unlabeled_row():
     clf = LLKDClassifier(lambda r: _proba(r), labels=["a", "b"], max_epochs=1, random_state=0).fit(X, y)
     assert clf.is_gold_.tolist() == [True, True] + [False] * 18
     assert clf.n_teacher_queries_ == 18
+
+
+@pytest.mark.parametrize("original", [ValueError("bad batch"), KeyError("x"), OSError("disk")])
+def test_a_teacher_error_pickles_so_a_worker_process_can_report_it(original):
+    import pickle
+
+    from llkd.teachers._base import teacher_error
+
+    err = teacher_error(original, "Teacher raised on batch 2", batch_index=2, start=32, stop=48, n_done=32)
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is type(err) and str(back) == str(err)
+    assert (back.batch_index, back.start, back.stop, back.n_done) == (2, 32, 48, 32)
+    assert isinstance(back, TeacherError) and (isinstance(back, type(original)) or type(back) is TeacherError)

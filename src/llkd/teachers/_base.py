@@ -50,12 +50,21 @@ class TeacherError(RuntimeError):
     written before it.
     """
 
+    _wrapped_type = None  # the teacher's exception type, in a TeacherError[...] subclass
+
     def __init__(self, message: str, *, batch_index: int, start: int, stop: int, n_done: int):
         super().__init__(message)
         self.batch_index = batch_index
         self.start = start
         self.stop = stop
         self.n_done = n_done
+
+    def __reduce__(self):
+        # Pickles (a GridSearchCV worker's failure reaches the parent): the subclass made
+        # at run time is rebuilt from the teacher's exception type, which pickles by name.
+        info = {"batch_index": self.batch_index, "start": self.start, "stop": self.stop, "n_done": self.n_done}
+        message = self.args[0] if self.args else ""
+        return _rebuild_teacher_error, (self._wrapped_type, message, info)
 
 
 @dataclass(frozen=True, eq=False)
@@ -356,10 +365,17 @@ def teacher_error(exc: BaseException, message: str, **info) -> TeacherError:
     subclasses) give a plain TeacherError. ``info``: ``batch_index``, ``start``, ``stop``,
     ``n_done``.
     """
-    cls = type(exc)
+    return _rebuild_teacher_error(type(exc), message, info)
+
+
+def _rebuild_teacher_error(cls, message: str, info: dict) -> TeacherError:
+    if cls is None:
+        return TeacherError(message, **info)
     if cls not in _WRAPPED:
         try:
-            _WRAPPED[cls] = type(f"TeacherError[{cls.__name__}]", (TeacherError, cls), {"__module__": __name__})
+            _WRAPPED[cls] = type(
+                f"TeacherError[{cls.__name__}]", (TeacherError, cls), {"__module__": __name__, "_wrapped_type": cls}
+            )
         except TypeError:
             _WRAPPED[cls] = TeacherError
     try:
