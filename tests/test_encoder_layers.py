@@ -81,15 +81,20 @@ def test_a_cut_student_trains_saves_loads_and_exports_at_its_depth(two_layer_dir
     assert json.loads((hf / "config.json").read_text())["num_hidden_layers"] == 1
 
 
-def test_bad_encoder_layers_cost_no_teacher_answer_twice(two_layer_dir, tiny_encoder_dir):
+def test_bad_encoder_layers_and_a_missing_encoder_cost_no_teacher_answer(two_layer_dir, tiny_encoder_dir, tmp_path):
     texts = make_texts(60, 4)[0]
     teacher = Counting()
     with pytest.raises(ValueError, match="the encoder has 2 layers"):
         _clf(teacher, two_layer_dir, encoder_layers=3).fit(texts)
-    paid = teacher.asked
-    assert paid > 0
-    _clf(teacher, two_layer_dir, encoder_layers=2).fit(texts)  # the answers were remembered
-    assert teacher.asked == paid
+    assert teacher.asked == 0  # its config says how deep it is: refused before the teacher is asked
+    for missing in (str(tmp_path / "no-such-encoder"), "./models/none"):
+        with pytest.raises(ValueError, match="no such directory"):
+            _clf(teacher, missing).fit(texts)
+        with pytest.raises(ValueError, match="no such directory"):
+            LLKDClassifier(teacher, labels=LABELS, student="mlp", encoder=missing).fit(texts)
+    assert teacher.asked == 0
+    _clf(teacher, two_layer_dir, encoder_layers=2).fit(texts)
+    assert teacher.asked > 0
     # The frozen-encoder student is refused before the teacher is asked at all.
     fresh = Counting()
     with pytest.raises(ValueError, match="encoder_layers=1 cuts the fine-tuned student"):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import numbers
 import os
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -512,6 +514,8 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         self._is_text = is_text
         kind = self._student_kind()  # before any teacher query: a bad combination costs nothing
         self._check_encoder_layers(kind)
+        if is_text:
+            self._check_encoder_source()
 
         labeler = PoolLabeler(
             X,
@@ -747,6 +751,28 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
                 f"encoder_layers={self.encoder_layers} cuts the fine-tuned student's encoder; the {kind!r} student "
                 "uses its features or frozen encoder as they are (use student='finetune', or encoder_layers=None)"
             )
+
+    def _check_encoder_source(self) -> None:
+        """Before any teacher query: a local encoder folder that is not there, or
+        ``encoder_layers`` beyond its depth (a hub name is left to transformers)."""
+        enc = self.encoder
+        if not isinstance(enc, (str, os.PathLike)) or enc in ("auto", "mpnet", students.PACKAGED_MINILM):
+            return
+        text = os.fspath(enc)
+        path = Path(text).expanduser()
+        looks_local = path.is_absolute() or text.startswith((".", "~")) or text.count("/") > 1 or "\\" in text
+        if looks_local and not path.is_dir():
+            raise ValueError(f"encoder={text!r}: no such directory (a local encoder is a folder of model files)")
+        config = path / "config.json"
+        if self.encoder_layers is not None and config.is_file():
+            try:
+                depth = json.loads(config.read_text(encoding="utf-8")).get("num_hidden_layers")
+            except (ValueError, OSError):
+                return  # transformers will say what is wrong with it
+            if isinstance(depth, int) and not 1 <= self.encoder_layers <= depth:
+                raise ValueError(
+                    f"encoder_layers={self.encoder_layers}, but the encoder has {depth} layers (choose 1 to {depth})"
+                )
 
     def _max_epochs(self, kind: str) -> int:
         if self.max_epochs is not None:
