@@ -606,3 +606,48 @@ def test_the_gold_evaluation_stays_within_the_teacher_budget(tiny_encoder_dir, t
     asked, report, printed = distill("budget2", "--teacher-budget", "10", "--acquisition", "random")
     assert asked == 0 and report["teacher_n_gold"] == 40 and report["teacher"]["accuracy"] > 0.5
     assert "(on the 40 gold rows it had answered)" in printed
+
+
+def test_distill_checks_its_out_folder_before_paying_and_holds_gold_out_by_text(tiny_encoder_dir, tmp_path, capsys):
+    from _openai_server import FakeOpenAIServer
+
+    texts, truth = sentiment_texts(60, 13)
+    (tmp_path / "afile").write_text("in the way")
+    base = ["--labels", "negative,positive", "--student", "mlp", "--encoder", tiny_encoder_dir, "--epochs", "1"]
+    with FakeOpenAIServer() as srv:
+        teacher = ["--teacher", f"openai:fake-model@{srv.url}", "--cache", str(tmp_path / "c.sqlite")]
+        data = write_csv(tmp_path / "d.csv", {"text": texts})
+        for out, words in [("afile", "is a file, not a folder"), ("afile/sub", "a file, not a folder")]:
+            assert main(["distill", "--data", data, *base, *teacher, "--out", str(tmp_path / out)]) == 2
+            assert words in capsys.readouterr().err
+        assert srv.requests == []  # nothing was paid for
+        # 20 gold rows, and unlabeled repeats of 5 of their texts: held out with them
+        gold = [t if i < 20 else "" for i, t in enumerate(truth)]
+        rows = texts + texts[:5]
+        data = write_csv(tmp_path / "g.csv", {"text": rows, "gold": gold + [""] * 5})
+        out = tmp_path / "m"
+        argv = ["distill", "--data", data, "--label-column", "gold", "--hold-out-gold", *base, *teacher]
+        assert main([*argv, "--out", str(out)]) == 0
+        printed = capsys.readouterr().out
+        assert "5 unlabeled row(s) repeat a gold text and are held out too" in printed and "40 texts" in printed
+        assert (out / "evaluation.json").exists()
+        # a second run into the same folder without gold labels leaves no stale report
+        assert (
+            main(
+                [
+                    "distill",
+                    "--data",
+                    write_csv(tmp_path / "d2.csv", {"text": texts[20:]}),
+                    *base,
+                    *teacher,
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
+        assert not (out / "evaluation.json").exists()
+    # an export into the saved model's own folder would destroy it
+    assert main(["export", "--model", str(out), "--format", "hf", "--out", str(out)]) == 2
+    assert "holds a model saved by LLKDClassifier.save" in capsys.readouterr().err
+    assert LLKDClassifier.load(out).predict(texts[:2]).shape == (2,)

@@ -71,6 +71,14 @@ def text_student(est):
     return module.eval(), tokenizer, max_length, spec
 
 
+def _is_saved_model(path: Path) -> bool:
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and "format_version" in config and "params" in config
+
+
 def export_model(est, path, fmt: str, *, quantize: bool = False, metrics: dict | None = None) -> Path:
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}; got {fmt!r}")
@@ -83,6 +91,11 @@ def export_model(est, path, fmt: str, *, quantize: bool = False, metrics: dict |
     ):
         raise TypeError("metrics must be a dict of str -> number or str (what you measured on held-out gold labels)")
     path = Path(path)
+    if _is_saved_model(path):
+        raise ValueError(
+            f"{path} holds a model saved by LLKDClassifier.save; an export would overwrite its config.json "
+            "and weights: export to another folder"
+        )
     if not est._is_text:
         if fmt == "hf":
             raise ValueError(

@@ -476,12 +476,20 @@ def distill(args) -> None:
         raise ValueError("--hold-out-gold needs --label-column")
     train_texts, y = texts, gold
     if args.hold_out_gold:
-        train_texts = [t for t, g in zip(texts, gold) if g is None]
+        # held out by text: an unlabeled repeat of a gold text would train on it
+        gold_texts = {t for t, g in zip(texts, gold) if g is not None}
+        train_texts = [t for t, g in zip(texts, gold) if g is None and t not in gold_texts]
+        repeats = sum(1 for t, g in zip(texts, gold) if g is None and t in gold_texts)
+        if repeats:
+            print(f"--hold-out-gold: {repeats} unlabeled row(s) repeat a gold text and are held out too")
         y = None
         if not train_texts:
             raise ValueError(f"--hold-out-gold: every row of {args.data} has a gold label; none is left to train on")
     elif gold is not None and all(g is None for g in gold):
         y = None
+    _check_writable_dir(args.out, "--out")  # before anything is paid for
+    if args.cache:
+        _check_writable_dir(str(Path(args.cache).parent), "--cache's folder")
     teacher = _make_teacher(args.teacher, labels)
     cache = args.cache or str(_default_home() / "teacher-cache.sqlite")
     clf = LLKDClassifier(
@@ -518,6 +526,9 @@ def distill(args) -> None:
         f"student ({clf._kind_}) trained for {clf.n_iter_} epoch(s) in {clf.fit_seconds_:.0f} s on "
         f"{100 * per_step:.1f} % of the samples per step; model saved to {args.out}"
     )
+    stale = Path(args.out) / "evaluation.json"
+    if stale.exists():
+        stale.unlink()  # a previous model's report must not sit beside this one
     if gold is not None and any(g is not None for g in gold):
         evaluate_on_gold(
             clf,
@@ -530,6 +541,19 @@ def distill(args) -> None:
             out_dir=args.out,
             budget=args.teacher_budget,
         )
+
+
+def _check_writable_dir(path: str, option: str) -> None:
+    """``path`` is a folder, or can be made one: no file in the way, its nearest existing folder writable."""
+    p = Path(path).expanduser().absolute()
+    for ancestor in (p, *p.parents):
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                what = "is a file" if ancestor == p else f"is under {ancestor}, a file"
+                raise ValueError(f"{option} {path!r} {what}, not a folder")
+            if not os.access(ancestor, os.W_OK | os.X_OK):
+                raise PermissionError(f"{option} {path!r}: {ancestor} is not writable")
+            return
 
 
 def _write_predictions(rows: list[dict], output) -> None:
@@ -573,7 +597,10 @@ def export(args) -> None:
     clf = LLKDClassifier.load(args.model, encoder=args.encoder)
     metrics = None
     if args.metrics:
-        metrics = json.loads(Path(args.metrics).read_text())
+        try:
+            metrics = json.loads(Path(args.metrics).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--metrics {args.metrics!r}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     out = clf.export(args.out, format=args.format, quantize=args.quantize, metrics=metrics)
     print(f"wrote a {args.format} export of {args.model} to {out} (model card: {Path(out) / 'README.md'})")
 
@@ -764,7 +791,15 @@ def main(argv=None) -> int:
 
 
 # Errors in what the user passed: the message alone says it (exit status 2, as argparse).
-_USER_ERRORS = (ValueError, TypeError, FileNotFoundError, PermissionError, IsADirectoryError)
+_USER_ERRORS = (
+    ValueError,
+    TypeError,
+    FileNotFoundError,
+    FileExistsError,
+    NotADirectoryError,
+    PermissionError,
+    IsADirectoryError,
+)
 
 
 def _one_line(exc: BaseException) -> str:
