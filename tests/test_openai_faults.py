@@ -225,3 +225,52 @@ def test_cost_is_the_usage_priced_per_million_tokens():
 def test_bad_prices_are_refused(prices):
     with pytest.raises(ValueError, match="prices"):
         OpenAITeacher("m", ["a", "b"], api_key_env=None, base_url="http://127.0.0.1:1/v1", prices=prices)
+
+
+def _top(token, logprob, tops):
+    return {"token": token, "logprob": logprob, "top_logprobs": tops}
+
+
+MALFORMED = {
+    "a choice that is a number": {"choices": [1]},
+    "a logprobs item that is a string": {
+        "choices": [{"message": {"content": "positive"}, "logprobs": {"content": ["x"]}}]
+    },
+    "a logprob that is a string": {
+        "choices": [{"message": {"content": "positive"}, "logprobs": {"content": [_top("positive", "abc", [])]}}]
+    },
+    "logprobs that are a list": {"choices": [{"message": {"content": "positive"}, "logprobs": ["x"]}]},
+    "top_logprobs that are a number": {
+        "choices": [{"message": {"content": "positive"}, "logprobs": {"content": [_top("positive", -0.1, 7)]}}]
+    },
+    "content that is a number": {"choices": [{"message": {"content": 5}, "logprobs": None}]},
+}
+
+
+@pytest.mark.parametrize("what", list(MALFORMED))
+def test_a_malformed_response_is_retried_and_then_named(what):
+    class Server(FakeOpenAIServer):
+        def _chat(self, body):
+            return MALFORMED[what]
+
+    with Server() as srv:
+        t = make(srv, logprobs=True, max_retries=2)
+        with pytest.raises(OpenAIHTTPError, match="failed after 3 attempts: malformed response"):
+            t.label(["good"])
+        assert len(srv.requests) == 3
+
+
+def test_huge_or_positive_logprobs_give_a_distribution_not_nan():
+    tops = [{"token": "positive", "logprob": 1000.0}, {"token": "negative", "logprob": 999.0}]
+
+    class Server(FakeOpenAIServer):
+        def _chat(self, body):
+            return {
+                "choices": [
+                    {"message": {"content": "positive"}, "logprobs": {"content": [_top("positive", 1000.0, tops)]}}
+                ]
+            }
+
+    with Server() as srv:
+        p = make(srv, logprobs=True).label(["good"]).proba[0]
+    np.testing.assert_allclose(p, [1 / (1 + np.e), np.e / (1 + np.e)])

@@ -294,6 +294,58 @@ class _Retryable(Exception):
         self.kind = kind
 
 
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _malformed_choices(choices: list, endpoint: str) -> str | None:
+    """What is wrong with the shape of a response's ``choices`` (None: what the parsing reads is there)."""
+    for i, ch in enumerate(choices):
+        where = f"choices[{i}]"
+        if not isinstance(ch, dict):
+            return f"{where} is a {type(ch).__name__}, not an object"
+        if endpoint == "chat":
+            msg = ch.get("message")
+            if msg is not None and not isinstance(msg, dict):
+                return f"{where}.message is a {type(msg).__name__}, not an object"
+            if msg is not None and not isinstance(msg.get("content") or "", str):
+                return f"{where}.message.content is not a string"
+        elif not isinstance(ch.get("text") or "", str):
+            return f"{where}.text is not a string"
+        lp = ch.get("logprobs")
+        if lp is None:
+            continue
+        if not isinstance(lp, dict):
+            return f"{where}.logprobs is a {type(lp).__name__}, not an object"
+        if endpoint == "chat":
+            content = lp.get("content") or []
+            if not isinstance(content, list):
+                return f"{where}.logprobs.content is not a list"
+            for j, item in enumerate(content[:1]):
+                if not isinstance(item, dict):
+                    return f"{where}.logprobs.content[{j}] is not an object"
+                tops = item.get("top_logprobs") or []
+                if not isinstance(tops, list) or not all(isinstance(d, dict) for d in tops):
+                    return f"{where}.logprobs.content[{j}].top_logprobs is not a list of objects"
+                for d in [item, *tops]:
+                    if d.get("logprob") is not None and not _is_number(d.get("logprob")):
+                        return f"{where}.logprobs: a logprob is {d.get('logprob')!r}, not a number"
+                    if not isinstance(d.get("token", ""), str):
+                        return f"{where}.logprobs: a token is not a string"
+        else:
+            tops = lp.get("top_logprobs") or []
+            if not isinstance(tops, list) or not all(isinstance(d, dict) for d in tops[:1]):
+                return f"{where}.logprobs.top_logprobs is not a list of objects"
+            if tops and not all(_is_number(v) for v in tops[0].values()):
+                return f"{where}.logprobs.top_logprobs[0] holds a logprob that is not a number"
+            tokens, token_lps = lp.get("tokens") or [], lp.get("token_logprobs") or []
+            if not isinstance(tokens, list) or not isinstance(token_lps, list):
+                return f"{where}.logprobs.tokens / token_logprobs are not lists"
+            if tokens and (not token_lps or not isinstance(tokens[0], str) or not _is_number(token_lps[0])):
+                return f"{where}.logprobs: the first token or its logprob is malformed"
+    return None
+
+
 def _parse_retry_after(value) -> float | None:
     if value is None:
         return None
@@ -826,6 +878,9 @@ class OpenAITeacher:
         self._count_usage(data)
         if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
             raise _Retryable(self._scrub(f"response has no choices: {str(data)[:200]}"))
+        problem = _malformed_choices(data["choices"], self.endpoint)
+        if problem:
+            raise _Retryable(self._scrub(f"malformed response: {problem}"))
         return data
 
     def _count_usage(self, data) -> None:
@@ -961,6 +1016,8 @@ class OpenAITeacher:
         C = len(self.classes)
         mass = np.zeros(C)
         seen = np.zeros(C, dtype=bool)
+        top = max(v for _, v in pairs)
+        pairs = [(t, v - top) for t, v in pairs]  # relative to the best: exp cannot overflow
         for tok, logp in pairs:
             k = self._class_of_token(tok)
             if k is not None:
@@ -968,7 +1025,9 @@ class OpenAITeacher:
                 seen[k] = True
         if not seen.any():
             # None of the listed tokens is a class: read the answer text as one vote.
-            text = choice.get("message", {}).get("content", "") if self.endpoint == "chat" else choice.get("text", "")
+            text = (
+                (choice.get("message") or {}).get("content", "") if self.endpoint == "chat" else choice.get("text", "")
+            )
             k = self.class_of_answer(text or "")
             if k is None:
                 return np.full(C, 1.0 / C)
