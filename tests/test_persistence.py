@@ -203,3 +203,16 @@ def test_non_finite_float_classes_are_refused_on_load(tmp_path):
     (path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="classes.values must be finite"):
         LLKDClassifier.load(path)
+
+
+def test_predicting_with_an_encoder_of_another_width_names_the_widths(tiny_encoder_dir, tmp_path):
+    from test_estimator_text import keyword_teacher, make_texts
+
+    texts, _ = make_texts(40, 0)
+    kw = dict(labels=["negative", "positive"], student="mlp", max_epochs=1, random_state=0)
+    saved = LLKDClassifier(keyword_teacher, encoder=tiny_encoder_dir, **kw).fit(texts).save(tmp_path / "m")
+    # an encoder object of another width, passed in place of the saved one
+    wide = type("Wide", (), {"encode": lambda self, batch, **_: np.ones((len(batch), 7), dtype=np.float32)})()
+    loaded = LLKDClassifier.load(saved, encoder=wide)
+    with pytest.raises(ValueError, match="the encoder gives 7 features per text, but this student was trained on 32"):
+        loaded.predict(texts[:3])

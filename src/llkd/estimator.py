@@ -849,7 +849,14 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
 
         def compute(batch):
             emb = students.encode_texts(enc, batch, batch_size=64, device=device, verbose=self.verbose > 0)
-            return _inputs.check_embeddings(emb)
+            emb = _inputs.check_embeddings(emb)
+            want = None if fit else getattr(self, "_model_config_", {}).get("n_features")
+            if want is not None and emb.shape[1] != want:
+                raise ValueError(
+                    f"the encoder gives {emb.shape[1]} features per text, but this student was trained on {want}: "
+                    "it needs the encoder it was fitted with"
+                )
+            return emb
 
         if isinstance(self.encoder, (str, os.PathLike)):  # memoised per encoder path and text
             return _embeddings.encode(students.resolve_encoder_path(self.encoder), texts, compute)
