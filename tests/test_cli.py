@@ -651,3 +651,19 @@ def test_distill_checks_its_out_folder_before_paying_and_holds_gold_out_by_text(
     assert main(["export", "--model", str(out), "--format", "hf", "--out", str(out)]) == 2
     assert "holds a model saved by LLKDClassifier.save" in capsys.readouterr().err
     assert LLKDClassifier.load(out).predict(texts[:2]).shape == (2,)
+
+
+def test_budget_and_output_arguments_are_read_as_their_help_says(tmp_path, capsys):
+    import argparse
+
+    from llkd.cli import _budget
+
+    assert _budget("1e3") == 1000 and _budget("250") == 250 and _budget("1") == 1
+    assert _budget("0.3") == 0.3 and _budget("1.0") == 1.0 and isinstance(_budget("1.0"), float)
+    for bad in ("nan", "inf", "-inf", "half"):
+        with pytest.raises(argparse.ArgumentTypeError, match="a number of queries or a fraction"):
+            _budget(bad)
+    data = write_csv(tmp_path / "in.csv", {"text": ["a", "b"]})
+    for output in ("preds.txt", "preds.parquet", "preds"):
+        assert main(["predict", "--model", str(tmp_path / "no-model"), "--data", data, "--output", output]) == 2
+        assert "write .csv or .jsonl" in capsys.readouterr().err  # refused before the model is even read

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import os
 import sys
 import time
@@ -454,8 +455,10 @@ def _budget(value: str):
         number = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of queries or a fraction, got {value!r}") from None
-    if number.is_integer() and "." not in value and "e" not in value.lower():
-        return int(number)
+    if not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"expected a number of queries or a fraction, got {value!r}")
+    if number.is_integer() and (number > 1 or "." not in value and "e" not in value.lower()):
+        return int(number)  # 1e3 is 1000 queries; 1 is one query and 1.0 the whole pool
     return number
 
 
@@ -556,10 +559,18 @@ def _check_writable_dir(path: str, option: str) -> None:
             return
 
 
+def _output_suffix(output):
+    """--output's suffix, lower case (None: stdout); refused unless .csv or .jsonl."""
+    suffix = Path(output).suffix.lower() if output is not None else None
+    if suffix not in (None, ".csv", ".jsonl", ".ndjson"):
+        raise ValueError(f"--output {output!r}: write .csv or .jsonl (got {suffix or 'no suffix'})")
+    return suffix
+
+
 def _write_predictions(rows: list[dict], output) -> None:
     import csv
 
-    if output is not None and output.endswith(".csv"):
+    if _output_suffix(output) == ".csv":
         with open(output, "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=["text", "label", "confidence"])
             writer.writeheader()
@@ -578,6 +589,7 @@ def predict(args) -> None:
 
     from . import LLKDClassifier
 
+    _output_suffix(args.output)  # before the model is loaded and run
     clf = LLKDClassifier.load(args.model, device=args.device, encoder=args.encoder)
     texts = _read_table(args.data).texts(args.text_column)
     proba = clf.predict_proba(texts)
@@ -751,7 +763,8 @@ def main(argv=None) -> int:
     p.add_argument(
         "--encoder",
         default=None,
-        help="the frozen encoder of a model whose encoder was not saved with it (a local folder)",
+        help="a frozen encoder to use instead of the saved one (a local folder); required for a model "
+        "fitted with a custom encoder object, which is not saved",
     )
     p.set_defaults(func=predict)
 
