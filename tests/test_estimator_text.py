@@ -199,3 +199,23 @@ def test_finetune_in_bf16_learns_and_predicts_in_bf16(tiny_encoder_dir):
     full = clf.set_params(mixed_precision="off").predict_proba(test_texts)
     assert seen == {torch.bfloat16, torch.float32}
     np.testing.assert_allclose(low, full, atol=0.05)
+
+
+def test_a_text_longer_than_the_encoders_positions_is_truncated_to_them(tiny_encoder_dir):
+    import json as _json
+    from pathlib import Path
+
+    positions = _json.loads((Path(tiny_encoder_dir) / "config.json").read_text())["max_position_embeddings"]
+    texts, _ = make_texts(60, 7)
+    long_text = " ".join(["good"] * (3 * positions))
+    clf = LLKDClassifier(
+        keyword_teacher,
+        labels=["negative", "positive"],
+        student="finetune",
+        encoder=tiny_encoder_dir,
+        max_length=4 * positions,  # beyond what the encoder can take
+        max_epochs=1,
+        random_state=0,
+    ).fit(texts + [long_text])
+    assert clf._truncation() == positions
+    assert clf.predict_proba([long_text]).shape == (1, 2)

@@ -62,7 +62,7 @@ def text_student(est):
     kind = est._kind_
     model = est.student_
     if kind == "finetune":
-        encoder, tokenizer, max_length, normalize = model.encoder, est._tokenizer_, int(est.max_length), False
+        encoder, tokenizer, max_length, normalize = model.encoder, est._tokenizer_, est._truncation(), False
         head, spec = model.head, {"type": "linear"}
     else:
         encoder, tokenizer, max_length, normalize = _frozen_parts(est)

@@ -178,7 +178,8 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         Hidden width of the MLP head (0: a linear head).
     dropout : float, default=0.1
     max_length : int, default=128
-        Token limit per text when fine-tuning.
+        Token limit per text when fine-tuning; at most the encoder's position
+        embeddings (``max_position_embeddings``), where longer inputs cannot run.
     encoder_layers : int or None, default=None
         Fine-tune only the first ``encoder_layers`` transformer layers of the encoder
         (``None``: all of them). A smaller student that trains and predicts in about that
@@ -752,6 +753,18 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
                 "uses its features or frozen encoder as they are (use student='finetune', or encoder_layers=None)"
             )
 
+    def _truncation(self) -> int:
+        """``max_length``, at most the fine-tuned encoder's positions and its tokenizer's limit
+        (longer inputs would not run through it)."""
+        n = int(self.max_length)
+        positions = (getattr(self, "_encoder_config_", None) or {}).get("max_position_embeddings")
+        if isinstance(positions, int) and positions > 0:
+            n = min(n, positions)
+        limit = getattr(getattr(self, "_tokenizer_", None), "model_max_length", None)
+        if isinstance(limit, int) and 0 < limit < 1_000_000:
+            n = min(n, limit)
+        return n
+
     def _check_encoder_source(self) -> None:
         """Before any teacher query: a local encoder folder that is not there, or
         ``encoder_layers`` beyond its depth (a hub name is left to transformers)."""
@@ -791,7 +804,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
             self._tokenizer_ = tokenizer
             self._encoder_config_ = encoder.config.to_dict()
             self._frozen_encoder_ = None
-            data = students.TextData(X, tokenizer, int(self.max_length))
+            data = students.TextData(X, tokenizer, self._truncation())
             self._model_config_ = {"kind": kind, "n_classes": n_classes, "dropout": float(self.dropout)}
         else:
             if self._is_text:
@@ -879,7 +892,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
     def _logits(self, X) -> torch.Tensor:
         X = self._check_predict_X(X)
         if self._kind_ == "finetune":
-            data = students.TextData(X, self._tokenizer_, int(self.max_length))
+            data = students.TextData(X, self._tokenizer_, self._truncation())
         elif self._is_text:
             data = students.FeatureData(self._encode(X))
         else:
