@@ -743,8 +743,32 @@ def test_score_ignores_unlabeled_rows():
 
 
 def test_iterables_of_texts_are_read_once_and_accepted():
-    texts = ["good", "bad", "fine", "awful"] * 5
-    a = _text_clf(random_state=0).fit(iter(texts))
-    b = _text_clf(random_state=0).fit(texts)
+    # teacher and encoder depend on the text, so a row read out of order or twice would show
+    texts = [f"{w} {i}" for i, w in enumerate(["good", "bad", "fine", "awful"] * 5)]
+
+    def teacher(batch):
+        p = np.array([0.9 if t.startswith(("good", "fine")) else 0.2 for t in batch])
+        return np.stack([1 - p, p], axis=1)
+
+    def encoder(batch):
+        return np.array([[len(t), t.startswith("good"), t.startswith("bad"), int(t.split()[1])] for t in batch], float)
+
+    def clf():
+        return LLKDClassifier(teacher, labels=["a", "b"], student="mlp", encoder=encoder, max_epochs=2, random_state=0)
+
+    reads = []
+
+    def once(seq):
+        for t in seq:
+            reads.append(t)
+            yield t
+
+    a = clf().fit(once(texts))
+    assert reads == texts  # read once, in order
+    b = clf().fit(texts)
     np.testing.assert_array_equal(a.teacher_labels_, b.teacher_labels_)
-    np.testing.assert_array_equal(a.predict_proba(t for t in texts), b.predict_proba(texts))
+    np.testing.assert_array_equal(a.teacher_labels_, [0 if t.startswith(("bad", "awful")) else 1 for t in texts])
+    want = b.predict_proba(texts)
+    assert not np.allclose(want, want[0])  # the rows differ, so their order is checked
+    np.testing.assert_array_equal(a.predict_proba(t for t in texts), want)
+    np.testing.assert_array_equal(a.predict_proba(map(str, texts[::-1])), want[::-1])
