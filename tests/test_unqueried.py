@@ -165,3 +165,26 @@ def test_the_fine_tuned_student_learns_the_unasked_texts_from_a_fresh_encoder(ti
     assert sum(h.get("stage") == "student_labels" for h in clf.history_) == 3
     proba = clf.predict_proba(test_texts)
     assert proba.shape == (200, 2) and np.isfinite(proba).all()
+
+
+def test_the_second_mlp_student_starts_fresh_from_the_first_ones_initial_weights(monkeypatch):
+    import torch
+
+    X, _ = _task()
+    built = []
+    real = LLKDClassifier._new_model
+
+    def spy(self, *args, **kw):
+        model = real(self, *args, **kw)
+        built.append((model, {k: v.detach().clone() for k, v in model.state_dict().items()}))
+        return model
+
+    monkeypatch.setattr(LLKDClassifier, "_new_model", spy)
+    clf = LLKDClassifier(CountingTeacher(), labels=[0, 1], teacher_budget=60, max_epochs=3, random_state=0).fit(X)
+    assert clf.training_summary_["unqueried"] == "student" and len(built) == 2
+    (first, init1), (second, init2) = built
+    assert clf.student_ is second and second is not first  # not the first student trained on
+    for k in init1:
+        torch.testing.assert_close(init1[k], init2[k])  # the same start: the fit's torch seed again
+    trained_first = first.state_dict()
+    assert any(not torch.equal(trained_first[k], init1[k]) for k in init1)  # the first did train
