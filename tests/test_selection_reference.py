@@ -275,3 +275,16 @@ def test_tied_values_pass_their_own_running_mean(backend):
     for _ in range(50):
         res = sel.step(np.zeros((16, 3), dtype=np.float32), rng.integers(0, 3, 16), rng.random(16))
         assert res.mask.all()
+
+
+def test_the_student_test_keeps_the_rows_the_student_finds_hard():
+    # one class, first step: tau_S = g_S * m_S / max m_S = mean(u), so the rows above it pass
+    logits = np.array([[0.0, 0.0], [0.0, 0.5], [0.0, 4.0], [0.0, 6.0]])
+    u = entropy_direct(logits)
+    assert u[0] == pytest.approx(1.0) and u[0] > u[1] > np.mean(u) > u[2] > u[3]
+    labels, conf = np.zeros(4, dtype=int), np.full(4, 0.9)
+    res = make(mode="student", n_classes=2).step(logits, labels, conf)
+    assert res.student_threshold[0] == pytest.approx(np.mean(u))
+    np.testing.assert_array_equal(res.mask, [True, True, False, False])
+    # in llkd mode with equal confidences the teacher test passes everywhere: the same rows
+    np.testing.assert_array_equal(make(n_classes=2).step(logits, labels, conf).mask, [True, True, False, False])
