@@ -190,3 +190,30 @@ def test_credentials_in_the_base_url_are_refused_without_echoing_them():
     assert SECRET not in str(ei.value)
     with pytest.raises(ValueError, match="must not hold credentials"):
         OpenAITeacher("m", LABELS, base_url=f"https://{SECRET}@api.example.com/v1")
+
+
+def test_a_fitted_saved_and_exported_student_holds_no_credential(monkeypatch, tiny_encoder_dir, tmp_path):
+    from llkd import LLKDClassifier
+
+    monkeypatch.setenv("LLKD_TEST_API_KEY", SECRET)
+    header_secret = "tok-0123456789-header-secret"
+    texts = [f"{w} film {i}" for i, w in enumerate(["good", "bad", "great", "awful"] * 10)]
+    with FakeOpenAIServer(api_key=SECRET) as srv:
+        teacher = make(srv, api_key_env="LLKD_TEST_API_KEY", headers={"X-Api-Token": header_secret})
+        clf = LLKDClassifier(
+            teacher,
+            student="mlp",
+            encoder=tiny_encoder_dir,
+            max_epochs=1,
+            teacher_cache=tmp_path / "cache.sqlite",
+            random_state=0,
+        ).fit(texts)
+        assert len(srv.requests) == len(texts)  # the key was good: every text was answered
+    clf.save(tmp_path / "saved")
+    clf.export(tmp_path / "hf", format="hf")
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.name == "README.md" for p in files) and any(p.suffix == ".sqlite" for p in files)
+    for p in files:
+        data = p.read_bytes()
+        assert SECRET.encode() not in data and header_secret.encode() not in data, p
+    assert SECRET.encode() not in pickle.dumps(clf) and SECRET not in repr(clf.training_summary_)
