@@ -667,3 +667,24 @@ def test_budget_and_output_arguments_are_read_as_their_help_says(tmp_path, capsy
     for output in ("preds.txt", "preds.parquet", "preds"):
         assert main(["predict", "--model", str(tmp_path / "no-model"), "--data", data, "--output", output]) == 2
         assert "write .csv or .jsonl" in capsys.readouterr().err  # refused before the model is even read
+
+
+def test_predict_reads_a_parquet_file_as_it_reads_a_csv(tiny_encoder_dir, tmp_path, capsys):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    texts, _ = make_texts(40, 3)
+    model = LLKDClassifier(
+        keyword_teacher, labels=["negative", "positive"], student="mlp", encoder=tiny_encoder_dir, max_epochs=1
+    ).fit(texts)
+    path = str(model.save(tmp_path / "m"))
+    pq.write_table(pa.table({"text": texts[:10], "n": list(range(10))}), tmp_path / "in.parquet")
+    csv_path = write_csv(tmp_path / "in.csv", {"text": texts[:10]})
+    out = {}
+    for name, data in (("parquet", str(tmp_path / "in.parquet")), ("csv", csv_path)):
+        assert main(["predict", "--model", path, "--data", data]) == 0
+        out[name] = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert len(out["parquet"]) == 10 and out["parquet"] == out["csv"]
+    pq.write_table(pa.table({"text": ["fine", None]}), tmp_path / "gap.parquet")
+    assert main(["predict", "--model", path, "--data", str(tmp_path / "gap.parquet")]) == 2
+    assert "is empty on 1 row(s)" in capsys.readouterr().err

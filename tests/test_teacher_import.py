@@ -25,6 +25,13 @@ def write(tmp_path, fmt):
         path = tmp_path / "answers.jsonl"
         path.write_text("".join(json.dumps({"text": t, "proba": [1 - p, p]}) + "\n" for t, p in zip(TEXTS, P_POS)))
         return path, {"proba": "proba"}
+    if fmt == "parquet":  # what a Ray Data / vLLM batch job writes (README)
+        pa = pytest.importorskip("pyarrow")
+        import pyarrow.parquet as pq
+
+        path = tmp_path / "answers.parquet"
+        pq.write_table(pa.table({"text": TEXTS, "proba": [[1 - p, p] for p in P_POS]}), path)
+        return path, {"proba": "proba"}
     path = tmp_path / "answers.csv"
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
@@ -34,7 +41,7 @@ def write(tmp_path, fmt):
     return path, {"label": "label", "confidence": "conf"}
 
 
-@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
 def test_imported_answers_serve_a_fit_without_asking_the_teacher(tmp_path, fmt):
     path, columns = write(tmp_path, fmt)
     cache = tmp_path / "cache.sqlite"
