@@ -370,3 +370,9 @@ def test_cache_and_pickle(tok, llama, tmp_path):
     T2 = pickle.loads(pickle.dumps(T))
     assert T2._prefix_kv is None
     np.testing.assert_allclose(T2.label(TEXTS).proba, out1.proba, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["/nonexistent/model", "./models/none", "~/no-such-llm", "model.gguf"])
+def test_a_local_model_that_is_not_there_is_named(name):
+    with pytest.raises(FileNotFoundError, match="no such file or folder"):
+        TransformersTeacher(name, ["negative", "positive"])

@@ -68,6 +68,12 @@ def _load_model_and_tokenizer(model, tokenizer, gguf_file, dtype, model_kwargs):
         if gguf_file is None and src.endswith(".gguf") and Path(src).is_file():
             src, gguf_file = str(Path(src).parent), Path(src).name
         kw = {"gguf_file": gguf_file} if gguf_file else {}
+        p = Path(src).expanduser()
+        looks_local = p.is_absolute() or src.startswith((".", "~")) or src.count("/") > 1 or src.endswith(".gguf")
+        if looks_local and not p.exists():
+            raise FileNotFoundError(
+                f"model {src!r}: no such file or folder (a local model is a folder, or a .gguf file)"
+            )
         if Path(src).is_dir():  # a local folder: never ask the hub
             kw["local_files_only"] = True
         ctx = FastGGUF.patched() if gguf_file else contextlib.nullcontext()
