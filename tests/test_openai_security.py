@@ -217,3 +217,9 @@ def test_a_fitted_saved_and_exported_student_holds_no_credential(monkeypatch, ti
         data = p.read_bytes()
         assert SECRET.encode() not in data and header_secret.encode() not in data, p
     assert SECRET.encode() not in pickle.dumps(clf) and SECRET not in repr(clf.training_summary_)
+
+
+def test_an_extra_body_setting_named_like_a_token_stays_in_the_identity():
+    a = OpenAITeacher("m", LABELS, base_url="http://127.0.0.1:9/v1", extra_body={"stop_token": "\n"})
+    b = OpenAITeacher("m", LABELS, base_url="http://127.0.0.1:9/v1", extra_body={"stop_token": "."})
+    assert a.identity["extra_body"] == {"stop_token": "\n"} and a.identity != b.identity

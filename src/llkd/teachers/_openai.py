@@ -101,17 +101,9 @@ _SECRET_NAMES = {
     "credential",
     "credentials",
 }
-_SECRET_SUFFIXES = (
-    "apikey",
-    "secret",
-    "password",
-    "token",
-    "subscriptionkey",
-    "authorization",
-    "cookie",
-    "credential",
-    "credentials",
-)
+_SECRET_SUFFIXES = ("apikey", "secret", "password", "authtoken", "accesstoken", "subscriptionkey", "authorization")
+# Headers only: an extra_body field such as "stop_token" is a setting, and part of the identity.
+_SECRET_HEADER_SUFFIXES = ("token", "cookie", "credential", "credentials")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
@@ -219,6 +211,10 @@ def _origin(url: str) -> tuple:
 def _secret_name(name) -> bool:
     n = re.sub(r"[^a-z0-9]", "", str(name).lower())
     return n in _SECRET_NAMES or n.endswith(_SECRET_SUFFIXES)
+
+
+def _secret_header(name) -> bool:
+    return _secret_name(name) or re.sub(r"[^a-z0-9]", "", str(name).lower()).endswith(_SECRET_HEADER_SUFFIXES)
 
 
 def _secret_value(value, known: tuple) -> bool:
@@ -604,7 +600,7 @@ class OpenAITeacher:
             state.pop(k, None)
         known = self._known_secrets()
         state["headers"] = {
-            k: (_DROPPED if _secret_name(k) or _secret_value(v, known) else v) for k, v in self.headers.items()
+            k: (_DROPPED if _secret_header(k) or _secret_value(v, known) else v) for k, v in self.headers.items()
         }
         state["extra_body"] = _hide(self.extra_body, _DROPPED, known)[0]
         return state
@@ -630,7 +626,7 @@ class OpenAITeacher:
         """``text`` (a server's words, bound for a message) with every credential sent replaced."""
         secrets = set(self._known_secrets())
         secrets.update(
-            v for k, v in self.headers.items() if isinstance(v, str) and (_secret_name(k) or _secret_value(v, ()))
+            v for k, v in self.headers.items() if isinstance(v, str) and (_secret_header(k) or _secret_value(v, ()))
         )
         for secret in sorted((s.strip() for s in secrets), key=len, reverse=True):
             if len(secret) >= 4:
