@@ -158,3 +158,25 @@ def test_a_format1_fine_tuned_model_exports_with_the_same_predictions(tmp_path):
     path = LLKDClassifier.load(data).export(tmp_path / "hf")
     np.testing.assert_allclose(_pipeline_proba(path, want["X"]), want["proba"], atol=1e-5)
     assert "training record | not kept" in (path / "README.md").read_text()
+
+
+def test_the_model_card_of_a_feature_model_describes_rows_and_a_path_encoder_by_its_path(tiny_encoder_dir, tmp_path):
+    from pathlib import Path
+
+    X = np.random.default_rng(0).normal(size=(60, 4)).astype(np.float32)
+    clf = LLKDClassifier(max_epochs=1, random_state=0).fit(X, np.where(X[:, 0] > 0, "up", "down"))
+    card = (clf.save(tmp_path / "f") / "README.md").read_text()
+    assert "classifier of 4 numeric features" in card and "gold labels alone (no teacher)" in card
+    assert "pipeline_tag: text-classification" not in card and "| encoder |" not in card
+    assert "| input features | 4 |" in card and "clf.predict(X)" in card and "predict(texts)" not in card
+    texts = [f"good film {i}" for i in range(20)] + [f"bad film {i}" for i in range(20)]
+    text_clf = LLKDClassifier(
+        lambda t: np.array([[0.2, 0.8] if "good" in x else [0.8, 0.2] for x in t]),
+        labels=["negative", "positive"],
+        student="mlp",
+        encoder=Path(tiny_encoder_dir),
+        max_epochs=1,
+    ).fit(texts)
+    assert text_clf.training_summary_["encoder"] == str(tiny_encoder_dir)
+    card = (text_clf.save(tmp_path / "t") / "README.md").read_text()
+    assert f"| encoder | {tiny_encoder_dir} |" in card and "on a teacher's pseudo-labels" in card

@@ -19,6 +19,14 @@ _LOADING = {
         "clf.predict(texts)\n```"
     ),
 }
+_LOADING_FEATURES = {
+    "llkd": _LOADING["llkd"].replace("clf.predict(texts)", "clf.predict(X)  # X: an (n, N_FEATURES) array"),
+    "onnx": (
+        "```python\nfrom llkd.deploy import OnnxStudent\n"
+        "clf = OnnxStudent(PATH)  # onnxruntime only, no torch\n"
+        "clf.predict(X)  # X: an (n, N_FEATURES) float array\n```"
+    ),
+}
 
 
 def _fmt(value) -> str:
@@ -33,17 +41,21 @@ def model_card(est, *, fmt: str, metrics: dict | None = None, files: str = "") -
     """Markdown describing a fitted LLKDClassifier and how to load the directory."""
     s = getattr(est, "training_summary_", None) or {}
     classes = [str(c) for c in est.classes_]
+    is_text = bool(getattr(est, "_is_text", True))
+    n_features = getattr(est, "n_features_in_", None)
+    kind = "text classifier" if is_text else f"classifier of {n_features} numeric features"
+    source = "on a teacher's pseudo-labels" if s.get("teacher") or not s else "on gold labels alone (no teacher)"
     lines = [
         "---",
         "library_name: " + ("transformers" if fmt == "hf" else "llkd"),
-        "pipeline_tag: text-classification",
+        *(["pipeline_tag: text-classification"] if is_text else []),
         "tags: [llkd, knowledge-distillation]",
         "---",
         "",
         "# A student distilled with llkd",
         "",
-        f"A {len(classes)}-class text classifier ({', '.join(f'`{c}`' for c in classes)}) "
-        "trained by [llkd](https://arxiv.org/abs/2411.08028) on a teacher's pseudo-labels.",
+        f"A {len(classes)}-class {kind} ({', '.join(f'`{c}`' for c in classes)}) "
+        f"trained by [llkd](https://arxiv.org/abs/2411.08028) {source}.",
         "",
         "## Training",
         "",
@@ -59,6 +71,7 @@ def model_card(est, *, fmt: str, metrics: dict | None = None, files: str = "") -
         ("teacher queries paid in this fit", s.get("n_teacher_queries")),
         ("gold rows", s.get("n_gold")),
         ("student", s.get("student")),
+        ("input features", s.get("n_features")),
         ("encoder", s.get("encoder")),
         ("encoder layers kept", s.get("encoder_layers")),
         ("selection rule", s.get("selection")),
@@ -86,14 +99,16 @@ def model_card(est, *, fmt: str, metrics: dict | None = None, files: str = "") -
         "",
         "## Intended use",
         "",
-        "Classifying texts like the training inputs into the classes above, in place of the teacher, "
+        f"Classifying {'texts' if is_text else 'rows'} like the training inputs into the classes above, in place of the teacher, "
         "where its cost or latency is too high. The student inherits its teacher's errors and biases, "
         "and it has not been evaluated beyond the metrics listed; check it on gold labels from your "
         "own data before relying on it, and do not use it for decisions about people without that check.",
         "",
         "## Loading",
         "",
-        _LOADING[fmt].replace("PATH", "path"),
+        (_LOADING if is_text else _LOADING_FEATURES)[fmt]
+        .replace("PATH", "path")
+        .replace("N_FEATURES", str(n_features)),
     ]
     if files:
         lines += ["", files]

@@ -596,7 +596,12 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
             "n_teacher_queries": int(labeler.n_queries),
             "n_gold": int(targets.is_gold.sum()),
             "student": self._kind_,
-            "encoder": self.encoder if isinstance(self.encoder, str) else type(self.encoder).__name__,
+            "encoder": None
+            if not self._is_text
+            else (
+                os.fspath(self.encoder) if isinstance(self.encoder, (str, os.PathLike)) else type(self.encoder).__name__
+            ),
+            "n_features": None if self._is_text else int(self.n_features_in_),
             "encoder_layers": self.encoder_layers,
             "selection": self.selector_.mode,
             "noise_correction": self._noise_correction_used,
