@@ -99,7 +99,8 @@ def model_card(est, *, fmt: str, metrics: dict | None = None, files: str = "") -
         "",
         "## Intended use",
         "",
-        f"Classifying {'texts' if is_text else 'rows'} like the training inputs into the classes above, in place of the teacher, "
+        f"Classifying {'texts' if is_text else 'rows'} like the training inputs into the classes above, "
+        "in place of the teacher, "
         "where its cost or latency is too high. The student inherits its teacher's errors and biases, "
         "and it has not been evaluated beyond the metrics listed; check it on gold labels from your "
         "own data before relying on it, and do not use it for decisions about people without that check.",
