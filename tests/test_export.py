@@ -180,3 +180,62 @@ def test_the_model_card_of_a_feature_model_describes_rows_and_a_path_encoder_by_
     assert text_clf.training_summary_["encoder"] == str(tiny_encoder_dir)
     card = (text_clf.save(tmp_path / "t") / "README.md").read_text()
     assert f"| encoder | {tiny_encoder_dir} |" in card and "on a teacher's pseudo-labels" in card
+
+
+def _old_style_encoder(tiny_encoder_dir, tmp_path, preprocess_text, prompt=None):
+    """The tiny encoder, with a tokenizer that keeps spaces as tokens, behind a sentence-transformers
+    model that rewrites each text before tokenising it (as sentence-transformers < 6 strips and,
+    with do_lower_case, lowercases)."""
+    import shutil
+
+    from sentence_transformers import SentenceTransformer
+
+    path = tmp_path / "spacey"
+    shutil.copytree(tiny_encoder_dir, path)
+    tok = json.loads((path / "tokenizer.json").read_text())
+    tok["pre_tokenizer"] = {"type": "Split", "pattern": {"String": " "}, "behavior": "Isolated", "invert": False}
+    (path / "tokenizer.json").write_text(json.dumps(tok))
+
+    # sentence-transformers 6 tokenises in preprocess (tokenize is its deprecated alias), 3-5 in tokenize
+    step = "preprocess" if hasattr(SentenceTransformer, "preprocess") else "tokenize"
+
+    def rewrite(self, inputs, *args, **kwargs):
+        return getattr(SentenceTransformer, step)(self, [preprocess_text(t) for t in inputs], *args, **kwargs)
+
+    Rewriting = type("Rewriting", (SentenceTransformer,), {step: rewrite})
+    enc = Rewriting(str(path), device="cpu")
+    if prompt:
+        enc.prompts = {"query": prompt}
+        enc.default_prompt_name = "query"
+    return enc
+
+
+@pytest.mark.parametrize("fmt", ["hf", "onnx"])
+def test_export_tokenises_as_an_encoder_that_strips_and_lowercases_its_texts(fmt, tiny_encoder_dir, texts, tmp_path):
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime")
+    enc = _old_style_encoder(tiny_encoder_dir, tmp_path, lambda t: t.strip().lower())
+    ragged = [f"  {t.upper()} " if i % 2 else f"{t.title()}\n" for i, t in enumerate(texts[:40])]
+    assert enc.encode(ragged[:4]) == pytest.approx(enc.encode([t.strip().lower() for t in ragged[:4]]))
+    clf = LLKDClassifier(keyword_teacher, labels=LABELS, encoder=enc, max_epochs=3, random_state=0).fit(texts)
+    path = clf.export(tmp_path / fmt, format=fmt)
+    if fmt == "hf":
+        got = _pipeline_proba(path, ragged)
+    else:
+        from llkd.deploy import OnnxStudent
+
+        got = OnnxStudent(path).predict_proba(ragged)
+    np.testing.assert_allclose(got, clf.predict_proba(ragged), atol=1e-4)
+    assert enc[0].tokenizer.backend_tokenizer.normalizer is None  # the user's encoder is left as it was
+
+
+def test_export_refuses_an_encoder_whose_tokenisation_it_cannot_reproduce(tiny_encoder_dir, texts, tmp_path):
+    backwards = _old_style_encoder(tiny_encoder_dir, tmp_path / "a", lambda t: " ".join(reversed(t.split())))
+    clf = LLKDClassifier(keyword_teacher, labels=LABELS, encoder=backwards, max_epochs=1, random_state=0).fit(texts)
+    with pytest.raises(ValueError, match="cannot reproduce the sentence encoder's tokenisation"):
+        clf.export(tmp_path / "x")
+    prompted = _old_style_encoder(tiny_encoder_dir, tmp_path / "b", lambda t: t, prompt="query: ")
+    clf = LLKDClassifier(keyword_teacher, labels=LABELS, encoder=prompted, max_epochs=1, random_state=0).fit(texts)
+    with pytest.raises(ValueError, match="default prompt 'query: '"):
+        clf.export(tmp_path / "x", format="onnx")
+    assert not (tmp_path / "x").exists()

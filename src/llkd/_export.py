@@ -37,6 +37,14 @@ class TextStudent(nn.Module):
         return self.head(pooled)
 
 
+def _pooling_mode(pooling):
+    """'mean' for mean pooling, in sentence-transformers 6 (``pooling_mode``) and before it."""
+    mode = getattr(pooling, "pooling_mode", None)
+    if mode is None and hasattr(pooling, "get_pooling_mode_str"):
+        mode = pooling.get_pooling_mode_str()
+    return mode
+
+
 def _frozen_parts(est):
     """(HF encoder, tokenizer, max_length, normalize) of the MLP student's sentence encoder."""
     enc = est._frozen_encoder(torch.device("cpu"))
@@ -46,7 +54,7 @@ def _frozen_parts(est):
         modules
         and names[:2] == ["Transformer", "Pooling"]
         and set(names[2:]) <= {"Normalize"}
-        and getattr(modules[1], "pooling_mode", None) in ("mean", ["mean"])
+        and _pooling_mode(modules[1]) in ("mean", ["mean"])
         and hasattr(modules[0], "auto_model")
     )
     if not ok:
@@ -54,7 +62,57 @@ def _frozen_parts(est):
             "export() supports a frozen sentence encoder made of a transformer, mean pooling and an optional "
             f"normalisation (as the packaged MiniLM and mpnet are); this encoder is {names or type(enc).__name__}"
         )
-    return modules[0].auto_model, modules[0].tokenizer, int(enc.max_seq_length), "Normalize" in names
+    max_length = int(enc.max_seq_length)
+    tokenizer = _tokenizer_as_encoder(enc, modules[0].tokenizer, max_length)
+    return modules[0].auto_model, tokenizer, max_length, "Normalize" in names
+
+
+# Texts on which the exported tokenizer must give the encoder's own token ids: sentence-transformers
+# before 6 strips each text, and lowercases it where do_lower_case is set, before its tokenizer runs.
+_PROBES = ("  Leading and trailing spaces  ", "MiXeD CaSe, and Punctuation!", "tab\tand\nnewline\n", "x")
+
+
+def _encoder_ids(enc, texts) -> list:
+    """The token ids the sentence encoder feeds its transformer for ``texts`` (padding removed)."""
+    features = enc.preprocess(list(texts)) if hasattr(enc, "preprocess") else enc.tokenize(list(texts))
+    ids, mask = features["input_ids"], features["attention_mask"]
+    return [row[m.bool()].tolist() for row, m in zip(ids, mask)]
+
+
+def _tokenizer_as_encoder(enc, tokenizer, max_length: int):
+    """A copy of ``tokenizer`` that tokenises texts as the sentence encoder does, or a ValueError.
+
+    Where the encoder strips or lowercases texts itself, the copy's normaliser does the same, so
+    the exported model, a transformers pipeline and :class:`~llkd.deploy.OnnxStudent` see the
+    tokens the student was trained on.
+    """
+    prompt = (getattr(enc, "prompts", None) or {}).get(getattr(enc, "default_prompt_name", None) or "")
+    if prompt:
+        raise ValueError(
+            f"export() cannot carry the sentence encoder's default prompt {prompt!r}, which it prepends to every "
+            "text; this student was trained on prompted embeddings"
+        )
+    vocab = sorted(w for w in tokenizer.get_vocab() if w.isascii() and w.isalpha() and w.islower() and len(w) > 2)
+    words = vocab[:: max(1, len(vocab) // 8)][:8]
+    probes = _PROBES + (f"  {' '.join(w.capitalize() for w in words)} ", " ".join(w.upper() for w in words))
+    want = _encoder_ids(enc, probes)
+    base = getattr(getattr(tokenizer, "backend_tokenizer", None), "normalizer", None)
+    for extra in ((), ("strip",), ("lower",), ("strip", "lower")):
+        tok = copy.deepcopy(tokenizer)
+        if extra:
+            if not hasattr(tok, "backend_tokenizer"):
+                break
+            from tokenizers import normalizers
+
+            steps = [normalizers.Strip() if e == "strip" else normalizers.Lowercase() for e in extra]
+            tok.backend_tokenizer.normalizer = normalizers.Sequence(steps + ([base] if base is not None else []))
+        if tok(list(probes), truncation=True, max_length=max_length)["input_ids"] == want:
+            return tok
+    raise ValueError(
+        "export() cannot reproduce the sentence encoder's tokenisation with its tokenizer (the encoder "
+        "preprocesses texts in a way the exported model would not); the exported student would not see "
+        "the tokens it was trained on"
+    )
 
 
 def text_student(est):
