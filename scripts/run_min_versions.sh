@@ -25,4 +25,5 @@ LLKD_CUDA=OFF python -m pip install -q --no-build-isolation --no-deps -e .
 python -m pip check || true
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 python -m pytest -q -m "not slow" tests/test_estimator.py tests/test_selection_reference.py tests/test_selection_native.py \
-  tests/test_persistence.py tests/test_trainer.py tests/test_estimator_text.py tests/test_teachers.py tests/test_export.py "$@"
+  tests/test_persistence.py tests/test_trainer.py tests/test_estimator_text.py tests/test_teachers.py tests/test_export.py \
+  tests/test_teachers_transformers.py "$@"

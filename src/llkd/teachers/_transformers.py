@@ -523,7 +523,10 @@ class TransformersTeacher:
 
         head = self.model.get_output_embeddings() if hasattr(self.model, "get_output_embeddings") else None
         base = getattr(self.model, "base_model", None)
-        if type(head) is not torch.nn.Linear or base is None or base is self.model:
+        if base is None or base is self.model:
+            # transformers 4's Gemma3ForCausalLM names its base model ``model`` but reports itself as base_model
+            base = getattr(self.model, "model", None)
+        if type(head) is not torch.nn.Linear or not isinstance(base, torch.nn.Module) or base is self.model:
             return None
         self._base = base
         try:
