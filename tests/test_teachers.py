@@ -305,6 +305,28 @@ def test_cache_roundtrip_clear_stats_pickle(tmp_path):
         c.put(key, ["a", "b"], TeacherOutput([1], [0.5]))
 
 
+def test_label_only_answers_that_miss_the_last_class_are_read_back_from_the_cache(tmp_path):
+    calls = []
+
+    def fn(texts):  # three classes, but these texts only ever get "a" or "b"
+        calls.append(len(texts))
+        return ["a" if len(t) % 2 else "b" for t in texts], np.full(len(texts), 0.9)
+
+    texts = [f"text {i}" + "x" * i for i in range(10)]
+    teacher = CallableTeacher(fn, ["a", "b", "c"], identity="v1")
+    first = label_in_batches(teacher, texts, batch_size=4, cache=tmp_path / "c.sqlite")
+    calls.clear()
+    again = label_in_batches(teacher, texts, batch_size=4, cache=tmp_path / "c.sqlite")
+    assert calls == [] and again.labels.tolist() == first.labels.tolist()
+    # a file written before put() took n_classes stored max(label) + 1; those answers still count
+    old = TeacherCache(tmp_path / "old.sqlite")
+    key = identity_key("v1", ["a", "b", "c"])
+    old.put(key, texts[:2], TeacherOutput([1, 0], [0.9, 0.9]))
+    assert old._con().execute("SELECT DISTINCT n_classes FROM answers").fetchall() == [(2,)]
+    assert sorted(old.get(key, texts[:2], n_classes=3)) == [0, 1]
+    assert old.get(key, texts[:2], n_classes=1) == {}
+
+
 def test_cache_default_path_under_llkd_home(tmp_path, monkeypatch):
     monkeypatch.setenv("LLKD_HOME", str(tmp_path / "home"))
     c = TeacherCache()

@@ -58,7 +58,7 @@ def _cached(store: TeacherCache, tkey: str, keys: list, C: int, legacy: list = (
         for with_proba in (False, True):  # an output holds distributions for all its rows or none
             group = [k for k, ans in found.items() if (ans[2] is not None) == with_proba]
             if group:
-                store.put(tkey, group, _output_of([found[k] for k in group]))
+                store.put(tkey, group, _output_of([found[k] for k in group]), C)
         hits.update(found)
         missing = [k for k in missing if k not in found]
     return hits
@@ -74,7 +74,7 @@ def _stream_answers(teacher, texts, n_todo, batch_size, store, tkey, C, done, me
                 TeacherOutput.from_proba(np.asarray(proba, dtype=np.float64)[None]), 1, C, f"{name} ({text[:40]!r})"
             )
             if store is not None:
-                store.put(tkey, [text], out)
+                store.put(tkey, [text], out, C)
             ans = (int(out.labels[0]), float(out.confidence[0]), out.proba[0])
             done[text] = ans
             if memory is not None:
@@ -88,7 +88,7 @@ def _stream_answers(teacher, texts, n_todo, batch_size, store, tkey, C, done, me
         answered = getattr(exc, "answered", None)  # arrived while the failure was handled
         kept = n
         if store is not None and answered is not None:
-            store.put(tkey, *answered)
+            store.put(tkey, *answered, C)
             kept += len(answered[0])
         b, n_batches = n // batch_size, (n_todo + batch_size - 1) // batch_size
         s, e = b * batch_size, min(n_todo, (b + 1) * batch_size)
@@ -278,7 +278,7 @@ def label_in_batches(
                 answered = getattr(exc, "answered", None)  # (keys, output) the teacher got before failing
                 kept = s
                 if store is not None and answered is not None:
-                    store.put(tkey, *answered)
+                    store.put(tkey, *answered, C)
                     kept += len(answered[0])
                 raise teacher_error(
                     exc,
@@ -295,7 +295,7 @@ def label_in_batches(
             except (TypeError, ValueError) as exc:
                 raise type(exc)(str(exc)) from None
             if store is not None:
-                store.put(tkey, batch_keys, out)
+                store.put(tkey, batch_keys, out, C)
             for j, k in enumerate(batch_keys):
                 ans = (int(out.labels[j]), float(out.confidence[j]), None if out.proba is None else out.proba[j])
                 done[k] = ans

@@ -209,7 +209,9 @@ class TeacherCache:
                 ).fetchall()
                 for key, label, conf, nc, blob in rows:
                     if isinstance(nc, int) and n_classes is not None and nc != n_classes:
-                        continue
+                        if blob is not None or nc > n_classes:
+                            continue
+                        nc = n_classes  # a label-only answer once stored max(label) + 1 here
                     ans = self._check_row(key, label, conf, nc, blob)
                     for i in where[key]:
                         found[i] = ans
@@ -240,12 +242,21 @@ class TeacherCache:
                 raise bad(f"proba {proba.tolist()} is not a probability distribution")
         return (int(label), float(conf), proba)
 
-    def put(self, teacher_key: str, texts: Sequence[str], output: TeacherOutput) -> None:
-        """Write one batch of answers in one transaction (replacing older answers)."""
+    def put(self, teacher_key: str, texts: Sequence[str], output: TeacherOutput, n_classes: int | None = None) -> None:
+        """Write one batch of answers in one transaction (replacing older answers).
+
+        ``n_classes`` is the teacher's number of classes; it is needed where ``output`` has
+        labels only (no ``proba``), and otherwise read from ``proba``.
+        """
         if len(texts) != len(output):
             raise ValueError(f"{len(texts)} texts but {len(output)} answers")
         now = time.time()
-        nc = int(output.proba.shape[1]) if output.proba is not None else int(output.labels.max(initial=0)) + 1
+        if output.proba is not None:
+            nc = int(output.proba.shape[1])
+        elif n_classes is not None:
+            nc = int(n_classes)
+        else:  # at least max(label) + 1; get() reads such answers for any larger class count
+            nc = int(output.labels.max(initial=0)) + 1
         rows = []
         for i, t in enumerate(texts):
             blob = None

@@ -147,5 +147,5 @@ def import_answers(source, teacher, cache=True, **columns) -> int:
     if store is None:
         raise ValueError("import_answers needs a cache (True, a path or a TeacherCache)")
     texts, out = read_answers(source, list(teacher.classes), **columns)
-    store.put(tkey, texts, TeacherOutput(out.labels, out.confidence, out.proba))
+    store.put(tkey, texts, TeacherOutput(out.labels, out.confidence, out.proba), len(teacher.classes))
     return len(texts)
