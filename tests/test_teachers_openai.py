@@ -77,6 +77,20 @@ def test_fallback_to_self_consistency(honour_n):
         assert all(r["body"]["temperature"] != 0 for r in srv.requests[n0:])
 
 
+def test_a_pool_cached_whole_in_sampling_mode_is_read_without_asking(tmp_path):
+    cache = tmp_path / "c.sqlite"
+    with FakeOpenAIServer(logprobs=False) as srv:
+        with pytest.warns(UserWarning, match="self-consistency"):
+            first = label_in_batches(make(srv, n_samples=3), TEXTS, cache=cache)
+        url = srv.url
+    # a fresh teacher (another process, say), with the server gone: every answer is in the cache
+    t = OpenAITeacher("fake-model", LABELS, base_url=url, api_key_env=None, n_samples=3, max_retries=0)
+    again = label_in_batches(t, TEXTS, cache=cache)
+    np.testing.assert_array_equal(again.proba, first.proba)
+    with pytest.raises(TeacherError, match="before batch 0"):  # a text not in the cache still asks
+        label_in_batches(t, TEXTS + ["new text"], cache=cache)
+
+
 def test_sampling_mode_when_asked(capsys):
     with FakeOpenAIServer() as srv:
         t = make(srv, logprobs=False, n_samples=3, max_tokens_field="max_completion_tokens", progress=True)

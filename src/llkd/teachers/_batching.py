@@ -219,6 +219,13 @@ def label_in_batches(
         done.update(_cached(store, tkey, [k for k in first if k not in done], C, _legacy_keys(teacher, classes)))
     todo = [k for k in first if k not in done]
     if todo and store is not None and kind == "texts" and callable(getattr(teacher, "settle_identity", None)):
+        for ident in getattr(teacher, "unsettled_identities", ()):  # answered whole already: nothing to settle
+            found = _cached(store, identity_key(ident, classes), todo, C)
+            if len(found) == len(todo):
+                done.update(found)
+                todo = []
+                break
+    if todo and store is not None and kind == "texts" and callable(getattr(teacher, "settle_identity", None)):
         # The teacher decides how it answers (OpenAITeacher, logprobs="auto"); its identity says which.
         try:
             teacher.settle_identity(todo[:1])

@@ -671,6 +671,15 @@ class OpenAITeacher:
         has no answer, and copies what it finds under the current one."""
         return [{**self.identity, "base_url": self.base_url}]
 
+    @property
+    def unsettled_identities(self) -> list:
+        """The other identities :meth:`settle_identity` may still settle on: with
+        ``logprobs="auto"`` before the first answer, the sampling one. A pool cached whole
+        under one of them is read without asking the server."""
+        if self.logprobs == "auto" and self.mode_ is None:
+            return [{**self.identity, "method": "sampling"}]
+        return []
+
     def settle_identity(self, texts) -> None:
         """Decide how answers are made before any is cached (``logprobs="auto"``).
 
