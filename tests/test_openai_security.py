@@ -184,6 +184,25 @@ def test_a_key_the_server_quotes_back_is_redacted_from_errors_and_warnings(monke
     assert header_secret.encode() not in pickle.dumps(t)  # a header named like a token is a credential
 
 
+@pytest.mark.parametrize("status", [401, 500])
+def test_a_key_in_extra_body_the_server_quotes_back_is_redacted_from_errors_and_logs(caplog, status):
+    import warnings
+
+    body_secret, bearer = "tok_9f8e7d6c5b4a3210", "0123456789-bearer-only"
+    quoted = f"upstream rejected api_key={body_secret}, token {bearer}"
+    with FakeOpenAIServer() as srv:
+        extra = {"api_key": body_secret, "auth": {"value": f"Bearer {bearer}"}}
+        t = make(srv, extra_body=extra, logprobs=True, max_retries=1)
+        srv.fail_next(*[("status", status, quoted)] * 2)
+        with warnings.catch_warnings(record=True) as caught, pytest.raises(OpenAIHTTPError) as ei:
+            warnings.simplefilter("always")
+            t.label(["good"])
+        assert srv.requests[0]["body"]["api_key"] == body_secret  # it was sent
+    said = [str(ei.value)] + [str(w.message) for w in caught] + [r.getMessage() for r in caplog.records]
+    assert "upstream rejected api_key=<redacted>" in str(ei.value)
+    assert all(body_secret not in m and bearer not in m for m in said), said
+
+
 def test_credentials_in_the_base_url_are_refused_without_echoing_them():
     with pytest.raises(ValueError, match="must not hold credentials") as ei:
         OpenAITeacher("m", LABELS, base_url=f"http://admin:{SECRET}@127.0.0.1:9/v1")

@@ -224,6 +224,23 @@ def _secret_value(value, known: tuple) -> bool:
     return (v.startswith("sk-") and len(v) >= 20) or v.lower().startswith("bearer ") or (bool(v) and v in known)
 
 
+def _hidden_values(obj, known: tuple = ()) -> list[str]:
+    """The strings :func:`_hide` would replace in ``obj``."""
+    if isinstance(obj, Mapping):
+        items = obj.items()
+    elif isinstance(obj, list):
+        items = ((None, v) for v in obj)
+    else:
+        return []
+    out: list[str] = []
+    for k, v in items:
+        if isinstance(v, str) and ((k is not None and _secret_name(k)) or _secret_value(v, known)):
+            out.append(v)
+        else:
+            out += _hidden_values(v, known)
+    return out
+
+
 def _hide(obj, replacement: str, known: tuple = (), path: str = ""):
     """``obj`` with credential entries (by name or by value) replaced; also the paths replaced."""
     found: list[str] = []
@@ -628,6 +645,8 @@ class OpenAITeacher:
         secrets.update(
             v for k, v in self.headers.items() if isinstance(v, str) and (_secret_header(k) or _secret_value(v, ()))
         )
+        secrets.update(_hidden_values(self.extra_body, tuple(secrets)))
+        secrets.update(v.strip()[7:] for v in list(secrets) if v.strip().lower().startswith("bearer "))
         for secret in sorted((s.strip() for s in secrets), key=len, reverse=True):
             if len(secret) >= 4:
                 text = text.replace(secret, _REDACTED)
