@@ -97,18 +97,22 @@ def test_auto_sampled_answers_are_cached_under_their_own_key(tmp_path):
     db = tmp_path / "c.sqlite"
     with FakeOpenAIServer(logprobs=False) as srv:
         with pytest.warns(UserWarning, match="self-consistency"):
-            label_in_batches(make(srv, n_samples=2), TEXTS[:6], batch_size=4, cache=db)
-        n = len(srv.requests)
-        # A fresh teacher against the same server: decides again (one probe), then reads the cache.
-        with pytest.warns(UserWarning, match="self-consistency"):
-            label_in_batches(make(srv, n_samples=2), TEXTS[:6], batch_size=4, cache=db)
-        extra = srv.requests[n:]
-        assert len([r for r in extra if r["body"]["temperature"] != 0]) == 1  # only the probe's own votes
+            first = label_in_batches(make(srv, n_samples=2), TEXTS[:6], batch_size=4, cache=db)
+        assert set(TeacherCache(db)._con().execute("SELECT DISTINCT teacher FROM answers").fetchall()) == {
+            (identity_key({**make(srv, n_samples=2).identity, "method": "sampling"}, LABELS),)
+        }
     with FakeOpenAIServer() as srv:
-        # A server with logprobs: those sampled answers are not reused as if they were logprob answers.
-        out = label_in_batches(make(srv), TEXTS[:6], batch_size=4, cache=db)
-        np.testing.assert_allclose(out.proba, expected(TEXTS[:6]), atol=1e-9)
-        assert len(srv.requests) == 6
+        # A fresh teacher, against a server with logprobs: the pool cached whole is read, not asked,
+        # and the teacher settles on sampling, so a new text is answered the same way.
+        t = make(srv, n_samples=2)
+        again = label_in_batches(t, TEXTS[:6], batch_size=4, cache=db)
+        np.testing.assert_array_equal(again.proba, first.proba)
+        assert len(srv.requests) == 0 and t.mode_ == "sampling"
+        label_in_batches(t, TEXTS[6:7], cache=db)
+        assert [r["body"]["temperature"] != 0 for r in srv.requests] == [True]
+        # Part of the pool new: the teacher decides again, and answers by logprobs under its own key.
+        out = label_in_batches(make(srv, n_samples=2), TEXTS[:8], batch_size=4, cache=db)
+        np.testing.assert_allclose(out.proba, expected(TEXTS[:8]), atol=1e-9)
 
 
 def test_fully_cached_run_needs_no_server(tmp_path):
@@ -143,6 +147,23 @@ def test_logprobs_true_never_drops_the_batch_paid_answers(tmp_path):
         out = label_in_batches(make(srv, logprobs=True), TEXTS[:4], batch_size=4, cache=db)
         assert len(srv.requests) == n + 2  # only the two texts not answered before
         np.testing.assert_allclose(out.proba, expected(TEXTS[:4]), atol=1e-9)
+
+
+def test_answers_in_flight_at_a_failure_are_remembered_without_a_cache():
+    texts = [f"good film {i}" for i in range(12)]
+    memory = {}
+    with FakeOpenAIServer(delay=0.3) as srv:
+        # the 2nd request fails at once; the requests in flight beside it still complete
+        srv.fail_next(None, ("status", 400, "bad request"))
+        t = make(srv, logprobs=True, max_concurrency=4, max_retries=0)
+        with pytest.raises(TeacherError, match="bad request"):
+            label_in_batches(t, texts, batch_size=4, memory=memory)
+        paid = len(srv.requests) - 1
+        assert paid >= 2 and len(memory) == paid  # every answer paid for, kept
+        n = len(srv.requests)
+        out = label_in_batches(t, texts, batch_size=4, memory=memory)
+        assert len(srv.requests) - n == len(texts) - paid
+        np.testing.assert_allclose(out.proba, expected(texts), atol=1e-9)
 
 
 def test_logprobs_required_on_a_server_without_them():

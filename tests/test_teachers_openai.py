@@ -87,7 +87,8 @@ def test_a_pool_cached_whole_in_sampling_mode_is_read_without_asking(tmp_path):
     t = OpenAITeacher("fake-model", LABELS, base_url=url, api_key_env=None, n_samples=3, max_retries=0)
     again = label_in_batches(t, TEXTS, cache=cache)
     np.testing.assert_array_equal(again.proba, first.proba)
-    with pytest.raises(TeacherError, match="before batch 0"):  # a text not in the cache still asks
+    assert t.mode_ == "sampling"  # settled by the cache, so a new text is sampled too (and needs the server)
+    with pytest.raises(TeacherError, match="connection refused"):
         label_in_batches(t, TEXTS + ["new text"], cache=cache)
 
 

@@ -64,6 +64,24 @@ def _cached(store: TeacherCache, tkey: str, keys: list, C: int, legacy: list = (
     return hits
 
 
+def _keep_answered(answered, store, tkey, C: int, memory) -> int:
+    """Keep the ``(keys, output)`` a failing teacher still answered (in the cache and the
+    memory); returns how many."""
+    if answered is None:
+        return 0
+    keys, out = answered
+    try:
+        out = check_teacher_output(out, len(keys), C, "the answers given before the failure")
+    except (TypeError, ValueError):  # not usable; the teacher's own failure is what to report
+        return 0
+    if store is not None:
+        store.put(tkey, keys, out, C)
+    if memory is not None:
+        for j, k in enumerate(keys):
+            memory[k] = (int(out.labels[j]), float(out.confidence[j]), None if out.proba is None else out.proba[j])
+    return len(keys)
+
+
 def _stream_answers(teacher, texts, n_todo, batch_size, store, tkey, C, done, memory, on_batch, bar) -> None:
     """Ask ``teacher.label_iter`` for ``texts``; store, remember and report each answer."""
     name = type(teacher).__name__
@@ -86,10 +104,7 @@ def _stream_answers(teacher, texts, n_todo, batch_size, store, tkey, C, done, me
             n += 1
     except Exception as exc:
         answered = getattr(exc, "answered", None)  # arrived while the failure was handled
-        kept = n
-        if store is not None and answered is not None:
-            store.put(tkey, *answered, C)
-            kept += len(answered[0])
+        kept = n + _keep_answered(answered, store, tkey, C, memory)
         b, n_batches = n // batch_size, (n_todo + batch_size - 1) // batch_size
         s, e = b * batch_size, min(n_todo, (b + 1) * batch_size)
         raise teacher_error(
@@ -222,6 +237,8 @@ def label_in_batches(
         for ident in getattr(teacher, "unsettled_identities", ()):  # answered whole already: nothing to settle
             found = _cached(store, identity_key(ident, classes), todo, C)
             if len(found) == len(todo):
+                teacher.settle_as(ident)
+                tkey = identity_key(teacher.identity, classes)
                 done.update(found)
                 todo = []
                 break
@@ -283,10 +300,7 @@ def label_in_batches(
                 out = teacher.label(batch)
             except Exception as exc:
                 answered = getattr(exc, "answered", None)  # (keys, output) the teacher got before failing
-                kept = s
-                if store is not None and answered is not None:
-                    store.put(tkey, *answered, C)
-                    kept += len(answered[0])
+                kept = s + _keep_answered(answered, store, tkey, C, memory)
                 raise teacher_error(
                     exc,
                     f"{name} raised {type(exc).__name__} on batch {b} of {n_batches} "

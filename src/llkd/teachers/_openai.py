@@ -694,10 +694,19 @@ class OpenAITeacher:
     def unsettled_identities(self) -> list:
         """The other identities :meth:`settle_identity` may still settle on: with
         ``logprobs="auto"`` before the first answer, the sampling one. A pool cached whole
-        under one of them is read without asking the server."""
+        under one of them is read without asking the server, and :meth:`settle_as` then
+        settles on it, so later answers are made the same way."""
         if self.logprobs == "auto" and self.mode_ is None:
             return [{**self.identity, "method": "sampling"}]
         return []
+
+    def settle_as(self, identity) -> None:
+        """Settle on ``identity``, one of :attr:`unsettled_identities`, without asking."""
+        if identity not in self.unsettled_identities:
+            raise ValueError("settle_as takes one of unsettled_identities")
+        with self._decide_lock:
+            self.mode_ = "sampling"
+            self.fallback_reason_ = "the answers cached for this pool were sampled"
 
     def settle_identity(self, texts) -> None:
         """Decide how answers are made before any is cached (``logprobs="auto"``).
