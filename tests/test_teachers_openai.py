@@ -385,3 +385,14 @@ def test_a_pickled_teacher_gets_its_own_connection_pool():
         u = pickle.loads(pickle.dumps(t))
         assert u._pool is not t._pool and not u._pool._idle
         u.label(["b"])
+
+
+def test_verbalizers_sharing_a_first_word_warn_in_log_probability_mode():
+    classes = ["World News", "World Sports", "Science"]
+    for logprobs in (True, "auto"):
+        with pytest.warns(UserWarning, match="'World News' .* and 'World Sports' .* start with the same word"):
+            OpenAITeacher("m", classes, base_url="http://127.0.0.1:9/v1", api_key_env=None, logprobs=logprobs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # sampling reads whole answers; distinct first words are fine
+        OpenAITeacher("m", classes, base_url="http://127.0.0.1:9/v1", api_key_env=None, logprobs=False)
+        OpenAITeacher("m", ["World", "Science"], base_url="http://127.0.0.1:9/v1", api_key_env=None)

@@ -376,3 +376,20 @@ def test_cache_and_pickle(tok, llama, tmp_path):
 def test_a_local_model_that_is_not_there_is_named(name):
     with pytest.raises(FileNotFoundError, match="no such file or folder"):
         TransformersTeacher(name, ["negative", "positive"])
+
+
+def test_a_verbalizer_that_is_a_token_prefix_of_another_class_warns(tok, llama):
+    classes = ["negative", "neutral", "positive"]
+    with pytest.warns(UserWarning, match="'not' of class 'neutral' is a token prefix of 'not bad' of class 'positive'"):
+        TransformersTeacher(
+            llama,
+            classes,
+            tokenizer=tok,
+            verbalizers={"negative": "bad", "neutral": "not", "positive": "not bad"},
+            **KW,
+        )
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a shared first word alone ("very bad", "very good") is fine
+        TransformersTeacher(llama, classes, tokenizer=tok, verbalizers=MULTI, **KW)

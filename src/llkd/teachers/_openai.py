@@ -378,6 +378,26 @@ def _norm(s: str) -> str:
     return s.strip().lower()
 
 
+def _warn_shared_first_words(classes, verbalizers) -> None:
+    """Warn where two classes' verbalizers start with the same word: log-probabilities are read
+    for the answer's first token only, which then names both."""
+    first: dict[str, tuple] = {}
+    for c, vs in zip(classes, verbalizers):
+        for v in vs:
+            w = _norm(v).split()[0]
+            c0, v0 = first.setdefault(w, (c, v))
+            if c0 != c:
+                warnings.warn(
+                    f"verbalizers {v0!r} (class {c0!r}) and {v!r} (class {c!r}) start with the same word; "
+                    "log-probabilities are read for the answer's first token only, which cannot tell these "
+                    "classes apart: give verbalizers whose first words differ, or use logprobs=False "
+                    "(sampling reads whole answers)",
+                    UserWarning,
+                    stacklevel=4,
+                )
+                return
+
+
 class OpenAITeacher:
     """Label texts with a model behind an OpenAI-compatible HTTP API.
 
@@ -594,6 +614,8 @@ class OpenAITeacher:
         self.answer_prefix = default["answer_prefix"]
         self.separator = default["separator"]
         self.verbalizers = self._check_verbalizers(verbalizers)
+        if logprobs is not False:
+            _warn_shared_first_words(self.classes, self.verbalizers)
         self.few_shot = []
         for i, item in enumerate(few_shot or []):
             text, lab = item

@@ -110,6 +110,23 @@ def _weights_fingerprint(model) -> str:
 # --------------------------------------------------------------------------- the teacher
 
 
+def _warn_prefix_verbalizers(classes, verbalizers, ids) -> None:
+    """Warn where one class's verbalizer is a token prefix of another class's: the shorter one
+    scores its first tokens only, which hold every continuation, so it always outscores the longer."""
+    flat = [(c, v, t) for c, vs, ts in zip(classes, verbalizers, ids) for v, t in zip(vs, ts)]
+    for c, v, t in flat:
+        for c2, v2, t2 in flat:
+            if c2 != c and len(t) < len(t2) and t2[: len(t)] == t:
+                warnings.warn(
+                    f"verbalizer {v!r} of class {c!r} is a token prefix of {v2!r} of class {c2!r}, so {v2!r} can "
+                    f"never outscore it and {c2!r} is predicted only through its other verbalizers; give "
+                    "verbalizers that differ within their own tokens (e.g. a different first word)",
+                    UserWarning,
+                    stacklevel=4,
+                )
+                return
+
+
 class TransformersTeacher:
     """Label texts with a Hugging Face causal language model.
 
@@ -367,6 +384,7 @@ class TransformersTeacher:
                 seen[key] = c
                 cls_ids.append(t)
             ids.append(cls_ids)
+        _warn_prefix_verbalizers(self.classes, self.verbalizers, ids)
         return ids
 
     def prompt_prefix(self) -> str:
