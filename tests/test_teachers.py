@@ -327,6 +327,17 @@ def test_label_only_answers_that_miss_the_last_class_are_read_back_from_the_cach
     assert old.get(key, texts[:2], n_classes=1) == {}
 
 
+def test_numbers_returned_for_numeric_class_names_are_refused_not_read_as_indices():
+    stars = [1, 2, 3, 4, 5]
+    teacher = CallableTeacher(lambda b: ([int(t[0]) for t in b], np.full(len(b), 0.9)), stars)
+    with pytest.raises(TeacherError, match="could be a name or an index; return the names as str"):
+        label_in_batches(teacher, ["1 star", "4 stars"])
+    named = CallableTeacher(lambda b: ([t[0] for t in b], np.full(len(b), 0.9)), [str(s) for s in stars])
+    assert label_in_batches(named, ["1 star", "4 stars"]).labels.tolist() == [0, 3]
+    indices = CallableTeacher(lambda b: ([1, 0], [0.9, 0.9]), [0, 1])  # names 0..C-1: a number is both
+    assert label_in_batches(indices, ["a", "b"]).labels.tolist() == [1, 0]
+
+
 def test_cache_default_path_under_llkd_home(tmp_path, monkeypatch):
     monkeypatch.setenv("LLKD_HOME", str(tmp_path / "home"))
     c = TeacherCache()

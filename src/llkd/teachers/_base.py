@@ -227,6 +227,15 @@ def check_classes(classes, name: str = "labels") -> list[str]:
     return out
 
 
+def _numeric_names(classes) -> bool:
+    """True where every class name is an integer but the names are not the indices 0..C-1:
+    then a returned number could be either."""
+    names = [str(c).strip() for c in classes]
+    if not all(n.lstrip("-").isdigit() for n in names):
+        return False
+    return sorted(int(n) for n in names) != list(range(len(names)))
+
+
 def _labels_to_index(labels, classes: Sequence[str], what: str) -> np.ndarray:
     """Class indices from ints or class names (mixed allowed); errors name the position."""
     arr = np.asarray(labels, dtype=object) if not isinstance(labels, np.ndarray) else labels
@@ -235,6 +244,7 @@ def _labels_to_index(labels, classes: Sequence[str], what: str) -> np.ndarray:
     C = len(classes)
     pos = {c: i for i, c in enumerate(classes)}
     out = np.empty(arr.shape[0], dtype=np.int64)
+    ambiguous = None
     for i, v in enumerate(arr.tolist()):
         if isinstance(v, (str, np.str_)) or (v in pos and not isinstance(v, (numbers.Number, bool))):
             if v not in pos:
@@ -250,6 +260,14 @@ def _labels_to_index(labels, classes: Sequence[str], what: str) -> np.ndarray:
         if not isinstance(v, numbers.Integral) and (not math.isfinite(v) or v != int(v)):
             raise ValueError(f"{what} returned a non-integer label {v!r} at position {i}")
         iv = int(v)
+        if ambiguous is None:
+            ambiguous = _numeric_names(classes)
+        if ambiguous:
+            raise ValueError(
+                f"{what} returned the number {v!r} at position {i}, but the class names are the numbers "
+                f"{list(classes)!r}, so it could be a name or an index; return the names as str "
+                f"(e.g. {str(classes[0])!r}), or a TeacherOutput of class indices"
+            )
         if not 0 <= iv < C:
             raise ValueError(f"{what} returned label {iv} at position {i}, outside the {C} classes (0..{C - 1})")
         out[i] = iv

@@ -22,7 +22,9 @@ class CallableTeacher:
         ``(n_texts, n_classes)`` probability array (label = argmax, confidence = max,
         ``proba`` kept), or a pair ``(labels, confidence)`` where ``labels`` are class
         indices or class names (then ``proba`` is None, and calibration leaves these
-        answers unchanged), or a :class:`TeacherOutput`.
+        answers unchanged), or a :class:`TeacherOutput`. Where the class names are
+        numbers other than ``0..n_classes-1`` (star ratings 1-5), a returned number
+        could be either, and is refused: return the names as str.
     labels : sequence of str
         The class names, in order.
     identity : str, dict or None
