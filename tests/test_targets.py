@@ -227,3 +227,22 @@ def test_a_teacher_error_pickles_so_a_worker_process_can_report_it(original):
     assert type(back) is type(err) and str(back) == str(err)
     assert (back.batch_index, back.start, back.stop, back.n_done) == (2, 32, 48, 32)
     assert isinstance(back, TeacherError) and (isinstance(back, type(original)) or type(back) is TeacherError)
+
+
+def test_the_teachers_own_batch_size_applies_unless_teacher_batch_size_is_given():
+    sizes = []
+
+    def fn(rows):
+        sizes.append(len(rows))
+        return np.c_[1 - (rows[:, 0] > 0), rows[:, 0] > 0] * 0.8 + 0.1
+
+    X = np.random.RandomState(0).randn(100, 4)
+    teacher = CallableTeacher(fn, ["a", "b"], batch_size=64)
+    LLKDClassifier(teacher, max_epochs=1, random_state=0).fit(X)
+    assert sizes == [64, 36]
+    sizes.clear()
+    LLKDClassifier(teacher, teacher_batch_size=30, max_epochs=1, random_state=0).fit(X + 1)
+    assert sizes == [30, 30, 30, 10]
+    sizes.clear()
+    LLKDClassifier(lambda rows: fn(rows), labels=["a", "b"], max_epochs=1, random_state=0).fit(X + 2)
+    assert sizes == [16] * 6 + [4]

@@ -139,7 +139,7 @@ class PoolLabeler:
         Inputs the teacher answered so far (answers remembered or cached are not counted).
     """
 
-    def __init__(self, X, y, *, teacher, labels=None, calibration="auto", batch_size=16, cache=None, progress=False):
+    def __init__(self, X, y, *, teacher, labels=None, calibration="auto", batch_size=None, cache=None, progress=False):
         from .teachers._base import split_calibration
         from .teachers._callable import as_teacher
 
@@ -175,7 +175,8 @@ class PoolLabeler:
         self._correction = None
         self._raw: dict = {}  # key -> the teacher's raw distribution, for refitting the correction
         self.calibration = calibration
-        self.batch_size, self.cache, self.progress = int(batch_size), cache, bool(progress)
+        self.batch_size = None if batch_size is None else int(batch_size)  # None: the teacher's own
+        self.cache, self.progress = cache, bool(progress)
         target_labels = np.full(n, -1, dtype=np.int64)
         confidence = np.zeros(n)
         is_gold = ~unl

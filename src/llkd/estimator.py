@@ -193,8 +193,9 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         with it, before any query.
     validation_fraction : float, default=0.1
     n_iter_no_change : int, default=5
-    teacher_batch_size : int, default=16
-        Texts per teacher call.
+    teacher_batch_size : int or None, default=None
+        Texts per teacher call. None takes the teacher's own ``batch_size`` where it has
+        one (``TransformersTeacher``'s texts per forward pass, say), else 16.
     teacher_cache : str, path or None, default=None
         SQLite file where teacher answers are written as each batch completes, so an
         interrupted fit resumes without paying again. Without it, answers are still
@@ -349,7 +350,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
-        "teacher_batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "teacher_batch_size": [Interval(numbers.Integral, 1, None, closed="left"), None],
         "teacher_cache": [None, str, os.PathLike],
         "teacher_budget": [
             None,
@@ -397,7 +398,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         early_stopping=False,
         validation_fraction=0.1,
         n_iter_no_change=5,
-        teacher_batch_size=16,
+        teacher_batch_size=None,
         teacher_cache=None,
         teacher_budget=None,
         acquisition="auto",
@@ -524,7 +525,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
             teacher=self.teacher,
             labels=self.labels,
             calibration=self.calibration,
-            batch_size=int(self.teacher_batch_size),
+            batch_size=None if self.teacher_batch_size is None else int(self.teacher_batch_size),
             cache=self.teacher_cache,
             progress=bool(self.verbose),
         )
