@@ -246,3 +246,39 @@ def test_the_teachers_own_batch_size_applies_unless_teacher_batch_size_is_given(
     sizes.clear()
     LLKDClassifier(lambda rows: fn(rows), labels=["a", "b"], max_epochs=1, random_state=0).fit(X + 2)
     assert sizes == [16] * 6 + [4]
+
+
+def test_answers_are_remembered_per_identity_and_survive_an_auto_teacher_settling():
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from _openai_server import FakeOpenAIServer
+
+    from llkd._targets import memory_for
+    from llkd.teachers import OpenAITeacher
+
+    texts = ["good film", "dull film", "great fun"]
+    with FakeOpenAIServer(logprobs=False) as srv:
+        t = OpenAITeacher("small", ["negative", "positive"], base_url=srv.url, api_key_env=None, n_samples=2)
+        with pytest.warns(UserWarning, match="self-consistency"):
+            label_in_batches(t, texts, memory=memory_for(t, t.classes))
+        assert t.mode_ == "sampling"  # settled: its identity now says so, and the memory still holds
+        n = len(srv.requests)
+        label_in_batches(t, texts, memory=memory_for(t, t.classes))
+        assert len(srv.requests) == n
+        t.model = "big"  # another model on the same object: a new question
+        label_in_batches(t, texts, memory=memory_for(t, t.classes))
+        assert {r["body"]["model"] for r in srv.requests[n:]} == {"big"}
+
+
+def test_answers_pickled_under_the_class_list_alone_are_still_read():
+    from llkd._targets import memory_for
+
+    teacher = CallableTeacher(lambda b: np.full((len(b), 2), 0.5), ["a", "b"], identity="v1")
+    clf = LLKDClassifier(teacher, max_epochs=1)
+    state = clf.__getstate__()
+    state["_teacher_answers_"] = {("a", "b"): {"old text": (1, 0.9, None)}}  # the format before this key
+    clone = LLKDClassifier.__new__(LLKDClassifier)
+    clone.__setstate__(state)
+    assert memory_for(clone.teacher, ["a", "b"]) == {"old text": (1, 0.9, None)}

@@ -2,8 +2,8 @@
 
 Gold labels in ``y`` win over the teacher (confidence 1). The teacher is asked only for
 the distinct inputs without a gold label, through
-:func:`~llkd.teachers.label_in_batches`; its answers are remembered per teacher object
-and class list (``memory_for``), so clones (``GridSearchCV`` folds) and a refit after a failure never pay
+:func:`~llkd.teachers.label_in_batches`; its answers are remembered per teacher object,
+class list and identity (``memory_for``), so clones (``GridSearchCV`` folds) and a refit after a failure never pay
 for them twice, and written to the durable cache when one is given. Calibration is the
 last step, over this fit's pool of distinct teacher-labelled inputs.
 """
@@ -35,18 +35,34 @@ class Targets:
 
 
 def memory_for(teacher, classes) -> dict | None:
-    """The answers remembered for this teacher object and class list (None: the teacher
-    cannot be weakly referenced).
+    """The answers remembered for this teacher object, class list and identity (None: the
+    teacher cannot be weakly referenced).
 
     The class names are part of the key, as in the durable cache's: a callable teacher
-    refitted with other ``labels`` (``set_params(labels=...)``) answers a new question.
+    refitted with other ``labels`` (``set_params(labels=...)``) answers a new question. So
+    is the identity: a teacher changed in place (another model, another prompt) does too.
     """
-    by_classes = remembered(teacher)
-    return None if by_classes is None else by_classes.setdefault(tuple(str(c) for c in classes), {})
+    by_key = remembered(teacher)
+    return None if by_key is None else by_key.setdefault(memory_key(teacher, classes), {})
+
+
+def memory_key(teacher, classes) -> tuple:
+    """``(class names, identity key or None)``. The ``"method"`` an ``"auto"`` OpenAITeacher
+    settles on with its first answer is left out: an object settles once, before it answers."""
+    from .teachers._base import identity_key
+
+    names = tuple(str(c) for c in classes)
+    ident = getattr(teacher, "identity", None)
+    if isinstance(ident, dict):
+        ident = {k: v for k, v in ident.items() if k != "method"}
+    try:
+        return (names, identity_key(ident, list(names)))
+    except (TypeError, ValueError):  # an identity that cannot be keyed: the object alone
+        return (names, None)
 
 
 def remembered(teacher) -> dict | None:
-    """Every answer remembered for this teacher object, ``{class names: {input key: answer}}``."""
+    """Every answer remembered for this teacher object, ``{memory_key: {input key: answer}}``."""
     try:
         return _MEMORY.setdefault(teacher, {})
     except TypeError:

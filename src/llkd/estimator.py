@@ -980,12 +980,14 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         answers = state.pop("_teacher_answers_", None)
         self.__dict__.update(state)
         if answers and self.teacher is not None:
-            from ._targets import remembered
+            from ._targets import memory_key, remembered
 
             memory = remembered(self.teacher)
             if memory is not None:
-                for classes, remembered_answers in answers.items():
-                    memory.setdefault(classes, {}).update(remembered_answers)
+                for key, remembered_answers in answers.items():
+                    if all(isinstance(c, str) for c in key):  # pickled before identities were in the key
+                        key = memory_key(self.teacher, key)
+                    memory.setdefault(key, {}).update(remembered_answers)
         if weights is not None:
             model = self._rebuild_model()
             model.load_state_dict(weights)
