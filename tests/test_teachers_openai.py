@@ -396,3 +396,15 @@ def test_verbalizers_sharing_a_first_word_warn_in_log_probability_mode():
         warnings.simplefilter("error")  # sampling reads whole answers; distinct first words are fine
         OpenAITeacher("m", classes, base_url="http://127.0.0.1:9/v1", api_key_env=None, logprobs=False)
         OpenAITeacher("m", ["World", "Science"], base_url="http://127.0.0.1:9/v1", api_key_env=None)
+
+
+def test_newsgroup_names_sharing_the_letters_before_a_dot_warn_in_log_probability_mode():
+    # "comp.graphics" and "comp.windows.x" differ as words, but a first answer token is "comp" for both
+    classes = ["comp.graphics", "comp.windows.x", "sci.space", "rec_autos", "rec-motorcycles"]
+    with pytest.warns(UserWarning, match=r"'comp.graphics' .* and 'comp.windows.x' .* same word \('comp'\)"):
+        OpenAITeacher("m", classes, base_url="http://127.0.0.1:9/v1", api_key_env=None, logprobs=True)
+    with pytest.warns(UserWarning, match=r"'rec_autos' .* and 'rec-motorcycles' .* same word \('rec'\)"):
+        OpenAITeacher("m", classes[2:], base_url="http://127.0.0.1:9/v1", api_key_env=None, logprobs=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        OpenAITeacher("m", ["sci.space", "science", "!?", "?!"], base_url="http://127.0.0.1:9/v1", api_key_env=None)

@@ -378,17 +378,27 @@ def _norm(s: str) -> str:
     return s.strip().lower()
 
 
+def _first_word(verbalizer: str) -> str:
+    """The leading run of letters and digits ("comp" of "comp.graphics"): tokenizers split there,
+    so a first answer token rarely reaches past it. A verbalizer without one: its first word."""
+    s = _norm(verbalizer)
+    m = re.match(r"[^\W_]+", s)
+    return m.group(0) if m else s.split()[0]
+
+
 def _warn_shared_first_words(classes, verbalizers) -> None:
-    """Warn where two classes' verbalizers start with the same word: log-probabilities are read
-    for the answer's first token only, which then names both."""
+    """Warn where two classes' verbalizers start with the same word (or the same run of letters
+    before a '.', '-' or '_'): log-probabilities are read for the answer's first token only,
+    which then names both."""
     first: dict[str, tuple] = {}
     for c, vs in zip(classes, verbalizers):
         for v in vs:
-            w = _norm(v).split()[0]
+            w = _first_word(v)
             c0, v0 = first.setdefault(w, (c, v))
             if c0 != c:
                 warnings.warn(
-                    f"verbalizers {v0!r} (class {c0!r}) and {v!r} (class {c!r}) start with the same word; "
+                    f"verbalizers {v0!r} (class {c0!r}) and {v!r} (class {c!r}) start with the same word "
+                    f"({w!r}); "
                     "log-probabilities are read for the answer's first token only, which cannot tell these "
                     "classes apart: give verbalizers whose first words differ, or use logprobs=False "
                     "(sampling reads whole answers)",
@@ -425,7 +435,10 @@ class OpenAITeacher:
     logprobs : {"auto", True, False}
         "auto": use log-probabilities, or sampling when the server gives none (decided
         once, at the first response, and kept); True: require them (a response without
-        them is retried, then an error); False: always sample.
+        them is retried, then an error); False: always sample. Log-probabilities are read
+        for the first answer token, so with True or "auto" a warning names two classes whose
+        verbalizers start with the same word or letters ("comp" of "comp.graphics" and
+        "comp.windows.x"): give such classes distinct verbalizers.
     top_logprobs : int
         Alternatives asked per answer token (OpenAI allows up to 20).
     n_samples, sample_temperature, smoothing : int, float, float
