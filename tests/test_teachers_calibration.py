@@ -1,5 +1,7 @@
 """Calibration: prior corrections, temperature scaling, metrics, wrappers."""
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -251,6 +253,90 @@ def test_adaptive_with_gold_labels_chooses_by_gold_likelihood():
     _, cal = calibrate(biased, "adaptive", y=yb_gold, return_calibrator=True)
     assert cal.prior_correction_.decision_["by"] == "gold_nll" and cal.temperature_ is not None
     assert cal.report_["calibrated"]["ece"] <= cal.report_["raw"]["ece"]
+
+
+def calibrated_weak_pool(n=4000, prior=0.1, d=1.0, seed=0):
+    """The exact posterior of a teacher that barely separates a rare class: calibrated by
+    construction, yet it almost never predicts the rare class (its argmax share is below 1 %)."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < prior).astype(int)
+    s = rng.normal(size=n) + d * y
+    logit = d * s - d * d / 2 + np.log(prior / (1 - prior))
+    p = 1 / (1 + np.exp(-logit))
+    return np.stack([1 - p, p], axis=1), y
+
+
+def test_adaptive_without_gold_takes_a_calibrated_weak_teacher_for_a_biased_one_and_the_fit_warns():
+    # The documented limit of "adaptive" (module docstring of llkd.teachers._calibration): from
+    # unlabeled answers alone a rare class the teacher cannot separate looks starved, as a biased
+    # teacher's does, so the correction moves half the pool to it. The fit says so, and 20 or more
+    # gold labels (their class shares, the teacher not asked about them), or calibration="none",
+    # keep the teacher as it is.
+    from llkd import LLKDClassifier
+
+    proba, y = calibrated_weak_pool()
+    assert (proba.argmax(1) == 1).mean() < 0.01 and abs(proba[:, 1].mean() - 0.1) < 0.01
+    pc = PriorCorrection("adaptive").fit(proba)
+    assert pc.decision_["choice"] == "center+em1"
+    assert _acc_f1(pc.transform(proba), y)[0] < _acc_f1(proba, y)[0] - 0.2  # what it costs
+    gold = np.full(len(y), -1)
+    gold[:200] = y[:200]
+    assert PriorCorrection("adaptive").fit(proba, gold).decision_["choice"] == "none"
+    shares = np.bincount(y[:200], minlength=2) / 200
+    pc = PriorCorrection("adaptive").fit(proba, class_shares=shares)
+    assert pc.decision_["by"] == "class_shares" and pc.decision_["choice"] == "none"
+
+    X = np.random.default_rng(1).normal(size=(len(y), 3))
+    table = {X[i].tobytes(): proba[i] for i in range(len(y))}
+
+    def teacher(rows):
+        return np.stack([table[np.ascontiguousarray(r).tobytes()] for r in rows])
+
+    kw = dict(labels=[0, 1], student="mlp", max_epochs=1, random_state=0)
+    with pytest.warns(UserWarning, match=r"moved predicted class shares .* 1 1% -> [4-6]\d%"):
+        clf = LLKDClassifier(teacher, **kw).fit(X)
+    assert (clf.teacher_labels_ == 1).mean() > 0.4
+    for cal, yy in (("none", None), ("auto", gold)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            clf = LLKDClassifier(teacher, calibration=cal, **kw).fit(X, yy)
+        asked = ~clf.is_gold_
+        assert asked.sum() == len(y) - (0 if yy is None else 200)  # answers come from memory
+        np.testing.assert_array_equal(clf.teacher_labels_[asked], proba[asked].argmax(1))
+    # 19 gold labels are too few a sample: the unsupervised choice, and the warning
+    few = np.where(np.arange(len(y)) < 19, y, -1)
+    with pytest.warns(UserWarning, match="moved predicted class shares"):
+        clf = LLKDClassifier(teacher, **kw).fit(X, few)
+    assert (clf.teacher_labels_[~clf.is_gold_] == 1).mean() > 0.4
+
+
+def test_gold_class_shares_still_let_adaptive_correct_a_biased_teacher():
+    from llkd import LLKDClassifier
+
+    proba, y = biased_pool(shift=5.0)  # says "positive" for nearly everything
+    shares = np.bincount(y[:50], minlength=2) / 50
+    pc = PriorCorrection("adaptive").fit(proba, class_shares=shares)
+    assert pc.decision_["by"] == "class_shares" and pc.decision_["choice"] != "none"
+    assert set(pc.decision_["shares_tv"]) == {"none", "center", "mean", "center+em1"}
+    assert _acc_f1(pc.transform(proba), y)[0] > 0.85
+    X = np.random.default_rng(2).normal(size=(len(y), 3))
+    table = {X[i].tobytes(): proba[i] for i in range(len(y))}
+    gold = np.where(np.arange(len(y)) < 50, y, -1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # the gold labels chose it: no warning
+        clf = LLKDClassifier(
+            lambda rows: np.stack([table[np.ascontiguousarray(r).tobytes()] for r in rows]),
+            labels=[0, 1],
+            student="mlp",
+            max_epochs=1,
+            random_state=0,
+        ).fit(X, gold)
+    asked = ~clf.is_gold_
+    assert (clf.teacher_labels_[asked] == y[asked]).mean() > 0.85
+    assert (proba[asked].argmax(1) == y[asked]).mean() < 0.65
+    for bad in ([0.5], [np.nan, 1.0], [-0.1, 1.1], [0.0, 0.0]):
+        with pytest.raises(ValueError, match="class_shares must be 2"):
+            PriorCorrection("adaptive").fit(proba, class_shares=bad)
 
 
 def test_adaptive_rejects_bad_gold_labels():

@@ -126,6 +126,11 @@ def classes_from_y(y_lab, labels) -> np.ndarray:
     return classes
 
 
+#: Gold labels from which their class shares guide the teacher's prior correction
+#: (``PriorCorrection.fit(class_shares=)``); fewer are too noisy a sample of the pool.
+MIN_GOLD_FOR_SHARES = 20
+
+
 class PoolLabeler:
     """The training targets of one fit, filled in by asking the teacher for parts of the pool.
 
@@ -166,6 +171,7 @@ class PoolLabeler:
         self.X = X
         self.n_queries = 0
         self.calibration_shares = None
+        self.calibration_n_gold = 0
         self.pool: dict[str, list[int]] = {}
         if teacher is None:
             if gold_y is None:
@@ -212,6 +218,13 @@ class PoolLabeler:
         for i in np.flatnonzero(~is_gold):
             self.pool.setdefault(input_key(X[i]), []).append(int(i))
         self.targets = Targets(target_labels, confidence, None, is_gold, 0)
+        # The gold rows' class shares tell the prior correction what the pool holds, at no query.
+        n_gold = self._n_gold = int((~unl).sum())
+        self._gold_shares = (
+            np.bincount(target_labels[~unl], minlength=len(self.classes)) / n_gold
+            if n_gold >= MIN_GOLD_FOR_SHARES
+            else None
+        )
 
     def inputs(self, keys):
         rows = [self.pool[k][0] for k in keys]
@@ -252,7 +265,10 @@ class PoolLabeler:
             fresh = set(keys)
             keys = keys + [k for k in self._raw if k not in fresh]
             raw = np.stack([self._raw[k] for k in keys])
-            self._correction = PriorCorrection(self.calibration).fit(raw)
+            self._correction = PriorCorrection(self.calibration).fit(raw, class_shares=self._gold_shares)
+            decision = self._correction.decision_ or {}
+            # gold labels back the correction only where they chose it
+            self.calibration_n_gold = self._n_gold if decision.get("by") == "class_shares" else 0
             proba = self._correction.transform(raw)
             labels, conf = proba.argmax(axis=1), proba.max(axis=1)
             self.calibration_shares = predicted_shares(raw, proba, [str(c) for c in self.classes])

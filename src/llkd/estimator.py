@@ -163,8 +163,10 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         training (see :func:`llkd.teachers.calibrate`). ``"auto"`` (the ``"adaptive"``
         correction) corrects the distribution only when the teacher almost never
         predicts a class that its own probabilities say occurs, so a good teacher on an
-        imbalanced pool is left as it is; ``"none"`` keeps the raw answers. What the
-        correction did is in ``calibration_shares_``.
+        imbalanced pool is left as it is; ``"none"`` keeps the raw answers. With 20 or
+        more gold labels in ``y`` (a random sample of the pool), their class shares choose
+        the correction instead (:class:`llkd.teachers.PriorCorrection`, ``class_shares``).
+        What the correction did is in ``calibration_shares_``.
     max_epochs : int or None, default=None
         Training epochs; ``None`` means 3 when fine-tuning and 10 for the MLP (chosen
         from the measurements in ``benchmarks/RESULTS.md``, section study_selection).
@@ -289,7 +291,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         correction (:func:`llkd.teachers.predicted_shares`: ``raw``, ``corrected``,
         ``max_shift``, ``max_shift_class``); None when the teacher gives no distribution.
         A ``UserWarning`` is given when the correction moved a share by more than 15
-        points and no gold labels were passed.
+        points and gold labels did not choose it (fewer than 20 were passed).
     class_weight_ : ndarray of shape (n_classes,) or None
         The per-class loss weights of the last epoch (None: no class weights). Not
         kept by ``save``/``load``; the model card records the setting used.
@@ -570,7 +572,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         if labeler.calibration_shares is not None:
             from .teachers import share_shift_warning
 
-            msg = share_shift_warning(labeler.calibration_shares, n_gold=int(targets.is_gold.sum()))
+            msg = share_shift_warning(labeler.calibration_shares, n_gold=labeler.calibration_n_gold)
             if msg:
                 warnings.warn(msg, UserWarning, stacklevel=2)
         self.fit_seconds_ = time.perf_counter() - started

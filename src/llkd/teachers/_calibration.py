@@ -38,10 +38,19 @@ review while its scores still rank reviews well. Two corrections, applied in thi
      EM run to convergence shows on under-confident teachers. With gold labels
      (``fit(proba, y)``, -1 = unknown), it picks among none, center, mean and the above
      the one with the lowest gold negative log-likelihood after a fitted temperature.
-     ``decision_`` records the choice and the starved ratio. Limit: a moderate bias
-     that starves no class (a teacher that says "positive" for 87 % of a balanced pool
-     while its mean probability says 82 %) is not detected and not corrected; give a
-     few gold labels, or choose the method, when the teacher is known to be biased.
+     Without them but with the pool's class shares known (``fit(proba,
+     class_shares=...)``: the estimator passes the shares of its gold labels, 20 or
+     more, which the teacher is not asked about), it picks among the same candidates
+     the one whose predicted shares are closest to those. ``decision_`` records the
+     choice and the starved ratio. Limits, without gold labels: a moderate bias that
+     starves no class (a teacher that says "positive" for 87 % of a balanced pool
+     while its mean probability says 82 %) is not detected and not corrected; and a
+     calibrated teacher that cannot separate a rare class (it gives the class its true
+     10 % of probability but almost never the argmax) looks starved, exactly as a
+     biased one does, and is corrected: from unlabeled answers alone the two cannot be
+     told apart. Give 20 or more gold labels (a random sample of the pool), or choose the
+     method, when either is suspected; the estimator warns when a correction without
+     gold labels moves a class share by more than 15 points.
    - ``"none"``: no change.
 
    ``"auto"`` is ``DEFAULT_PRIOR_METHOD``. Measured in ``benchmarks/RESULTS.md`` (section
@@ -264,7 +273,8 @@ def share_shift_warning(shares: dict, *, n_gold: int = 0, threshold: float = SHA
     return (
         f"the prior correction moved predicted class shares by more than {threshold:.0%} without gold "
         f"labels to back it ({what}); if the pool's true shares are known to be closer to the raw "
-        "ones, use calibration='none', or give a few gold labels"
+        "ones, use calibration='none', or give 20 or more gold labels (a random sample of the pool): "
+        "their class shares then choose the correction"
     )
 
 
@@ -317,7 +327,7 @@ def _gold_nll(L: np.ndarray, b: np.ndarray, y: np.ndarray) -> float:
     return float(-_log(q[np.arange(m.sum()), y[m]]).mean())
 
 
-def _adaptive_bias(proba: np.ndarray, gold) -> tuple[np.ndarray, dict]:
+def _adaptive_bias(proba: np.ndarray, gold, shares=None) -> tuple[np.ndarray, dict]:
     """The offsets of ``method="adaptive"`` and what decided them (module docstring)."""
     L = _log(proba)
     b_mean = -np.log(np.maximum(proba.mean(axis=0), _FLOOR))
@@ -327,11 +337,16 @@ def _adaptive_bias(proba: np.ndarray, gold) -> tuple[np.ndarray, dict]:
     base = "center" if proba.shape[1] == 2 else "mean"
     name = f"{base}+em1"
     candidates = {"none": np.zeros(proba.shape[1]), name: _one_em_step(L, b_center if base == "center" else b_mean)}
-    if gold is None:
+    if gold is None and shares is None:
         choice = name if ratio < _STARVED_RATIO else "none"
         return candidates[choice], {"choice": choice, "starved_ratio": ratio, "by": "starved_ratio"}
     candidates["center"] = b_center
     candidates["mean"] = b_mean
+    if gold is None:
+        C = proba.shape[1]
+        tv = {k: float(0.5 * np.abs(_shares((L + v).argmax(axis=1), C) - shares).sum()) for k, v in candidates.items()}
+        choice = min(tv, key=tv.get)
+        return candidates[choice], {"choice": choice, "starved_ratio": ratio, "by": "class_shares", "shares_tv": tv}
     nll = {k: _gold_nll(L, v, gold) for k, v in candidates.items()}
     choice = min(nll, key=nll.get)
     return candidates[choice], {
@@ -357,11 +372,17 @@ class PriorCorrection:
         self.max_iter = max_iter
         self.tol = tol
 
-    def fit(self, proba, y=None) -> PriorCorrection:
+    def fit(self, proba, y=None, *, class_shares=None) -> PriorCorrection:
         """Fit the offsets on a pool ``proba`` (N, C).
 
         ``y`` (optional, class indices, -1 = unknown) is used by ``"adaptive"`` only:
         with gold labels it chooses among its candidate corrections by their gold NLL.
+
+        ``class_shares`` (optional, (C,), used by ``"adaptive"`` only, when ``y`` has no
+        gold label): the pool's class shares as known from elsewhere, e.g. gold labels of
+        other rows of the same pool, which the teacher was not asked about. The correction
+        is then the candidate (none, center, mean, or the unsupervised choice's) whose
+        predicted (argmax) shares are closest to them in total variation.
         """
         proba = _check_proba(proba, "proba")
         if proba.shape[0] == 0:
@@ -369,12 +390,18 @@ class PriorCorrection:
         C = proba.shape[1]
         method = _resolve_method(self.method)
         gold = _check_gold(y, proba) if y is not None and method == "adaptive" else None
+        shares = None
+        if class_shares is not None:
+            shares = np.asarray(class_shares, dtype=np.float64)
+            if shares.shape != (C,) or not np.isfinite(shares).all() or (shares < 0).any() or shares.sum() <= 0:
+                raise ValueError(f"class_shares must be {C} non-negative finite shares, got {class_shares!r}")
+            shares = shares / shares.sum()
         L = _log(proba)
         b = np.zeros(C)
         n_iter = 0
         self.decision_ = None
         if method == "adaptive":
-            b, self.decision_ = _adaptive_bias(proba, gold)
+            b, self.decision_ = _adaptive_bias(proba, gold, shares)
             n_iter = 1
         elif method == "center":
             b = -L.mean(axis=0)
