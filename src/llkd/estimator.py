@@ -164,8 +164,8 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         correction) corrects the distribution only when the teacher almost never
         predicts a class that its own probabilities say occurs, so a good teacher on an
         imbalanced pool is left as it is; ``"none"`` keeps the raw answers. With 20 or
-        more gold labels in ``y`` (a random sample of the pool), their class shares choose
-        the correction instead (:class:`llkd.teachers.PriorCorrection`, ``class_shares``).
+        more gold labels in ``y`` (a random sample of the pool), their class shares can
+        veto that correction (:class:`llkd.teachers.PriorCorrection`, ``class_shares``).
         What the correction did is in ``calibration_shares_``.
     max_epochs : int or None, default=None
         Training epochs; ``None`` means 3 when fine-tuning and 10 for the MLP (chosen
@@ -291,7 +291,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         correction (:func:`llkd.teachers.predicted_shares`: ``raw``, ``corrected``,
         ``max_shift``, ``max_shift_class``); None when the teacher gives no distribution.
         A ``UserWarning`` is given when the correction moved a share by more than 15
-        points and gold labels did not choose it (fewer than 20 were passed).
+        points and gold labels did not back it (fewer than 20 were passed).
     class_weight_ : ndarray of shape (n_classes,) or None
         The per-class loss weights of the last epoch (None: no class weights). Not
         kept by ``save``/``load``; the model card records the setting used.

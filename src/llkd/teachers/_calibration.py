@@ -40,17 +40,20 @@ review while its scores still rank reviews well. Two corrections, applied in thi
      the one with the lowest gold negative log-likelihood after a fitted temperature.
      Without them but with the pool's class shares known (``fit(proba,
      class_shares=...)``: the estimator passes the shares of its gold labels, 20 or
-     more, which the teacher is not asked about), it picks among the same candidates
-     the one whose predicted shares are closest to those. ``decision_`` records the
-     choice and the starved ratio. Limits, without gold labels: a moderate bias that
-     starves no class (a teacher that says "positive" for 87 % of a balanced pool
-     while its mean probability says 82 %) is not detected and not corrected; and a
-     calibrated teacher that cannot separate a rare class (it gives the class its true
-     10 % of probability but almost never the argmax) looks starved, exactly as a
-     biased one does, and is corrected: from unlabeled answers alone the two cannot be
-     told apart. Give 20 or more gold labels (a random sample of the pool), or choose the
-     method, when either is suspected; the estimator warns when a correction without
-     gold labels moves a class share by more than 15 points.
+     more, which the teacher is not asked about), a correction the starved test calls
+     for is kept only if its predicted (argmax) shares are closer to those than the raw
+     teacher's. The shares can only veto: gold rows picked per class rather than at
+     random would otherwise pull a good teacher on an imbalanced pool towards their
+     own balance. ``decision_`` records the choice and the starved ratio. Limits,
+     without gold labels: a moderate bias that starves no class (a teacher that says
+     "positive" for 87 % of a balanced pool while its mean probability says 82 %) is not
+     detected and not corrected; and a calibrated teacher that cannot separate a rare
+     class (it gives the class its true 10 % of probability but almost never the argmax)
+     looks starved, exactly as a biased one does, and is corrected: from unlabeled
+     answers alone the two cannot be told apart. Give 20 or more gold labels (a random
+     sample of the pool), or choose the method, when either is suspected; the estimator
+     warns when a correction without gold labels moves a class share by more than 15
+     points.
    - ``"none"``: no change.
 
    ``"auto"`` is ``DEFAULT_PRIOR_METHOD``. Measured in ``benchmarks/RESULTS.md`` (section
@@ -274,7 +277,7 @@ def share_shift_warning(shares: dict, *, n_gold: int = 0, threshold: float = SHA
         f"the prior correction moved predicted class shares by more than {threshold:.0%} without gold "
         f"labels to back it ({what}); if the pool's true shares are known to be closer to the raw "
         "ones, use calibration='none', or give 20 or more gold labels (a random sample of the pool): "
-        "their class shares then choose the correction"
+        "their class shares then decide whether it is kept"
     )
 
 
@@ -337,16 +340,18 @@ def _adaptive_bias(proba: np.ndarray, gold, shares=None) -> tuple[np.ndarray, di
     base = "center" if proba.shape[1] == 2 else "mean"
     name = f"{base}+em1"
     candidates = {"none": np.zeros(proba.shape[1]), name: _one_em_step(L, b_center if base == "center" else b_mean)}
-    if gold is None and shares is None:
-        choice = name if ratio < _STARVED_RATIO else "none"
-        return candidates[choice], {"choice": choice, "starved_ratio": ratio, "by": "starved_ratio"}
-    candidates["center"] = b_center
-    candidates["mean"] = b_mean
     if gold is None:
+        choice = name if ratio < _STARVED_RATIO else "none"
+        if shares is None or choice == "none":
+            return candidates[choice], {"choice": choice, "starved_ratio": ratio, "by": "starved_ratio"}
+        # the shares may only veto the correction: gold rows picked per class (not at random)
+        # would otherwise pull a good teacher on an imbalanced pool towards their own balance
         C = proba.shape[1]
         tv = {k: float(0.5 * np.abs(_shares((L + v).argmax(axis=1), C) - shares).sum()) for k, v in candidates.items()}
         choice = min(tv, key=tv.get)
         return candidates[choice], {"choice": choice, "starved_ratio": ratio, "by": "class_shares", "shares_tv": tv}
+    candidates["center"] = b_center
+    candidates["mean"] = b_mean
     nll = {k: _gold_nll(L, v, gold) for k, v in candidates.items()}
     choice = min(nll, key=nll.get)
     return candidates[choice], {
@@ -380,9 +385,9 @@ class PriorCorrection:
 
         ``class_shares`` (optional, (C,), used by ``"adaptive"`` only, when ``y`` has no
         gold label): the pool's class shares as known from elsewhere, e.g. gold labels of
-        other rows of the same pool, which the teacher was not asked about. The correction
-        is then the candidate (none, center, mean, or the unsupervised choice's) whose
-        predicted (argmax) shares are closest to them in total variation.
+        other rows of the same pool, which the teacher was not asked about. A correction
+        the starved test calls for is then kept only when its predicted (argmax) shares
+        are closer to them in total variation than the raw teacher's.
         """
         proba = _check_proba(proba, "proba")
         if proba.shape[0] == 0:
