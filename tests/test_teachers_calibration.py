@@ -266,13 +266,26 @@ def calibrated_weak_pool(n=4000, prior=0.1, d=1.0, seed=0):
     return np.stack([1 - p, p], axis=1), y
 
 
+def table_fit(proba, y=None, seed=0, **params):
+    """The MLP student fitted on random features whose teacher answers are the rows of ``proba``."""
+    from llkd import LLKDClassifier
+
+    X = np.random.default_rng(seed).normal(size=(len(proba), 3))
+    table = {X[i].tobytes(): proba[i] for i in range(len(proba))}
+
+    def teacher(rows):
+        return np.stack([table[np.ascontiguousarray(r).tobytes()] for r in rows])
+
+    kw = dict(labels=[0, 1], student="mlp", max_epochs=1, random_state=0) | params
+    return LLKDClassifier(teacher, **kw).fit(X, y)
+
+
 def test_adaptive_without_gold_takes_a_calibrated_weak_teacher_for_a_biased_one_and_the_fit_warns():
     # The documented limit of "adaptive" (module docstring of llkd.teachers._calibration): from
     # unlabeled answers alone a rare class the teacher cannot separate looks starved, as a biased
     # teacher's does, so the correction moves half the pool to it. The fit says so, and 20 or more
     # gold labels (their class shares, the teacher not asked about them), or calibration="none",
     # keep the teacher as it is.
-    from llkd import LLKDClassifier
 
     proba, y = calibrated_weak_pool()
     assert (proba.argmax(1) == 1).mean() < 0.01 and abs(proba[:, 1].mean() - 0.1) < 0.01
@@ -286,32 +299,24 @@ def test_adaptive_without_gold_takes_a_calibrated_weak_teacher_for_a_biased_one_
     pc = PriorCorrection("adaptive").fit(proba, class_shares=shares)
     assert pc.decision_["by"] == "class_shares" and pc.decision_["choice"] == "none"
 
-    X = np.random.default_rng(1).normal(size=(len(y), 3))
-    table = {X[i].tobytes(): proba[i] for i in range(len(y))}
-
-    def teacher(rows):
-        return np.stack([table[np.ascontiguousarray(r).tobytes()] for r in rows])
-
-    kw = dict(labels=[0, 1], student="mlp", max_epochs=1, random_state=0)
     with pytest.warns(UserWarning, match=r"moved predicted class shares .* 1 1% -> [4-6]\d%"):
-        clf = LLKDClassifier(teacher, **kw).fit(X)
+        clf = table_fit(proba)
     assert (clf.teacher_labels_ == 1).mean() > 0.4
     for cal, yy in (("none", None), ("auto", gold)):
         with warnings.catch_warnings():
             warnings.simplefilter("error", UserWarning)
-            clf = LLKDClassifier(teacher, calibration=cal, **kw).fit(X, yy)
+            clf = table_fit(proba, yy, calibration=cal)
         asked = ~clf.is_gold_
-        assert asked.sum() == len(y) - (0 if yy is None else 200)  # answers come from memory
+        assert clf.n_teacher_queries_ == asked.sum() == len(y) - (0 if yy is None else 200)
         np.testing.assert_array_equal(clf.teacher_labels_[asked], proba[asked].argmax(1))
     # 19 gold labels are too few a sample: the unsupervised choice, and the warning
     few = np.where(np.arange(len(y)) < 19, y, -1)
     with pytest.warns(UserWarning, match="moved predicted class shares"):
-        clf = LLKDClassifier(teacher, **kw).fit(X, few)
+        clf = table_fit(proba, few)
     assert (clf.teacher_labels_[~clf.is_gold_] == 1).mean() > 0.4
 
 
 def test_gold_class_shares_still_let_adaptive_correct_a_biased_teacher():
-    from llkd import LLKDClassifier
 
     proba, y = biased_pool(shift=5.0)  # says "positive" for nearly everything
     shares = np.bincount(y[:50], minlength=2) / 50
@@ -319,18 +324,10 @@ def test_gold_class_shares_still_let_adaptive_correct_a_biased_teacher():
     assert pc.decision_["by"] == "class_shares" and pc.decision_["choice"] != "none"
     assert set(pc.decision_["shares_tv"]) == {"none", "center+em1"}
     assert _acc_f1(pc.transform(proba), y)[0] > 0.85
-    X = np.random.default_rng(2).normal(size=(len(y), 3))
-    table = {X[i].tobytes(): proba[i] for i in range(len(y))}
     gold = np.where(np.arange(len(y)) < 50, y, -1)
     with warnings.catch_warnings():
-        warnings.simplefilter("error", UserWarning)  # the gold labels chose it: no warning
-        clf = LLKDClassifier(
-            lambda rows: np.stack([table[np.ascontiguousarray(r).tobytes()] for r in rows]),
-            labels=[0, 1],
-            student="mlp",
-            max_epochs=1,
-            random_state=0,
-        ).fit(X, gold)
+        warnings.simplefilter("error", UserWarning)  # the gold labels backed it: no warning
+        clf = table_fit(proba, gold)
     asked = ~clf.is_gold_
     assert (clf.teacher_labels_[asked] == y[asked]).mean() > 0.85
     assert (proba[asked].argmax(1) == y[asked]).mean() < 0.65
@@ -396,7 +393,6 @@ def test_gold_picked_per_class_cannot_pull_a_good_teacher_on_an_imbalanced_pool_
     # 15 gold rows of each class (hand-picked, not a random sample) on a 90/10 pool: their 50/50
     # shares would make centring look right. The shares may only veto a correction the starved
     # test calls for, and a good teacher starves nothing, so it is left as it is.
-    from llkd import LLKDClassifier
 
     proba, y = calibrated_weak_pool(d=3.0)  # separates the rare class well
     assert (proba.argmax(1) == y).mean() > 0.95
@@ -406,16 +402,8 @@ def test_gold_picked_per_class_cannot_pull_a_good_teacher_on_an_imbalanced_pool_
     assert pc.decision_["choice"] == "none" and pc.decision_["by"] == "starved_ratio"
     assert PriorCorrection("center").fit(proba).transform(proba).argmax(1).mean() > 0.2  # what centring does
 
-    X = np.random.default_rng(3).normal(size=(len(y), 3))
-    table = {X[i].tobytes(): proba[i] for i in range(len(y))}
     gold = np.full(len(y), -1)
     gold[per_class] = y[per_class]
-    clf = LLKDClassifier(
-        lambda rows: np.stack([table[np.ascontiguousarray(r).tobytes()] for r in rows]),
-        labels=[0, 1],
-        student="mlp",
-        max_epochs=1,
-        random_state=0,
-    ).fit(X, gold)
+    clf = table_fit(proba, gold)
     asked = ~clf.is_gold_
     np.testing.assert_array_equal(clf.teacher_labels_[asked], proba[asked].argmax(1))
