@@ -7,6 +7,7 @@ pandas (see test_the_commands_work_without_pandas).
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -160,6 +161,7 @@ def test_distill_then_predict_end_to_end(tiny_encoder_dir, tmp_path, capsys):
     n_distinct = len(set(texts))
     assert f"240 texts, {n_distinct} new teacher answers" in first
     assert "240 texts, 0 new teacher answers" in second
+    assert re.search(r"after calibration \(auto: (none|center\+em1), by starved ratio\)", first), first
     assert "model saved to" in second and (model_dir / "config.json").is_file()
     from llkd import LLKDClassifier
 

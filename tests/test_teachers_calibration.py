@@ -302,10 +302,18 @@ def test_adaptive_without_gold_takes_a_calibrated_weak_teacher_for_a_biased_one_
     with pytest.warns(UserWarning, match=r"moved predicted class shares .* 1 1% -> [4-6]\d%"):
         clf = table_fit(proba)
     assert (clf.teacher_labels_ == 1).mean() > 0.4
+    assert clf.calibration_shares_["decision"] | {"starved_ratio": 0} == {
+        "choice": "center+em1",
+        "by": "starved_ratio",
+        "starved_ratio": 0,
+    }
     for cal, yy in (("none", None), ("auto", gold)):
         with warnings.catch_warnings():
             warnings.simplefilter("error", UserWarning)
             clf = table_fit(proba, yy, calibration=cal)
+        if cal == "auto":
+            assert clf.calibration_shares_["decision"]["by"] == "class_shares"
+            assert clf.calibration_shares_["decision"]["choice"] == "none"
         asked = ~clf.is_gold_
         assert clf.n_teacher_queries_ == asked.sum() == len(y) - (0 if yy is None else 200)
         np.testing.assert_array_equal(clf.teacher_labels_[asked], proba[asked].argmax(1))

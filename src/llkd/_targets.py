@@ -272,6 +272,8 @@ class PoolLabeler:
             proba = self._correction.transform(raw)
             labels, conf = proba.argmax(axis=1), proba.max(axis=1)
             self.calibration_shares = predicted_shares(raw, proba, [str(c) for c in self.classes])
+            if self._correction.decision_ is not None:
+                self.calibration_shares["decision"] = dict(self._correction.decision_)
         t = self.targets
         if proba is None:
             self._hard_only = True  # distributions only when every answer has one

@@ -524,7 +524,10 @@ def distill(args) -> None:
     if shares is not None:
         raw = ", ".join(f"{k} {v:.2f}" for k, v in shares["raw"].items())
         cal = ", ".join(f"{k} {v:.2f}" for k, v in shares["corrected"].items())
-        print(f"teacher class shares: raw {raw}; after calibration ({clf.calibration}) {cal}")
+        how = clf.calibration
+        if "decision" in shares:
+            how += f": {shares['decision']['choice']}, by {shares['decision']['by'].replace('_', ' ')}"
+        print(f"teacher class shares: raw {raw}; after calibration ({how}) {cal}")
     print(
         f"student ({clf._kind_}) trained for {clf.n_iter_} epoch(s) in {clf.fit_seconds_:.0f} s on "
         f"{100 * per_step:.1f} % of the samples per step; model saved to {args.out}"

@@ -289,7 +289,10 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
     calibration_shares_ : dict or None
         The teacher's predicted class shares over the pool before and after the prior
         correction (:func:`llkd.teachers.predicted_shares`: ``raw``, ``corrected``,
-        ``max_shift``, ``max_shift_class``); None when the teacher gives no distribution.
+        ``max_shift``, ``max_shift_class``), and for the adaptive correction its
+        ``decision``: ``choice`` (the correction applied), ``by`` (``"starved_ratio"`` or
+        ``"class_shares"``: what decided it) and ``starved_ratio``; None when the teacher
+        gives no distribution.
         A ``UserWarning`` is given when the correction moved a share by more than 15
         points and gold labels did not back it (fewer than 20 were passed).
     class_weight_ : ndarray of shape (n_classes,) or None
