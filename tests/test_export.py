@@ -47,6 +47,28 @@ def _pipeline_proba(path, texts):
     return np.array([[{d["label"]: d["score"] for d in row}[c] for c in LABELS] for row in out])
 
 
+def test_hf_export_refuses_a_load_without_trust_remote_code_instead_of_answering_with_random_weights(
+    finetuned, tmp_path
+):
+    from transformers import pipeline
+
+    path = finetuned.export(tmp_path / "hf")
+    with pytest.raises(ValueError, match="trust_remote_code=True"):
+        pipeline("text-classification", model=str(path), device="cpu")
+    assert json.loads((path / "config.json").read_text())["model_type"] == "llkd_student"
+
+
+@pytest.mark.parametrize("student", ["finetuned", "frozen_mlp"])
+def test_hf_export_cuts_long_texts_where_the_student_did_without_truncation_true(student, tmp_path, request):
+    from transformers import pipeline
+
+    clf = request.getfixturevalue(student)
+    long = ["bad " + "the " * 300 + "good", "good movie", "the film " * 7 + "was good"]
+    pipe = pipeline("text-classification", model=str(clf.export(tmp_path / "hf")), trust_remote_code=True, top_k=None)
+    got = np.array([[{d["label"]: d["score"] for d in row}[c] for c in LABELS] for row in pipe(long)])
+    np.testing.assert_allclose(got, clf.predict_proba(long), atol=1e-5)
+
+
 @pytest.mark.parametrize("student", ["finetuned", "frozen_mlp"])
 def test_hf_export_gives_the_students_predictions_in_a_transformers_pipeline(student, texts, tmp_path, request):
     clf = request.getfixturevalue(student)

@@ -20,6 +20,7 @@ from . import students
 
 FORMATS = ("hf", "onnx")
 ONNX_CONFIG, ONNX_MODEL, ONNX_INT8 = "llkd_onnx.json", "model.onnx", "model.int8.onnx"
+EXPORT_MODEL_TYPE = "llkd_student"  # the model_type of an hf export; modeling_llkd.py names it too
 
 
 class TextStudent(nn.Module):
@@ -191,13 +192,22 @@ def _export_hf(est, path: Path, module: TextStudent, tokenizer, max_length: int,
     config = module.encoder.config.__class__.from_dict(module.encoder.config.to_dict())
     classes = [str(c) for c in est.classes_]
     config.architectures = ["LLKDStudentForSequenceClassification"]
-    config.auto_map = {"AutoModelForSequenceClassification": "modeling_llkd.LLKDStudentForSequenceClassification"}
+    config.auto_map = {
+        "AutoConfig": "modeling_llkd.LLKDStudentConfig",
+        "AutoModelForSequenceClassification": "modeling_llkd.LLKDStudentForSequenceClassification",
+    }
     config.id2label = dict(enumerate(classes))
     config.label2id = {c: i for i, c in enumerate(classes)}
     config.llkd_head = spec
     config.llkd_normalize = bool(module.normalize)
     config.llkd_max_length = int(max_length)
+    ids = tokenizer("a")["input_ids"]
+    config.llkd_end_token = bool(ids) and ids[-1] in set(tokenizer.all_special_ids)
     config.save_pretrained(str(path))
+    # our own model_type: without trust_remote_code transformers would build its own head, with random weights
+    saved = json.loads((path / "config.json").read_text())
+    saved["model_type"] = EXPORT_MODEL_TYPE
+    (path / "config.json").write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")
     head = {("head." + k): v for k, v in module.head.state_dict().items()}
     weights = {("encoder." + k): v for k, v in module.encoder.state_dict().items()} | head
     save_file({k: v.detach().contiguous() for k, v in weights.items()}, str(path / "model.safetensors"))
