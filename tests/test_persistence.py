@@ -107,6 +107,9 @@ def test_a_text_model_saves_its_path_encoder_and_loads_without_the_original(tiny
     loaded = LLKDClassifier.load(moved)
     assert Path(loaded.encoder).resolve() == (Path(moved) / "encoder").resolve()
     np.testing.assert_allclose(loaded.predict_proba(texts[:10]), proba, atol=1e-5)
+    loaded.save(moved)  # back into the folder its encoder is read from
+    np.testing.assert_allclose(LLKDClassifier.load(moved).predict_proba(texts[:10]), proba, atol=1e-5)
+    assert sorted(p.name for p in Path(moved).iterdir() if "encoder" in p.name) == ["encoder"]
 
 
 def test_a_packaged_encoder_is_saved_by_name(tmp_path):

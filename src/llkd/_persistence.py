@@ -290,12 +290,25 @@ def _write_encoder(path: Path, source):
     if isinstance(source, str) and source in PACKAGED_ENCODERS:
         return {"packaged": source}
     target = path / ENCODER_DIR
-    if target.exists():
-        shutil.rmtree(target)
-    if isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
-        shutil.copytree(source, target)
+    is_folder = isinstance(source, (str, os.PathLike)) and os.path.isdir(source)
+    if is_folder and target.is_dir() and os.path.samefile(source, target):
+        return {"directory": ENCODER_DIR}  # a loaded model saved back into its own folder
+    fresh = path / (ENCODER_DIR + ".tmp")
+    if fresh.exists():
+        shutil.rmtree(fresh)
+    if is_folder:
+        shutil.copytree(source, fresh)
     else:
-        source.save(str(target))
+        source.save(str(fresh))
+    if target.exists():  # swapped only once the new copy is whole
+        stale = path / (ENCODER_DIR + ".old")
+        if stale.exists():
+            shutil.rmtree(stale)
+        os.replace(target, stale)
+        os.replace(fresh, target)
+        shutil.rmtree(stale)
+    else:
+        os.replace(fresh, target)
     return {"directory": ENCODER_DIR}
 
 
