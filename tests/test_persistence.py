@@ -219,3 +219,30 @@ def test_predicting_with_an_encoder_of_another_width_names_the_widths(tiny_encod
     loaded = LLKDClassifier.load(saved, encoder=wide)
     with pytest.raises(ValueError, match="the encoder gives 7 features per text, but this student was trained on 32"):
         loaded.predict(texts[:3])
+
+
+def test_a_fine_tuned_model_whose_weights_overflow_refuses_to_predict_instead_of_answering_nan(
+    tiny_encoder_dir, tmp_path
+):
+    from safetensors.torch import load_file, save_file
+    from test_estimator_text import keyword_teacher, make_texts
+
+    texts, _ = make_texts(40, 0)
+    clf = LLKDClassifier(
+        keyword_teacher,
+        labels=["negative", "positive"],
+        student="finetune",
+        encoder=tiny_encoder_dir,
+        max_epochs=1,
+        max_length=12,
+        random_state=0,
+        calibration="none",
+    ).fit(texts)
+    clf.save(tmp_path / "saved")
+    weights = load_file(str(tmp_path / "saved" / "model.safetensors"))
+    weights["head.weight"].fill_(3e38)  # finite, so load() accepts it; the logits are not
+    save_file(weights, str(tmp_path / "saved" / "model.safetensors"))
+    loaded = LLKDClassifier.load(tmp_path / "saved")
+    for method in (loaded.predict, loaded.predict_proba, loaded.decision_function):
+        with pytest.raises(ValueError, match=r"NaN or infinite for 3 row\(s\) of X.*weights overflow"):
+            method(texts[:3])

@@ -113,17 +113,21 @@ def check_embeddings(embeddings: np.ndarray, name: str = "X") -> np.ndarray:
     return embeddings
 
 
-def check_outputs(logits, name: str = "X") -> None:
-    """Refuse non-finite student outputs (features finite but too large for the weights)."""
+def check_outputs(logits, name: str = "X", *, texts: bool = False) -> None:
+    """Refuse non-finite student outputs: finite features too large for the weights, or broken weights."""
     import torch
 
     bad = ~torch.isfinite(logits).all(dim=1)
     if bool(bad.any()):
         i = int(torch.nonzero(bad)[0, 0])
+        why = (
+            "the student's weights overflow on them (a model whose saved weights were altered, or a diverged fit)"
+            if texts
+            else "its values are too large in magnitude for the student; scale the features"
+        )
         raise ValueError(
             f"the student's outputs are NaN or infinite for {int(bad.sum())} row(s) of {name}, "
-            f"the first {name}[{i}]: its values are too large in magnitude for the student; "
-            "scale the features"
+            f"the first {name}[{i}]: {why}"
         )
 
 

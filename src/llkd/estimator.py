@@ -909,7 +909,9 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         else:
             data = students.FeatureData(X)
         device = next(self.student_.parameters()).device
-        return run_with_threads(self._torch_threads(device), self._forward, data, device)
+        logits = run_with_threads(self._torch_threads(device), self._forward, data, device)
+        _inputs.check_outputs(logits, texts=self._is_text)
+        return logits
 
     def _predict_precision(self, device):
         # Models saved before mixed_precision existed predict in full precision.
@@ -943,9 +945,7 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
                 logits = torch.empty(n, out[0].shape[1])
                 logits[torch.from_numpy(order)] = torch.cat(out)
                 return logits
-        logits = torch.cat(out) if out else torch.empty(0, len(self.classes_))
-        _inputs.check_outputs(logits)
-        return logits
+        return torch.cat(out) if out else torch.empty(0, len(self.classes_))
 
     # ----------------------------------------------------------- persistence
     def __getstate__(self):
