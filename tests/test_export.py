@@ -115,6 +115,17 @@ def test_onnx_export_of_a_feature_model(tmp_path):
     np.testing.assert_allclose(onnx.predict_proba(X), clf.predict_proba(X), atol=1e-4)
     with pytest.raises(ValueError, match=r"shape \(n, 5\)"):
         onnx.predict_proba(X[:, :4])
+    bad = X[:3].astype(np.float64)
+    bad[1, 2] = np.nan
+    with pytest.raises(ValueError, match=r"NaN or infinite values, the first X\[1, 2\]"):
+        onnx.predict(bad)
+    bad[1, 2] = 1e39  # finite, but infinite in float32
+    with pytest.raises(ValueError, match=r"too large for float32.*X\[1, 2\]"):
+        onnx.predict_proba(bad)
+    with pytest.raises(ValueError, match=r"outputs are NaN or infinite for 1 row\(s\) of X, the first X\[0\]"):
+        onnx.predict(np.full((1, 5), 3e38))
+    with pytest.raises(TypeError, match="array of numbers"):
+        onnx.predict(np.array([["a"] * 5]))
     with pytest.raises(ValueError, match="format='hf' needs a text model"):
         clf.export(tmp_path / "h", format="hf")
 

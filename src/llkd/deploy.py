@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._inputs import check_float32_range
+
 __all__ = ["OnnxStudent"]
 
 _CONFIG, _MODEL, _INT8 = "llkd_onnx.json", "model.onnx", "model.int8.onnx"
@@ -74,9 +76,16 @@ class OnnxStudent:
 
     def _batches(self, X):
         if self.config["input"] == "features":
-            X = np.asarray(X, dtype=np.float32)
+            X = np.asarray(X)
+            if X.dtype.kind not in "biuf":
+                raise TypeError(f"X must be an array of numbers; got dtype {X.dtype}")
             if X.ndim != 2 or X.shape[1] != self.config["n_features"]:
                 raise ValueError(f"X must have shape (n, {self.config['n_features']}); got {X.shape}")
+            if X.dtype.kind == "f" and not np.isfinite(X).all():
+                where = tuple(int(i) for i in np.argwhere(~np.isfinite(X))[0])
+                raise ValueError(f"X holds NaN or infinite values, the first X[{where[0]}, {where[1]}] = {X[where]}")
+            check_float32_range(X)
+            X = X.astype(np.float32)
             for start in range(0, len(X), self.batch_size):
                 yield (
                     np.arange(start, min(start + self.batch_size, len(X))),
@@ -107,6 +116,17 @@ class OnnxStudent:
         out = np.empty((n, len(self.classes_)), dtype=np.float32)
         for rows, feeds in self._batches(X):
             out[rows] = self.session.run(["logits"], feeds)[0]
+        bad = ~np.isfinite(out).all(axis=1)
+        if bad.any():
+            why = (
+                "its values are too large in magnitude for the student; scale the features"
+                if self.config["input"] == "features"
+                else "the student's weights overflow on them"
+            )
+            raise ValueError(
+                f"the student's outputs are NaN or infinite for {int(bad.sum())} row(s) of X, "
+                f"the first X[{int(np.argmax(bad))}]: {why}"
+            )
         return out
 
     def predict_proba(self, X) -> np.ndarray:
