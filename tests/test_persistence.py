@@ -208,6 +208,29 @@ def test_non_finite_float_classes_are_refused_on_load(tmp_path):
         LLKDClassifier.load(path)
 
 
+@pytest.mark.parametrize(
+    "classes", [np.array([-3, 4], dtype=np.int32), np.array([1, 2**63 + 5], dtype=np.uint64), np.array([7, 8])]
+)
+def test_integer_classes_come_back_in_their_own_type(classes, tmp_path):
+    X = np.random.default_rng(0).normal(size=(40, 3))
+    y = np.where(X[:, 0] > 0, classes[1], classes[0])
+    clf = LLKDClassifier(max_epochs=1, random_state=0).fit(X, y)
+    loaded = LLKDClassifier.load(clf.save(tmp_path / "m"))
+    assert loaded.classes_.dtype == classes.dtype and loaded.classes_.tolist() == classes.tolist()
+    assert loaded.predict(X).dtype == classes.dtype
+    np.testing.assert_array_equal(loaded.predict(X), clf.predict(X))
+
+
+def test_an_integer_class_beyond_its_type_is_refused_on_load(tmp_path):
+    X = np.random.default_rng(0).normal(size=(40, 3))
+    path = LLKDClassifier(max_epochs=1, random_state=0).fit(X, (X[:, 0] > 0).astype(int)).save(tmp_path / "m")
+    config = json.loads((path / "config.json").read_text())
+    config["classes"]["values"] = [0, 10**30]
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"classes.values\[1\] = 10{30} does not fit in int64"):
+        LLKDClassifier.load(path)
+
+
 def test_predicting_with_an_encoder_of_another_width_names_the_widths(tiny_encoder_dir, tmp_path):
     from test_estimator_text import keyword_teacher, make_texts
 

@@ -84,8 +84,9 @@ def _bool(value, where):
 def _classes_to_json(classes) -> dict:
     classes = np.asarray(classes)
     kind = classes.dtype.kind
-    if kind in "iu":
-        return {"dtype": "int", "values": [int(c) for c in classes]}
+    if kind in "iu":  # int64 is "int" (as in every format); other widths keep their numpy name
+        name = "int" if classes.dtype == np.int64 else classes.dtype.name
+        return {"dtype": name, "values": [int(c) for c in classes]}
     if kind == "b":
         return {"dtype": "bool", "values": [bool(c) for c in classes]}
     if kind == "f":
@@ -96,6 +97,7 @@ def _classes_to_json(classes) -> dict:
 
 
 _CLASS_TYPES = {"int": (np.int64, int), "bool": (bool, bool), "float": (np.float64, (int, float)), "str": (None, str)}
+_CLASS_TYPES |= {t: (np.dtype(t), int) for t in ("int8", "int16", "int32", "uint8", "uint16", "uint32", "uint64")}
 
 
 def _classes_from_json(d, where) -> np.ndarray:
@@ -111,6 +113,11 @@ def _classes_from_json(d, where) -> np.ndarray:
             raise _Invalid(f"{where}.values[{i}] is {_short(v)}, not a {d['dtype']}")
     if d["dtype"] == "float" and not all(math.isfinite(v) for v in values):
         raise _Invalid(f"{where}.values must be finite numbers, got {_short(values)}")
+    if pytype is int:
+        info = np.iinfo(dtype)
+        for i, v in enumerate(values):
+            if not info.min <= v <= info.max:
+                raise _Invalid(f"{where}.values[{i}] = {_short(v)} does not fit in {info.dtype}")
     if len(values) < 2 or len(set(values)) != len(values):
         raise _Invalid(f"{where}.values must be at least 2 distinct classes, got {_short(values)}")
     return np.asarray(values, dtype=dtype)
