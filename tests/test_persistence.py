@@ -269,3 +269,17 @@ def test_a_fine_tuned_model_whose_weights_overflow_refuses_to_predict_instead_of
     for method in (loaded.predict, loaded.predict_proba, loaded.decision_function):
         with pytest.raises(ValueError, match=r"NaN or infinite for 3 row\(s\) of X.*weights overflow"):
             method(texts[:3])
+
+
+@pytest.mark.parametrize("classes", [[0, 1], ["down", "up"], [False, True]])
+def test_a_class_weight_dict_comes_back_keyed_by_the_classes(classes, tmp_path):
+    from sklearn.base import clone
+
+    X = np.random.default_rng(0).normal(size=(40, 3))
+    y = np.where(X[:, 0] > 0, classes[1], classes[0])
+    weights = {classes[0]: 1.0, classes[1]: 3.0}
+    clf = LLKDClassifier(max_epochs=1, class_weight=weights, random_state=0).fit(X, y)
+    loaded = LLKDClassifier.load(clf.save(tmp_path / "m"))
+    assert loaded.get_params()["class_weight"] == weights
+    assert all(type(k) is type(c) for k, c in zip(loaded.class_weight, classes))
+    np.testing.assert_array_equal(clone(loaded).fit(X, y).class_weight_, clf.class_weight_)

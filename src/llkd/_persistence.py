@@ -422,6 +422,9 @@ def read_model(cls, path, *, encoder=None) -> SavedModel:
         version = config["format_version"]
         fitted = {f.attr: f.read(config[f.key], f.key) if f.since <= version else None for f in FITTED}
         _check_consistency(fitted)
+        if isinstance(params.get("class_weight"), dict):  # JSON keys are strings: back to the classes
+            names = {str(c): c for c in fitted["classes_"].tolist()}
+            params["class_weight"] = {names.get(k, k): v for k, v in params["class_weight"].items()}
         encoder_ref = config.get("encoder_ref") if config["format_version"] >= 2 else _legacy_encoder_ref(params)
         needs_encoder = fitted["_is_text"] and fitted["_model_config_"]["kind"] == "mlp"
         resolved = _resolve_encoder(path, encoder_ref, encoder) if needs_encoder else None
