@@ -244,10 +244,8 @@ def test_predicting_with_an_encoder_of_another_width_names_the_widths(tiny_encod
         loaded.predict(texts[:3])
 
 
-def test_a_fine_tuned_model_whose_weights_overflow_refuses_to_predict_instead_of_answering_nan(
-    tiny_encoder_dir, tmp_path
-):
-    from safetensors.torch import load_file, save_file
+@pytest.fixture(scope="module")
+def saved_finetuned(tiny_encoder_dir, tmp_path_factory):
     from test_estimator_text import keyword_teacher, make_texts
 
     texts, _ = make_texts(40, 0)
@@ -261,14 +259,35 @@ def test_a_fine_tuned_model_whose_weights_overflow_refuses_to_predict_instead_of
         random_state=0,
         calibration="none",
     ).fit(texts)
-    clf.save(tmp_path / "saved")
-    weights = load_file(str(tmp_path / "saved" / "model.safetensors"))
+    return clf.save(tmp_path_factory.mktemp("finetuned") / "saved"), texts
+
+
+def test_a_fine_tuned_model_whose_weights_overflow_refuses_to_predict_instead_of_answering_nan(
+    saved_finetuned, tmp_path
+):
+    from safetensors.torch import load_file, save_file
+
+    saved, texts = saved_finetuned
+    path = shutil.copytree(saved, tmp_path / "saved")
+    weights = load_file(str(path / "model.safetensors"))
     weights["head.weight"].fill_(3e38)  # finite, so load() accepts it; the logits are not
-    save_file(weights, str(tmp_path / "saved" / "model.safetensors"))
-    loaded = LLKDClassifier.load(tmp_path / "saved")
+    save_file(weights, str(path / "model.safetensors"))
+    loaded = LLKDClassifier.load(path)
     for method in (loaded.predict, loaded.predict_proba, loaded.decision_function):
         with pytest.raises(ValueError, match=r"NaN or infinite for 3 row\(s\) of X.*weights overflow"):
             method(texts[:3])
+
+
+def test_a_tokenizer_with_an_id_beyond_the_embedding_is_refused_on_load(saved_finetuned, tmp_path):
+    saved, texts = saved_finetuned
+    path = shutil.copytree(saved, tmp_path / "saved")
+    LLKDClassifier.load(path).predict(texts[:2])
+    file = path / "tokenizer" / "tokenizer.json"
+    tokenizer = json.loads(file.read_text())
+    tokenizer["model"]["vocab"]["good"] = 10**6  # as many tokens as before, one of them out of range
+    file.write_text(json.dumps(tokenizer))
+    with pytest.raises(ValueError, match=r"tokenizer: the tokenizer maps 'good' to id 1000000, beyond the encoder's"):
+        LLKDClassifier.load(path)
 
 
 @pytest.mark.parametrize("classes", [[0, 1], ["down", "up"], [False, True]])

@@ -651,7 +651,15 @@ def _selector(est, n_classes, state):
 def _check_vocabulary(tokenizer, weights: dict, where) -> None:
     """Token ids the tokenizer can produce must have a row in the embedding matrix."""
     rows = [t.shape[0] for k, t in weights.items() if k.endswith("word_embeddings.weight")]
-    if rows and len(tokenizer) > rows[0]:
+    if not rows:
+        return
+    vocab = tokenizer.get_vocab()
+    token, top = max(vocab.items(), key=lambda item: item[1], default=(None, -1))
+    if len(tokenizer) > rows[0]:
         raise ValueError(
             f"{where}: the tokenizer has {len(tokenizer)} tokens but the encoder's embedding has {rows[0]} rows"
+        )
+    if top >= rows[0]:
+        raise ValueError(
+            f"{where}: the tokenizer maps {token!r} to id {top}, beyond the encoder's {rows[0]} embedding rows"
         )
