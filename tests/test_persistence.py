@@ -302,3 +302,25 @@ def test_a_class_weight_dict_comes_back_keyed_by_the_classes(classes, tmp_path):
     assert loaded.get_params()["class_weight"] == weights
     assert all(type(k) is type(c) for k, c in zip(loaded.class_weight, classes))
     np.testing.assert_array_equal(clone(loaded).fit(X, y).class_weight_, clf.class_weight_)
+
+
+def test_a_layer_count_beyond_the_saved_layers_is_refused_before_the_model_is_built(
+    saved_finetuned, tmp_path, monkeypatch
+):
+    path = shutil.copytree(saved_finetuned[0], tmp_path / "saved")
+    config = json.loads((path / "config.json").read_text())
+    config["encoder_config"]["num_hidden_layers"] = 2000
+    (path / "config.json").write_text(json.dumps(config))
+    built = []
+    monkeypatch.setattr(persistence, "build_student", lambda *a: built.append(a))
+    with pytest.raises(ValueError, match=r"num_hidden_layers is 2000, but model.safetensors holds 1 layer\(s\)"):
+        LLKDClassifier.load(path)
+    assert built == []
+
+
+def test_a_config_nested_too_deeply_is_refused_by_name(tmp_path):
+    X = np.random.default_rng(0).normal(size=(40, 3))
+    path = LLKDClassifier(max_epochs=1, random_state=0).fit(X, X[:, 0] > 0).save(tmp_path / "m")
+    (path / "config.json").write_text('{"format_version": 4, "history": ' + "[" * 100000 + "]" * 100000 + "}")
+    with pytest.raises(ValueError, match="config.json: nested too deeply"):
+        LLKDClassifier.load(path)

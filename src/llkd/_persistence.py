@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -370,6 +371,8 @@ def read_config(path) -> dict:
         config = json.loads(file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ValueError(f"{file}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    except RecursionError:
+        raise ValueError(f"{file}: nested too deeply to be a model's config") from None
     except UnicodeDecodeError as exc:
         raise ValueError(f"{file}: not UTF-8 text (byte {exc.start})") from None
     if not isinstance(config, dict):
@@ -430,6 +433,7 @@ def read_model(cls, path, *, encoder=None) -> SavedModel:
         resolved = _resolve_encoder(path, encoder_ref, encoder) if needs_encoder else None
     except _Invalid as exc:
         raise ValueError(f"{file}: {exc}") from None
+    _check_depth(fitted["_encoder_config_"], path / WEIGHTS, file)
     expected = _expected_state(fitted["_model_config_"], fitted["_encoder_config_"], file)
     weights = _read_weights(path / WEIGHTS, expected)
     tokenizer_dir = None
@@ -548,6 +552,25 @@ def build_student(model_config: dict, encoder_config: dict | None) -> torch.nn.M
     return students.MLPHead(
         model_config["n_features"], model_config["n_classes"], model_config["hidden_size"], model_config["dropout"]
     )
+
+
+def _check_depth(encoder_config, weights_file: Path, file) -> None:
+    """Refuse a layer count beyond the layers in the weights' header before building the model
+    (building thousands of layers, even on the meta device, takes seconds)."""
+    depth = (encoder_config or {}).get("num_hidden_layers")
+    if not isinstance(depth, int) or not weights_file.is_file():
+        return
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        names = safe_open(str(weights_file), framework="pt", device="cpu").keys()
+    except (SafetensorError, OSError):
+        return  # _read_weights names the file's problem
+    layers = {m.group(1) for m in map(re.compile(r"\.layers?\.(\d+)\.").search, names) if m}
+    if layers and depth > len(layers):
+        raise ValueError(
+            f"{file}: encoder_config.num_hidden_layers is {depth}, but {weights_file.name} holds {len(layers)} layer(s)"
+        )
 
 
 def _expected_state(model_config, encoder_config, file) -> dict:
