@@ -189,7 +189,9 @@ def _save_tokenizer(tokenizer, path: Path, max_length: int) -> None:
 def _export_hf(est, path: Path, module: TextStudent, tokenizer, max_length: int, spec: dict) -> None:
     from safetensors.torch import save_file
 
-    config = module.encoder.config.__class__.from_dict(module.encoder.config.to_dict())
+    # its own model_type: without trust_remote_code transformers would build its own head, with random weights
+    config_class = type("LLKDStudentConfig", (module.encoder.config.__class__,), {"model_type": EXPORT_MODEL_TYPE})
+    config = config_class.from_dict(module.encoder.config.to_dict())
     classes = [str(c) for c in est.classes_]
     config.architectures = ["LLKDStudentForSequenceClassification"]
     config.auto_map = {
@@ -204,10 +206,6 @@ def _export_hf(est, path: Path, module: TextStudent, tokenizer, max_length: int,
     ids = tokenizer("a")["input_ids"]
     config.llkd_end_token = bool(ids) and ids[-1] in set(tokenizer.all_special_ids)
     config.save_pretrained(str(path))
-    # our own model_type: without trust_remote_code transformers would build its own head, with random weights
-    saved = json.loads((path / "config.json").read_text())
-    saved["model_type"] = EXPORT_MODEL_TYPE
-    (path / "config.json").write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")
     head = {("head." + k): v for k, v in module.head.state_dict().items()}
     weights = {("encoder." + k): v for k, v in module.encoder.state_dict().items()} | head
     save_file({k: v.detach().contiguous() for k, v in weights.items()}, str(path / "model.safetensors"))

@@ -114,12 +114,11 @@ def check_embeddings(embeddings: np.ndarray, name: str = "X") -> np.ndarray:
 
 
 def check_outputs(logits, name: str = "X", *, texts: bool = False) -> None:
-    """Refuse non-finite student outputs: finite features too large for the weights, or broken weights."""
-    import torch
-
-    bad = ~torch.isfinite(logits).all(dim=1)
-    if bool(bad.any()):
-        i = int(torch.nonzero(bad)[0, 0])
+    """Refuse non-finite student outputs (a CPU tensor or an array): finite features too large for
+    the weights, or broken weights."""
+    bad = ~np.isfinite(np.asarray(logits)).all(axis=1)
+    if bad.any():
+        i = int(np.argmax(bad))
         why = (
             "the student's weights overflow on them (a model whose saved weights were altered, or a diverged fit)"
             if texts

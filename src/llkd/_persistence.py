@@ -308,15 +308,9 @@ def _write_encoder(path: Path, source):
         shutil.copytree(source, fresh)
     else:
         source.save(str(fresh))
-    if target.exists():  # swapped only once the new copy is whole
-        stale = path / (ENCODER_DIR + ".old")
-        if stale.exists():
-            shutil.rmtree(stale)
-        os.replace(target, stale)
-        os.replace(fresh, target)
-        shutil.rmtree(stale)
-    else:
-        os.replace(fresh, target)
+    if target.exists():  # removed only once the new copy is whole
+        shutil.rmtree(target)
+    os.replace(fresh, target)
     return {"directory": ENCODER_DIR}
 
 
@@ -433,9 +427,10 @@ def read_model(cls, path, *, encoder=None) -> SavedModel:
         resolved = _resolve_encoder(path, encoder_ref, encoder) if needs_encoder else None
     except _Invalid as exc:
         raise ValueError(f"{file}: {exc}") from None
-    _check_depth(fitted["_encoder_config_"], path / WEIGHTS, file)
+    handle = _open_weights(path / WEIGHTS)
+    _check_depth(fitted["_encoder_config_"], handle.keys(), path / WEIGHTS, file)
     expected = _expected_state(fitted["_model_config_"], fitted["_encoder_config_"], file)
-    weights = _read_weights(path / WEIGHTS, expected)
+    weights = _read_weights(handle, path / WEIGHTS, expected)
     tokenizer_dir = None
     if fitted["_model_config_"]["kind"] == "finetune":
         tokenizer_dir = path / TOKENIZER_DIR
@@ -554,18 +549,12 @@ def build_student(model_config: dict, encoder_config: dict | None) -> torch.nn.M
     )
 
 
-def _check_depth(encoder_config, weights_file: Path, file) -> None:
+def _check_depth(encoder_config, names, weights_file: Path, file) -> None:
     """Refuse a layer count beyond the layers in the weights' header before building the model
     (building thousands of layers, even on the meta device, takes seconds)."""
     depth = (encoder_config or {}).get("num_hidden_layers")
-    if not isinstance(depth, int) or not weights_file.is_file():
+    if not isinstance(depth, int):
         return
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        names = safe_open(str(weights_file), framework="pt", device="cpu").keys()
-    except (SafetensorError, OSError):
-        return  # _read_weights names the file's problem
     layers = {m.group(1) for m in map(re.compile(r"\.layers?\.(\d+)\.").search, names) if m}
     if layers and depth > len(layers):
         raise ValueError(
@@ -584,16 +573,21 @@ def _expected_state(model_config, encoder_config, file) -> dict:
     return {k: (tuple(v.shape), _SAFETENSORS_DTYPES.get(v.dtype, str(v.dtype))) for k, v in model.state_dict().items()}
 
 
-def _read_weights(file: Path, expected: dict) -> dict:
+def _open_weights(file: Path):
     from safetensors import SafetensorError, safe_open
 
     if not file.is_file():
         raise ValueError(f"{file}: missing")
     try:
-        handle = safe_open(str(file), framework="pt", device="cpu")
-        names = set(handle.keys())
+        return safe_open(str(file), framework="pt", device="cpu")
     except (SafetensorError, OSError) as exc:
         raise ValueError(f"{file}: not a valid safetensors file ({exc})") from None
+
+
+def _read_weights(handle, file: Path, expected: dict) -> dict:
+    from safetensors import SafetensorError
+
+    names = set(handle.keys())
     missing, unknown = sorted(set(expected) - names), sorted(names - set(expected))
     if missing or unknown:
         raise ValueError(
@@ -676,12 +670,11 @@ def _check_vocabulary(tokenizer, weights: dict, where) -> None:
     rows = [t.shape[0] for k, t in weights.items() if k.endswith("word_embeddings.weight")]
     if not rows:
         return
-    vocab = tokenizer.get_vocab()
-    token, top = max(vocab.items(), key=lambda item: item[1], default=(None, -1))
     if len(tokenizer) > rows[0]:
         raise ValueError(
             f"{where}: the tokenizer has {len(tokenizer)} tokens but the encoder's embedding has {rows[0]} rows"
         )
+    token, top = max(tokenizer.get_vocab().items(), key=lambda item: item[1], default=(None, -1))
     if top >= rows[0]:
         raise ValueError(
             f"{where}: the tokenizer maps {token!r} to id {top}, beyond the encoder's {rows[0]} embedding rows"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._inputs import check_float32_range
+from ._inputs import check_float32_range, check_outputs
 
 __all__ = ["OnnxStudent"]
 
@@ -116,17 +116,7 @@ class OnnxStudent:
         out = np.empty((n, len(self.classes_)), dtype=np.float32)
         for rows, feeds in self._batches(X):
             out[rows] = self.session.run(["logits"], feeds)[0]
-        bad = ~np.isfinite(out).all(axis=1)
-        if bad.any():
-            why = (
-                "its values are too large in magnitude for the student; scale the features"
-                if self.config["input"] == "features"
-                else "the student's weights overflow on them"
-            )
-            raise ValueError(
-                f"the student's outputs are NaN or infinite for {int(bad.sum())} row(s) of X, "
-                f"the first X[{int(np.argmax(bad))}]: {why}"
-            )
+        check_outputs(out, texts=self.config["input"] == "text")
         return out
 
     def predict_proba(self, X) -> np.ndarray:
