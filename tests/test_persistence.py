@@ -209,9 +209,16 @@ def test_non_finite_float_classes_are_refused_on_load(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "classes", [np.array([-3, 4], dtype=np.int32), np.array([1, 2**63 + 5], dtype=np.uint64), np.array([7, 8])]
+    "classes",
+    [
+        np.array([-3, 4], dtype=np.int32),
+        np.array([1, 2**63 + 5], dtype=np.uint64),
+        np.array([7, 8]),
+        np.array([-3.0, 4.0], dtype=np.float32),
+        np.array([1.0, 2.0], dtype=np.float16),
+    ],
 )
-def test_integer_classes_come_back_in_their_own_type(classes, tmp_path):
+def test_numeric_classes_come_back_in_their_own_type(classes, tmp_path):
     X = np.random.default_rng(0).normal(size=(40, 3))
     y = np.where(X[:, 0] > 0, classes[1], classes[0])
     clf = LLKDClassifier(max_epochs=1, random_state=0).fit(X, y)
@@ -228,6 +235,25 @@ def test_an_integer_class_beyond_its_type_is_refused_on_load(tmp_path):
     config["classes"]["values"] = [0, 10**30]
     (path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"classes.values\[1\] = 10{30} does not fit in int64"):
+        LLKDClassifier.load(path)
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ([0.0, 1e300], r"classes.values\[1\] = 1e\+300 does not fit in float32"),
+        ([16777216.0, 16777217.0], "at least 2 distinct classes of type float32"),
+    ],
+)
+def test_a_float32_class_beyond_its_type_or_equal_once_cast_is_refused_on_load(values, message, tmp_path):
+    X = np.random.default_rng(0).normal(size=(40, 3))
+    y = np.where(X[:, 0] > 0, np.float32(1), np.float32(0))
+    path = LLKDClassifier(max_epochs=1, random_state=0).fit(X, y).save(tmp_path / "m")
+    config = json.loads((path / "config.json").read_text())
+    assert config["classes"]["dtype"] == "float32"
+    config["classes"]["values"] = values
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=message):
         LLKDClassifier.load(path)
 
 

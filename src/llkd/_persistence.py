@@ -90,8 +90,9 @@ def _classes_to_json(classes) -> dict:
         return {"dtype": name, "values": [int(c) for c in classes]}
     if kind == "b":
         return {"dtype": "bool", "values": [bool(c) for c in classes]}
-    if kind == "f":
-        return {"dtype": "float", "values": [float(c) for c in classes]}
+    if kind == "f":  # float64 is "float"; float32 and float16 keep their numpy name
+        name = "float" if classes.dtype == np.float64 else classes.dtype.name
+        return {"dtype": name, "values": [float(c) for c in classes]}
     if all(isinstance(c, str) for c in classes.tolist()):
         return {"dtype": "str", "values": [str(c) for c in classes]}
     raise TypeError(f"classes of type {classes.dtype} cannot be saved without pickle")
@@ -99,6 +100,7 @@ def _classes_to_json(classes) -> dict:
 
 _CLASS_TYPES = {"int": (np.int64, int), "bool": (bool, bool), "float": (np.float64, (int, float)), "str": (None, str)}
 _CLASS_TYPES |= {t: (np.dtype(t), int) for t in ("int8", "int16", "int32", "uint8", "uint16", "uint32", "uint64")}
+_CLASS_TYPES |= {t: (np.dtype(t), (int, float)) for t in ("float16", "float32")}
 
 
 def _classes_from_json(d, where) -> np.ndarray:
@@ -112,16 +114,22 @@ def _classes_from_json(d, where) -> np.ndarray:
     for i, v in enumerate(values):
         if d["dtype"] != "bool" and isinstance(v, bool) or not isinstance(v, pytype):
             raise _Invalid(f"{where}.values[{i}] is {_short(v)}, not a {d['dtype']}")
-    if d["dtype"] == "float" and not all(math.isfinite(v) for v in values):
-        raise _Invalid(f"{where}.values must be finite numbers, got {_short(values)}")
+    if pytype == (int, float):
+        if not all(math.isfinite(v) for v in values):
+            raise _Invalid(f"{where}.values must be finite numbers, got {_short(values)}")
+        info = np.finfo(dtype)
+        for i, v in enumerate(values):
+            if not info.min <= v <= info.max:
+                raise _Invalid(f"{where}.values[{i}] = {_short(v)} does not fit in {info.dtype}")
     if pytype is int:
         info = np.iinfo(dtype)
         for i, v in enumerate(values):
             if not info.min <= v <= info.max:
                 raise _Invalid(f"{where}.values[{i}] = {_short(v)} does not fit in {info.dtype}")
-    if len(values) < 2 or len(set(values)) != len(values):
-        raise _Invalid(f"{where}.values must be at least 2 distinct classes, got {_short(values)}")
-    return np.asarray(values, dtype=dtype)
+    classes = np.asarray(values, dtype=dtype)
+    if len(values) < 2 or len(set(classes.tolist())) != len(values):
+        raise _Invalid(f"{where}.values must be at least 2 distinct classes of type {d['dtype']}, got {_short(values)}")
+    return classes
 
 
 _MODEL_CONFIG_KEYS = {
