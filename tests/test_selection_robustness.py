@@ -105,3 +105,21 @@ def test_big_endian_input_is_converted(backend, logits_dtype):
         for field in ("mask", "weights", "uncertainty", "teacher_threshold", "student_threshold"):
             np.testing.assert_array_equal(getattr(ra, field), getattr(rb, field))
     np.testing.assert_array_equal(a.state.class_levels, b.state.class_levels)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("bad", ["label", "nan_logits", "confidence"])
+def test_a_failed_random_step_leaves_the_draws_to_come_unchanged(backend, bad):
+    labels, logits, conf = Y.copy(), Z.copy(), CONF.copy()
+    if bad == "label":
+        labels[5] = C  # the native kernel finds it only after the draws are taken
+    elif bad == "nan_logits":
+        logits[0, 0] = np.nan
+    else:
+        conf[2] = 1.5
+    failed = AdaptiveSelector(C, mode="random", random_rate=0.5, backend=backend, random_state=42)
+    with pytest.raises(ValueError):
+        failed.step(logits, labels, conf)
+    fresh = AdaptiveSelector(C, mode="random", random_rate=0.5, backend=backend, random_state=42)
+    for _ in range(3):
+        np.testing.assert_array_equal(failed.step(Z, Y, CONF).mask, fresh.step(Z, Y, CONF).mask)

@@ -237,6 +237,17 @@ class AdaptiveSelector:
         return self._rng.random(n) if self.mode == "random" else None
 
     def _run(self, student_logits, pseudo_labels, teacher_confidence, *, update: bool):
+        # A call that raises leaves the selector as it was, its generator included: the
+        # native kernel checks values only after the draws are taken.
+        rng_state = self._rng.bit_generator.state if self.mode == "random" else None
+        try:
+            return self._run_backend(student_logits, pseudo_labels, teacher_confidence, update=update)
+        except BaseException:
+            if rng_state is not None:
+                self._rng.bit_generator.state = rng_state
+            raise
+
+    def _run_backend(self, student_logits, pseudo_labels, teacher_confidence, *, update: bool):
         backend = self.resolve_backend(student_logits)
         params = dict(
             momentum=self.momentum,
