@@ -228,6 +228,21 @@ def test_numeric_classes_come_back_in_their_own_type(classes, tmp_path):
     np.testing.assert_array_equal(loaded.predict(X), clf.predict(X))
 
 
+def test_the_loaded_selector_has_the_fitted_settings(tmp_path):
+    X = np.random.default_rng(0).normal(size=(120, 5))
+    kw = dict(max_epochs=2, random_state=0, selection="fixed", fixed_threshold=0.3, random_rate=0.4)
+    fitted = LLKDClassifier(selection_backend="numpy", **kw).fit(X, (X[:, 0] > 0).astype(int)).selector_
+    loaded = LLKDClassifier.load(
+        LLKDClassifier(selection_backend="numpy", **kw).fit(X, (X[:, 0] > 0).astype(int)).save(tmp_path / "m")
+    ).selector_
+    for attr in ("mode", "fixed_threshold", "random_rate", "backend", "momentum", "weighting", "n_steps"):
+        assert getattr(loaded, attr) == getattr(fitted, attr), attr
+    assert loaded.n_steps > 0
+    z, y = np.random.default_rng(1).normal(size=(50, 2)), np.arange(50) % 2
+    c = np.linspace(0.0, 0.8, 50)
+    np.testing.assert_array_equal(loaded.score(z, y, c).mask, fitted.score(z, y, c).mask)
+
+
 def test_an_integer_class_beyond_its_type_is_refused_on_load(tmp_path):
     X = np.random.default_rng(0).normal(size=(40, 3))
     path = LLKDClassifier(max_epochs=1, random_state=0).fit(X, (X[:, 0] > 0).astype(int)).save(tmp_path / "m")

@@ -660,16 +660,25 @@ def load_model(cls, path, *, device="cpu", encoder=None):
 
 
 def _selector(est, n_classes, state):
+    """The fitted selector as the fit built it, from params and its saved levels; a backend
+    this machine lacks (a model saved where CUDA was built) falls back to "auto"."""
     from .selection import AdaptiveSelector, resolve_selection
+    from .selection._backends import cuda_built, native_available
 
+    backend = est.selection_backend
+    if backend == "native" and not native_available() or backend == "cuda" and not cuda_built():
+        backend = "auto"
     selector = AdaptiveSelector(
         n_classes,
         momentum=est.momentum,
         mode=resolve_selection(est.selection, est._model_config_["kind"]),
         weighting=est.weighting,
-        backend="auto",
+        backend=backend,
+        fixed_threshold=est.fixed_threshold,
+        random_rate=est.random_rate,
     )
     selector.state = state
+    selector.n_steps = state.n_updates
     return selector
 
 
