@@ -211,14 +211,16 @@ __device__ __forceinline__ void load_tile(const RowArgs& a, int64_t row, int gl,
 }
 
 // Adds the lane's logits x[k] (the columns k*G below `left`) to sj = sum e, tj = sum e*d
-// with d = (x - m) (base-2 units for float32); missing columns get d = kFloor (e == 0
-// exactly, e*d == 0). cj turns NaN iff one of the logits is NaN or infinite.
+// with d = max(x - m, kFloor) (base-2 units for float32); missing columns get d = kFloor
+// (e == 0 exactly, e*d == 0). cj turns NaN iff one of the logits is NaN or infinite.
 template <typename T, int G, int K>
 __device__ __forceinline__ void exp_terms(const T (&x)[K], T m, int left, T& sj, T& tj, T& cj) {
     using M = RowMath<T>;
 #pragma unroll
     for (int k = 0; k < K; ++k) {
-        const T d = k * G < left ? (x[k] - m) * M::kScale : M::kFloor;
+        // Clamped at kFloor (where e is already 0): a finite spread beyond the type's range
+        // would give d = -inf and e * d = NaN.
+        const T d = k * G < left ? M::max_((x[k] - m) * M::kScale, M::kFloor) : M::kFloor;
         const T e = M::exp_(d);
         sj += e;
         tj = fma(e, d, tj);
@@ -277,7 +279,7 @@ __device__ __forceinline__ void row_sums_chunked(const RowArgs& a, int64_t row, 
         }
         if (cm > m) {
             if (sj > T(0)) {
-                const T dm = (m - cm) * M::kScale;
+                const T dm = M::max_((m - cm) * M::kScale, M::kFloor);  // f == 0, not 0 * inf
                 const T f = M::exp_(dm);
                 tj = f * fma(sj, dm, tj);
                 sj *= f;
@@ -290,7 +292,7 @@ __device__ __forceinline__ void row_sums_chunked(const RowArgs& a, int64_t row, 
 #pragma unroll
     for (int off = G / 2; off > 0; off >>= 1) mg = M::max_(mg, __shfl_xor_sync(kFull, mg, off));
     if (sj > T(0) && m < mg) {  // lanes without columns (sj == 0) add nothing
-        const T dm = (m - mg) * M::kScale;
+        const T dm = M::max_((m - mg) * M::kScale, M::kFloor);
         const T f = M::exp_(dm);
         tj = f * fma(sj, dm, tj);
         sj *= f;

@@ -542,6 +542,28 @@ def test_non_finite_logits_every_variant(variant_case):
             assert state.n_updates == 0 and not state.class_levels.any()
 
 
+@pytest.mark.parametrize("variant_case", variant_cases())
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA device and llkd's CUDA kernel")
+def test_finite_logits_spanning_beyond_the_type_match_the_reference(variant_case):
+    # (x - max) * log2(e) overflows to -inf for finite logits; the term must be 0, not NaN
+    # (which to_u turned into a silent uncertainty of 0).
+    vid, c = variant_case
+    rng = np.random.default_rng(vid)
+    for dtype, big in ((np.float32, 2e38), (np.float64, 1.5e308)):
+        logits, labels, conf = make_batch(rng, 64, c, dtype)
+        logits[:4] = -big / 2 if dtype == np.float32 else -big
+        logits[0, [0, -1]] = big  # two equal maxima, the second in the last chunk
+        logits[1, -1] = big  # one maximum, after the other columns
+        logits[2, 0] = big
+        logits[3, c // 2] = big
+        ref = ref_step(SelectorState.empty(c), logits, labels, conf)
+        res = cuda_step_direct(SelectorState.empty(c), *to_dev(logits, labels, conf), variant=vid)
+        u = res.uncertainty.cpu().numpy().astype(np.float64)
+        np.testing.assert_allclose(u, ref.uncertainty, rtol=0, atol=tolerances(dtype)["u"])
+        assert u[0] > 0.05 and u[1] == 0.0
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA device and llkd's CUDA kernel")
 def test_bad_labels_and_confidences_raise_and_leave_state():
