@@ -406,3 +406,43 @@ def test_cache_concurrent_processes(tmp_path):
         assert p.exitcode == 0
     assert q.get(timeout=5) and q.get(timeout=5)
     assert TeacherCache(path).stats()["rows"] == 100
+
+
+class _StreamingTeacher:
+    """A teacher with ``label_iter`` that answers as ``answer(texts)`` says."""
+
+    classes = ["a", "b"]
+    identity = "stream-test"
+
+    def __init__(self, answer):
+        self.answer = answer
+
+    def label(self, texts):  # pragma: no cover - the stream is used for texts
+        raise AssertionError("label_iter should be used")
+
+    def label_iter(self, texts):
+        for t in self.answer(list(texts)):
+            yield t, [0.3, 0.7]
+
+
+@pytest.mark.parametrize(
+    "answer, message",
+    [
+        (lambda ts: ts[:-1], "returned 2 answers for 3 texts, none for"),
+        (lambda ts: [t for t in ts for _ in range(2)], "answered .* twice"),
+        (lambda ts: ts + ["never asked"], "answered 'never asked' without being asked"),
+    ],
+)
+def test_a_streaming_teacher_must_answer_each_text_sent_once(answer, message):
+    from llkd._targets import PoolLabeler
+
+    labeler = PoolLabeler(["aa", "b", "ccc"], None, teacher=_StreamingTeacher(answer))
+    with pytest.raises(TeacherError, match=message) as info:
+        labeler.label(list(labeler.pool))
+    kept = info.value.n_done
+    assert 1 <= kept <= 3
+    # the answers it gave are kept: a teacher that answers properly is asked only about the rest
+    again = PoolLabeler(["aa", "b", "ccc"], None, teacher=labeler.teacher)
+    labeler.teacher.answer = lambda ts: ts
+    again.label(list(again.pool))
+    assert again.n_queries == 3 - kept
