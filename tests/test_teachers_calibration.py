@@ -415,3 +415,21 @@ def test_gold_picked_per_class_cannot_pull_a_good_teacher_on_an_imbalanced_pool_
     clf = table_fit(proba, gold)
     asked = ~clf.is_gold_
     np.testing.assert_array_equal(clf.teacher_labels_[asked], proba[asked].argmax(1))
+
+
+@pytest.mark.parametrize("soft", [True, False])
+def test_an_unknown_calibration_is_refused_before_any_teacher_query(soft):
+    from llkd import LLKDClassifier
+
+    calls = []
+
+    def teacher(texts):
+        calls.append(len(texts))
+        if soft:
+            return TeacherOutput.from_proba(np.tile([0.4, 0.6], (len(texts), 1)))
+        return ["no"] * len(texts)  # hard labels: no distribution to correct, still a bad setting
+
+    X = np.random.default_rng(0).normal(size=(30, 3))
+    with pytest.raises(ValueError, match="unknown calibration method 'bogus'"):
+        LLKDClassifier(teacher, labels=["no", "yes"], calibration="bogus", max_epochs=1).fit(X)
+    assert calls == []

@@ -523,6 +523,10 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         self._check_encoder_layers(kind)
         if is_text:
             self._check_encoder_source()
+        if self.teacher is not None:
+            from .teachers._calibration import _resolve_method
+
+            _resolve_method(self.calibration)  # before any teacher query, and for hard-label teachers too
 
         labeler = PoolLabeler(
             X,
