@@ -433,3 +433,22 @@ def test_an_unknown_calibration_is_refused_before_any_teacher_query(soft):
     with pytest.raises(ValueError, match="unknown calibration method 'bogus'"):
         LLKDClassifier(teacher, labels=["no", "yes"], calibration="bogus", max_epochs=1).fit(X)
     assert calls == []
+
+
+def test_a_calibrated_teacher_under_a_budget_is_calibrated_over_every_answer():
+    from llkd import LLKDClassifier
+
+    def biased(rows):  # leans towards "b"
+        p = 1 / (1 + np.exp(-(4 * rows[:, 0] + 1.5)))
+        return np.stack([1 - p, p], 1)
+
+    X = np.random.default_rng(0).normal(size=(200, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        teacher = CalibratedTeacher(biased, method="center", labels=["a", "b"])
+        clf = LLKDClassifier(teacher, teacher_budget=100, acquisition="margin", max_epochs=2, random_state=0).fit(X)
+    assert len([h for h in clf.history_ if "acquisition" in h]) > 1  # several rounds, each near the boundary
+    asked = np.flatnonzero(clf.teacher_labels_ >= 0)
+    over_all = calibrate(TeacherOutput.from_proba(biased(X[asked])), "center", temperature=None)
+    np.testing.assert_allclose(clf.teacher_proba_[asked], over_all.proba, atol=1e-12)
+    np.testing.assert_array_equal(clf.teacher_labels_[asked], over_all.labels)

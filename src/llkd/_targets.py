@@ -137,8 +137,8 @@ class PoolLabeler:
     Gold rows are set at construction. :meth:`label` asks the teacher for the given
     distinct inputs (batch by batch, remembered per teacher object and cached) and writes
     the answers into :attr:`targets` for every row holding one of them. Calibration is
-    fitted on the first call's answers (the whole pool, or a random seed set under a
-    query budget) and applied to later calls.
+    fitted on every answer so far at each call (the whole pool at once, or round by round
+    under a query budget), and the rows labelled earlier are corrected again with it.
 
     Parameters
     ----------
@@ -196,6 +196,7 @@ class PoolLabeler:
         self._base, self._pool_calibration = split_calibration(self.teacher)
         self._correction = None
         self._raw: dict = {}  # key -> the teacher's raw distribution, for refitting the correction
+        self._raw_answers: dict = {}  # key -> (label, confidence, proba): for a CalibratedTeacher
         self.calibration = calibration
         self.batch_size = None if batch_size is None else int(batch_size)  # None: the teacher's own
         self.cache, self.progress = cache, bool(progress)
@@ -253,7 +254,14 @@ class PoolLabeler:
         self.targets.n_teacher_queries = self.n_queries
         labels, conf, proba = answers.labels, answers.confidence, answers.proba
         if self._pool_calibration is not None:
-            out = self._pool_calibration(answers)
+            from .teachers._batching import _output_of
+
+            # calibrated over every answer so far, as the prior correction below
+            for j, k in enumerate(keys):
+                self._raw_answers[k] = (labels[j], conf[j], None if proba is None else proba[j])
+            fresh = set(keys)
+            keys = keys + [k for k in self._raw_answers if k not in fresh]
+            out = self._pool_calibration(_output_of([self._raw_answers[k] for k in keys]))
             labels, conf, proba = out.labels, out.confidence, out.proba
         elif proba is not None:
             from .teachers import predicted_shares
