@@ -43,7 +43,8 @@ def resolve_budget(budget, n_pool: int, n_classes: int) -> int:
     """Queries allowed: an int (clamped to the pool), or a fraction in (0, 1] of the pool.
 
     Raises ValueError for 0, a negative budget, a fraction above 1, or a budget smaller
-    than the number of classes (the seed set could not hold one input per class).
+    than the number of classes (the answers could not cover every class). The rounds may
+    still give the seed set fewer inputs than there are classes (:func:`round_sizes`).
     """
     if isinstance(budget, bool) or not isinstance(budget, numbers.Real):
         raise TypeError(f"teacher_budget must be None, an int or a float, got {type(budget).__name__}")

@@ -163,7 +163,9 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         training (see :func:`llkd.teachers.calibrate`). ``"auto"`` (the ``"adaptive"``
         correction) corrects the distribution only when the teacher almost never
         predicts a class that its own probabilities say occurs, so a good teacher on an
-        imbalanced pool is left as it is; ``"none"`` keeps the raw answers. With 20 or
+        imbalanced pool is left as it is; ``"none"`` keeps the teacher's distribution as
+        it is. Where a teacher gives a distribution, the labels and confidences trained
+        on are its argmax and maximum, whatever the correction. With 20 or
         more gold labels in ``y`` (a random sample of the pool), their class shares can
         veto that correction (:class:`llkd.teachers.PriorCorrection`, ``class_shares``).
         What the correction did is in ``calibration_shares_``.
@@ -200,7 +202,10 @@ class LLKDClassifier(ClassifierMixin, BaseEstimator):
         one (``TransformersTeacher``'s texts per forward pass, say), else 16.
     teacher_cache : str, path or None, default=None
         SQLite file where teacher answers are written as each batch completes, so an
-        interrupted fit resumes without paying again. Without it, answers are still
+        interrupted fit resumes without paying again (under ``teacher_budget``, only with a
+        fixed ``random_state``: with None, a new fit draws another seed set and the rounds
+        choose other inputs, so the answers already paid for go mostly unused and the
+        budget is spent again). Without it, answers are still
         remembered in memory per teacher object, batch by batch: when the teacher fails
         part-way (a ``TeacherError`` naming the batch), fitting again with the same
         teacher asks only for the rest.
