@@ -452,3 +452,14 @@ def test_pool_uncertainty_backends_agree():
     assert pool_uncertainty(np.zeros((0, 3))).shape == (0,)
     with pytest.raises(ValueError, match="NaN or infinite"):
         pool_uncertainty(torch.tensor([[0.0, float("nan")]]))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "native"])
+def test_pool_uncertainty_refuses_non_numeric_logits_on_every_backend(backend):
+    from llkd.selection import pool_uncertainty
+
+    z = np.random.default_rng(0).normal(size=(5, 3))
+    with pytest.raises(TypeError, match="numeric array, got dtype object"):
+        pool_uncertainty(z.astype(object), backend=backend)
+    mask = z > 0  # booleans are numbers: the same on both backends
+    np.testing.assert_allclose(pool_uncertainty(mask, backend=backend), pool_uncertainty(mask, backend="numpy"))

@@ -47,6 +47,8 @@ def pool_uncertainty(logits, *, backend: str = "auto", n_threads: int | None = N
         h = -(logp.exp() * logp).sum(1)
         return (h / np.log(z.shape[1])).clamp_(0.0, 1.0)
     z = np.asarray(logits)
+    if z.dtype.kind not in "biuf":  # the same on both backends: object arrays were computed natively
+        raise TypeError(f"logits must be a numeric array, got dtype {z.dtype}")
     if z.ndim != 2 or z.shape[1] < 2:
         raise ValueError(f"logits must have shape (n, C) with C >= 2, got {z.shape}")
     from ._backends import native_module
