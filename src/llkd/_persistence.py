@@ -114,15 +114,10 @@ def _classes_from_json(d, where) -> np.ndarray:
     for i, v in enumerate(values):
         if d["dtype"] != "bool" and isinstance(v, bool) or not isinstance(v, pytype):
             raise _Invalid(f"{where}.values[{i}] is {_short(v)}, not a {d['dtype']}")
-    if pytype == (int, float):
-        if not all(math.isfinite(v) for v in values):
-            raise _Invalid(f"{where}.values must be finite numbers, got {_short(values)}")
-        info = np.finfo(dtype)
-        for i, v in enumerate(values):
-            if not info.min <= v <= info.max:
-                raise _Invalid(f"{where}.values[{i}] = {_short(v)} does not fit in {info.dtype}")
-    if pytype is int:
-        info = np.iinfo(dtype)
+    if pytype == (int, float) and not all(math.isfinite(v) for v in values):
+        raise _Invalid(f"{where}.values must be finite numbers, got {_short(values)}")
+    if pytype in (int, (int, float)):
+        info = np.iinfo(dtype) if pytype is int else np.finfo(dtype)
         for i, v in enumerate(values):
             if not info.min <= v <= info.max:
                 raise _Invalid(f"{where}.values[{i}] = {_short(v)} does not fit in {info.dtype}")

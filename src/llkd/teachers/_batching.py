@@ -87,7 +87,7 @@ def _stream_answers(teacher, texts, n_todo, batch_size, store, tkey, C, done, me
     name = type(teacher).__name__
     n = 0
     sent: set = set()
-    answered: set = set()
+    given: set = set()  # texts answered by this stream
 
     def feed():
         for k in texts:
@@ -97,10 +97,10 @@ def _stream_answers(teacher, texts, n_todo, batch_size, store, tkey, C, done, me
     fed = feed()
     try:
         for text, proba in teacher.label_iter(fed):
-            if text in answered or text not in sent:
+            if text in given or text not in sent:
                 raise ValueError(
                     f"{name}.label_iter answered {str(text)[:40]!r} "
-                    f"{'twice' if text in answered else 'without being asked about it'}"
+                    f"{'twice' if text in given else 'without being asked about it'}"
                 )
             out = check_teacher_output(
                 TeacherOutput.from_proba(np.asarray(proba, dtype=np.float64)[None]), 1, C, f"{name} ({text[:40]!r})"
@@ -115,15 +115,12 @@ def _stream_answers(teacher, texts, n_todo, batch_size, store, tkey, C, done, me
                 on_batch([text], out)
             if bar is not None:
                 bar.update(1)
-            answered.add(text)
+            given.add(text)
             n += 1
-        unread = next(fed, fed) is not fed  # label_iter returned before reading every text
-        if unread or len(answered) < len(sent):
-            first = next((k for k in sent if k not in answered), None) if len(answered) < len(sent) else None
-            raise ValueError(
-                f"{name}.label_iter returned {n} answers for {n_todo} texts"
-                + (f", none for {str(first)[:40]!r}" if first is not None else ", without reading them all")
-            )
+        next(fed, None)  # a text label_iter left unread joins `sent`
+        if len(given) < len(sent):
+            first = next(k for k in sent if k not in given)
+            raise ValueError(f"{name}.label_iter returned {n} answers for {n_todo} texts, none for {str(first)[:40]!r}")
     except Exception as exc:
         answered = getattr(exc, "answered", None)  # arrived while the failure was handled
         kept = n + _keep_answered(answered, store, tkey, C, memory)
